@@ -1,0 +1,81 @@
+"""Shared fixtures: real pip-installed SGLang 0.5.8 trees, pristine and patched by apply.sh."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
+APPLY = ROOT / "scripts" / "apply.sh"
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run scripts/gpu_tier.sh on the device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pip_install_sglang(target: Path) -> Path:
+    """`pip install --no-deps --target` the pinned wheel: a real site-packages layout."""
+    if not WHEEL.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh")], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+         "--disable-pip-version-check", "--target", str(target), str(WHEEL)],
+        check=True,
+    )
+    return target
+
+
+def run_apply(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHON=sys.executable, **(env or {}))
+    proc = subprocess.run(
+        ["bash", str(APPLY), *args], capture_output=True, text=True, env=full_env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"apply.sh {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def pristine_template(tmp_path_factory) -> Path:
+    """A pristine pip-installed SGLang 0.5.8; never modified (copy it before changing)."""
+    return pip_install_sglang(tmp_path_factory.mktemp("pristine") / "site")
+
+
+@pytest.fixture
+def fresh_site(pristine_template, tmp_path) -> Path:
+    """A private copy of the pristine site-packages that a test may modify."""
+    dst = tmp_path / "site"
+    shutil.copytree(pristine_template, dst, symlinks=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def patched_template(pristine_template, tmp_path_factory) -> Path:
+    """A copy of the pristine tree patched by scripts/apply.sh itself; never modified."""
+    dst = tmp_path_factory.mktemp("patched") / "site"
+    shutil.copytree(pristine_template, dst, symlinks=True)
+    run_apply("apply", "--target", str(dst))
+    return dst
