@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Kernel-path part of `apply.sh status`: which nsa-fastpath code paths this Python would use.
+
+Run by scripts/apply.sh with the target's interpreter ($PYTHON). Reports
+  * Triton: importable? which version (the Triton metadata path needs it),
+  * the CUDA C++ extension: built? (any *.so under $NSA_FASTPATH_BUILD_DIR,
+    default ~/.cache/nsa-fastpath/build),
+  * each nsa-fastpath environment flag, read through the target's own (patched)
+    sglang/srt/environ.py, loaded as a single file: it only imports os, subprocess,
+    warnings, contextlib, enum and typing, so SGLang's heavy __init__ is not run.
+Standard library only; never imports sglang.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+FLAGS = [
+    ("SGLANG_NSA_USE_TRITON_METADATA", "NSA replay metadata computed by Triton kernels"),
+    ("SGLANG_NSA_USE_CUDA_METADATA", "NSA replay metadata computed by the CUDA C++ extension"),
+    ("SGLANG_NSA_USE_BATCHED_COPY", "batched copy of NSA replay metadata"),
+    ("SGLANG_RADIX_FAST_MATCH", "fast RadixCache prefix matching"),
+]
+
+
+def say(msg: str = "") -> None:
+    print(f"[nsa-fastpath] {msg}")
+
+
+def triton_info() -> tuple[bool, str]:
+    if importlib.util.find_spec("triton") is None:
+        return False, "not installed"
+    try:
+        import triton  # noqa: F401  (a real import: "installed" is not "importable")
+    except Exception as e:  # pragma: no cover - depends on the environment
+        return False, f"import failed: {type(e).__name__}: {e}"
+    return True, getattr(triton, "__version__", "unknown version")
+
+
+def cuda_ext_info() -> tuple[bool, str]:
+    build = Path(os.environ.get("NSA_FASTPATH_BUILD_DIR")
+                 or Path.home() / ".cache" / "nsa-fastpath" / "build")
+    sos = sorted(build.rglob("*.so")) if build.is_dir() else []
+    if sos:
+        return True, ", ".join(str(p) for p in sos)
+    return False, f"not built (no *.so under {build})"
+
+
+def load_envs(environ_py: Path):
+    spec = importlib.util.spec_from_file_location("_nsa_fastpath_target_environ", environ_py)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # some stdlib helpers look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return module.envs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--environ", default="",
+                    help="the target's patched sglang/srt/environ.py ('' = not patched)")
+    args = ap.parse_args()
+
+    tri_ok, tri = triton_info()
+    ext_ok, ext = cuda_ext_info()
+    say(f"python: {sys.executable} ({sys.version.split()[0]})")
+    say(f"triton: {'importable, ' + tri if tri_ok else 'not importable (' + tri + ')'}")
+    say(f"CUDA C++ extension: {'built: ' + ext if ext_ok else ext}")
+
+    if not args.environ:
+        say("flags: absent (the target's environ.py is not nsa-fastpath's: SGLang's own code "
+            "paths run; setting the flags has no effect)")
+        return 0
+    try:
+        envs = load_envs(Path(args.environ))
+    except Exception as e:
+        say(f"flags: could not load {args.environ}: {type(e).__name__}: {e}")
+        return 1
+    say(f"flags (read through {args.environ}):")
+    for name, what in FLAGS:
+        field = getattr(envs, name, None)
+        if field is None:
+            say(f"  {name}: not declared in this environ.py")
+            continue
+        value = field.get()
+        src = f"{name}={os.environ[name]!r} in the environment" if name in os.environ else "default"
+        if not value:
+            path = "off: SGLang 0.5.8's own code path"
+        elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
+            path = "on, but Triton is not importable: this path cannot run"
+        elif name == "SGLANG_NSA_USE_CUDA_METADATA" and not ext_ok:
+            path = "on, but the CUDA extension is not built: this path cannot run"
+        elif name == "SGLANG_NSA_USE_CUDA_METADATA":
+            path = "on: would be used (on a CUDA GPU)"
+        else:
+            path = "on: would be used"
+        say(f"  {name}={value} ({src}) -> {what}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
