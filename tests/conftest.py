@@ -39,7 +39,7 @@ def pip_install_sglang(target: Path) -> Path:
     if not WHEEL.exists():
         subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh")], check=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
          "--disable-pip-version-check", "--target", str(target), str(WHEEL)],
         check=True,
     )

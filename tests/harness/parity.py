@@ -1,0 +1,64 @@
+"""Run a scenario suite against two SGLang trees in separate processes and compare exactly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+RUNNER = Path(__file__).resolve().parent / "runner.py"
+
+# Flags that select nsa-fastpath code paths; a run names the ones it sets, the rest are cleared
+# so the caller's environment cannot leak into a comparison.
+FASTPATH_FLAGS = (
+    "SGLANG_NSA_USE_TRITON_METADATA",
+    "SGLANG_NSA_USE_CUDA_METADATA",
+    "SGLANG_NSA_USE_BATCHED_COPY",
+    "SGLANG_RADIX_FAST_MATCH",
+    "SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA",
+)
+
+
+def run_suite(tree: Path, suite: str, configs: list, *, device: str = "cpu", seed: int = 0,
+              env: dict | None = None, timeout: int = 1200) -> dict:
+    full_env = {k: v for k, v in os.environ.items() if k not in FASTPATH_FLAGS}
+    full_env.update(env or {})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.pt"
+        proc = subprocess.run(
+            [sys.executable, str(RUNNER), "--tree", str(tree), "--suite", suite,
+             "--device", device, "--seed", str(seed), "--config", json.dumps(configs),
+             "--out", str(out)],
+            env=full_env, capture_output=True, text=True, timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"runner failed on {tree} ({proc.returncode}):\n{proc.stderr[-6000:]}")
+        return torch.load(out, weights_only=False)
+
+
+def compare(expected: dict, actual: dict, limit: int = 20) -> list[str]:
+    """Every key present in both, every tensor torch.equal (dtype and shape included)."""
+    problems = []
+    for key in sorted(expected.keys() - actual.keys()):
+        problems.append(f"missing in patched: {key}")
+    for key in sorted(actual.keys() - expected.keys()):
+        problems.append(f"extra in patched: {key}")
+    for key in sorted(expected.keys() & actual.keys()):
+        a, b = expected[key], actual[key]
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+                problems.append(f"{key}: tensor vs {type(b).__name__}")
+            elif a.dtype != b.dtype or a.shape != b.shape:
+                problems.append(f"{key}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}")
+            elif not torch.equal(a, b):
+                diff = (a != b).nonzero()
+                problems.append(f"{key}: {diff.shape[0]} elements differ, first at {diff[0].tolist()}")
+        elif a != b:
+            problems.append(f"{key}: {a!r} vs {b!r}")
+    if len(problems) > limit:
+        problems = problems[:limit] + [f"... and {len(problems) - limit} more"]
+    return problems

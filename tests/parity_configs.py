@@ -1,0 +1,24 @@
+"""Scenario matrices shared by the CPU parity tests and the GPU tier (scripts/gpu_tier.sh)."""
+
+NSA_SINGLE = [
+    {"kind": "single", "page_size": ps, "topk": topk}
+    for ps in (1, 64)
+    for topk in (128, 256, 512, 2048)
+]
+NSA_MULTI = [
+    {"kind": "multi", "page_size": ps, "topk": topk} for ps in (1, 64) for topk in (128, 2048)
+]
+RADIX = [
+    {"page_size": ps, "bigram": bigram, "n_requests": n, "max_prefix": 32768,
+     "budget_tokens": 150_000}
+    for ps, bigram, n in ((1, False, 1000), (16, False, 1000), (64, False, 1000), (1, True, 600),
+                          (16, True, 400))
+]
+
+# Every fast path off: the patched tree must then run SGLang 0.5.8's own code (ROLLBACK.md, way 1).
+FLAGS_OFF = {
+    "SGLANG_NSA_USE_TRITON_METADATA": "0",
+    "SGLANG_NSA_USE_CUDA_METADATA": "0",
+    "SGLANG_NSA_USE_BATCHED_COPY": "0",
+    "SGLANG_RADIX_FAST_MATCH": "0",
+}

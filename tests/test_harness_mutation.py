@@ -1,0 +1,49 @@
+"""The harness must fail on a planted one-line difference; a harness that cannot fail proves nothing.
+
+Each case copies the patched tree, changes one line, and asserts that the comparison against
+pristine SGLang 0.5.8 reports it, in the outputs the line feeds.
+"""
+import shutil
+
+import pytest
+from harness.parity import compare, run_suite
+
+SMALL_NSA = [{"kind": "single", "page_size": 1, "topk": 128}]
+SMALL_RADIX = [{"page_size": 1, "bigram": False, "n_requests": 300, "max_prefix": 4096,
+                "budget_tokens": 20_000}]
+
+MUTATIONS = [
+    pytest.param(
+        "sglang/srt/layers/attention/nsa_backend.py",
+        "metadata.nsa_seqlens_expanded[: seqlens_expanded.shape[0]].copy_(\n"
+        "                seqlens_expanded\n",
+        "metadata.nsa_seqlens_expanded[: seqlens_expanded.shape[0]].copy_(\n"
+        "                seqlens_expanded + 1\n",
+        "nsa", SMALL_NSA, "single/draft_extend/", "/nsa_seqlens_expanded",
+        id="draft-extend-seqlens-off-by-one",
+    ),
+    pytest.param(
+        "sglang/srt/mem_cache/radix_cache.py",
+        "            num_evicted += len(x.value)\n",
+        "            num_evicted += len(x.value) + 1\n",
+        "radix", SMALL_RADIX, "radix/", "",
+        id="radix-evict-count-off-by-one",
+    ),
+]
+
+
+@pytest.mark.parametrize("path,old,new,suite,configs,where,what", MUTATIONS)
+def test_harness_reports_planted_difference(pristine_template, patched_template, tmp_path,
+                                            path, old, new, suite, configs, where, what):
+    mutant = tmp_path / "site"
+    shutil.copytree(patched_template, mutant, symlinks=True)
+    src = mutant / path
+    text = src.read_text()
+    assert text.count(old) == 1, f"mutation anchor not unique in {path}: update this test"
+    src.write_text(text.replace(old, new))
+
+    expected = run_suite(pristine_template, suite, configs)
+    assert not compare(expected, run_suite(patched_template, suite, configs)), "baseline differs"
+    problems = compare(expected, run_suite(mutant, suite, configs))
+    assert problems, "harness did not notice the planted change"
+    assert any(p.startswith(where) and what in p for p in problems), problems
