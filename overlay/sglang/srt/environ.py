@@ -11,7 +11,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
-# MODIFIED by nsa-fastpath: adds the nsa-fastpath environment flags (SGLANG_NSA_USE_*, SGLANG_RADIX_FAST_MATCH).
+# MODIFIED by nsa-fastpath: adds the nsa-fastpath environment flags (SGLANG_NSA_USE_*, SGLANG_RADIX_*, SGLANG_NSA_BATCHED_COPY_VERIFY).
 # Based on SGLang 0.5.8 (PyPI wheel); every change is behind an environment flag.
 import os
 import subprocess
@@ -367,6 +367,10 @@ class Envs:
     SGLANG_NSA_USE_CUDA_METADATA = EnvBool(True)
     SGLANG_NSA_USE_BATCHED_COPY = EnvBool(True)
     SGLANG_RADIX_FAST_MATCH = EnvBool(True)
+    # Opt-in: the seed's Triton token-match kernel for long keys (see docs/BENCHMARKS.md)
+    SGLANG_RADIX_TRITON_MATCH = EnvBool(False)
+    # Opt-in: run the plain copies after the batched copy and compare (raises on a mismatch)
+    SGLANG_NSA_BATCHED_COPY_VERIFY = EnvBool(False)
 
     # sgl-kernel
     SGLANG_SKIP_SGL_KERNEL_VERSION_CHECK = EnvBool(False)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Download, into .whl/, the cp312 wheels the GPU tier installs on the device machine (no network
+# there): SGLang 0.5.8's pure-Python imports that the device image lacks or has in versions SGLang
+# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest. About 30 MB.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$root/.whl"
+pkgs=(
+    pybase64 ipython==9.18.1 decorator jedi parso matplotlib-inline pexpect ptyprocess
+    prompt_toolkit wcwidth pygments stack_data executing asttokens pure_eval traitlets
+    ipython_pygments_lexers pydantic==2.14.3 pydantic-core==2.50.4 annotated-types
+    typing-inspection msgspec pyzmq orjson starlette transformers==4.57.1 tokenizers==0.22.1
+    huggingface-hub==0.36.0 openai==2.6.1 distro jiter sniffio partial-json-parser dill
+    compressed-tensors==0.15.0.1 gguf loguru pytest==8.4.2 pluggy iniconfig
+)
+plat=()
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64 \
+         manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do plat+=(--platform "$p"); done
+for pkg in "${pkgs[@]}"; do
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp "${plat[@]}" -d "$root/.whl" "$pkg"
+done
+du -sh "$root/.whl"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or refresh) .venv: CPU torch, Triton (interpreter), pytest, SGLang 0.5.8 --no-deps and
+# the pure-Python packages its modules import (requirements-cpu.txt). Idempotent: a stamp holding
+# the requirements' hash skips the work when nothing changed. Prints the venv's python.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+py=${PYTHON:-python3}
+stamp="$venv/.nsa-fastpath-stamp"
+want=$(cat "$root/requirements-cpu.txt" "$0" | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+    echo "$venv/bin/python"; exit 0
+fi
+whl=$(PYTHON="$py" bash "$root/scripts/fetch_wheel.sh")
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/requirements-cpu.txt" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$whl" >&2
+echo "$want" > "$stamp"
+echo "$venv/bin/python"
