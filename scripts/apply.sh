@@ -76,6 +76,7 @@ Environment
   NSA_FASTPATH_BUILD_DIR       where status looks for the built CUDA extension
                                (default: ~/.cache/nsa-fastpath/build)
   NSA_FASTPATH_LOCK_TIMEOUT    seconds to wait for the lock (default 600)
+  NSA_FASTPATH_TRACE=1         log every mutating step (write, rename, mkdir, rm)
   NSA_FASTPATH_FAULT_AT=N      tests: fail right after the N-th mutating step
   NSA_FASTPATH_FAULT_MODE      tests: error (default; rollback) or kill (kill -9, no cleanup)
 EOF
@@ -140,6 +141,7 @@ load_manifest() {  # $1 = manifest file
             *) die $E_TARGET "$file:$line: path must start with sglang/: $path" ;;
         esac
         case "/$path/" in */../* | */./* | *//*) die $E_TARGET "$file:$line: bad path $path" ;; esac
+        [[ $path =~ ^[A-Za-z0-9_.+/-]+$ ]] || die $E_TARGET "$file:$line: unexpected characters in $path"
         [[ $post =~ ^[0-9a-f]{64}$ ]] || die $E_TARGET "$file:$line: bad patched sha256"
         if [ "$kind" = replace ]; then
             [[ $pre =~ ^[0-9a-f]{64}$ ]] || die $E_TARGET "$file:$line: bad pristine sha256"
@@ -151,22 +153,46 @@ load_manifest() {  # $1 = manifest file
     [ "${#M_PATH[@]}" -gt 0 ] || die $E_TARGET "manifest $file lists no files"
 }
 
-# sha256 of a regular file, or missing / symlink / notafile / unreadable.
-filehash() {
-    local f=$1 h
-    if [ -L "$f" ]; then echo symlink
-    elif [ ! -e "$f" ]; then echo missing
-    elif [ ! -f "$f" ]; then echo notafile
-    elif h=$(sha256sum <"$f" 2>/dev/null); then echo "${h%% *}"
-    else echo unreadable
+# fhash FILE: sets FH to its sha256, or missing / symlink / notafile / unreadable.
+fhash() {
+    local f=$1
+    if [ -L "$f" ]; then FH=symlink
+    elif [ ! -e "$f" ]; then FH=missing
+    elif [ ! -f "$f" ]; then FH=notafile
+    elif FH=$(sha256sum <"$f" 2>/dev/null); then FH=${FH%% *}
+    else FH=unreadable
+    fi
+}
+dirof() { case $1 in */*) D=${1%/*} ;; *) D=. ;; esac; }
+
+# hash_files FILE...: sets HASHES[k] like fhash for the k-th file, with one sha256sum run.
+hash_files() {
+    local f k=0 todo=() pos=() lines=() line
+    HASHES=()
+    for f in "$@"; do
+        if [ -L "$f" ]; then HASHES[k]=symlink
+        elif [ ! -e "$f" ]; then HASHES[k]=missing
+        elif [ ! -f "$f" ]; then HASHES[k]=notafile
+        else todo+=("$f") pos+=("$k")
+        fi
+        k=$((k + 1))
+    done
+    [ "${#todo[@]}" -gt 0 ] || return 0
+    if mapfile -t lines < <(sha256sum -- "${todo[@]}" 2>/dev/null) && [ "${#lines[@]}" -eq "${#todo[@]}" ]; then
+        for k in "${!pos[@]}"; do
+            line=${lines[$k]#\\}  # sha256sum prefixes a backslash when it escapes the name
+            HASHES[${pos[$k]}]=${line:0:64}
+        done
+    else  # an unreadable file: one at a time
+        for k in "${!pos[@]}"; do fhash "${todo[$k]}"; HASHES[${pos[$k]}]=$FH; done
     fi
 }
 
-# classify INDEX BASE -> sets ST (pristine|patched|foreign|missing) and HS (the hash seen).
+# classify INDEX HASH -> sets ST (pristine|patched|foreign|missing) and HS (the hash seen).
 # pristine = as in SGLang 0.5.8 (for an `add` row: absent).
 classify() {
-    local i=$1 base=$2
-    HS=$(filehash "$base/${M_PATH[$i]}")
+    local i=$1
+    HS=$2
     if [ "$HS" = "${M_POST[$i]}" ]; then ST=patched
     elif [ "${M_KIND[$i]}" = add ] && [ "$HS" = missing ]; then ST=pristine
     elif [ "${M_KIND[$i]}" = replace ] && [ "$HS" = "${M_PRE[$i]}" ]; then ST=pristine
@@ -176,11 +202,12 @@ classify() {
 }
 
 check_overlay() {
-    local i h
+    local i files=()
+    for i in "${!M_PATH[@]}"; do files+=("$OVERLAY/${M_PATH[$i]}"); done
+    hash_files "${files[@]}"
     for i in "${!M_PATH[@]}"; do
-        h=$(filehash "$OVERLAY/${M_PATH[$i]}")
-        [ "$h" = "${M_POST[$i]}" ] || die $E_TARGET \
-            "overlay/${M_PATH[$i]} ($h) does not match manifest.tsv: nsa-fastpath checkout is inconsistent (run scripts/regen.py, or check out a release)"
+        [ "${HASHES[$i]}" = "${M_POST[$i]}" ] || die $E_TARGET \
+            "overlay/${M_PATH[$i]} (${HASHES[$i]}) does not match manifest.tsv: nsa-fastpath checkout is inconsistent (run scripts/regen.py, or check out a release)"
     done
 }
 
@@ -263,14 +290,14 @@ step() {
     fi
 }
 
-tmp_for() { printf '%s/.%s.nsa-tmp.%s' "$(dirname "$1")" "$(basename "$1")" "$$"; }
+tmp_for() { TMP="${1%/*}/.${1##*/}.nsa-tmp.$$"; }  # absolute paths only
 
 # put_file SRC DEST SHA [keep]: copy SRC to a temp file beside DEST, check its sha256, rename
 # it over DEST. keep = preserve SRC's mode and mtime (restoring originals); otherwise DEST's
 # current mode is kept (0644 for a new file).
 put_file() {
-    local src=$1 dest=$2 sha=$3 keep=${4:-} tmp h
-    tmp=$(tmp_for "$dest")
+    local src=$1 dest=$2 sha=$3 keep=${4:-} tmp
+    tmp_for "$dest"; tmp=$TMP
     TMPFILES+=("$tmp")
     if [ "$keep" = keep ]; then
         cp -p -- "$src" "$tmp"
@@ -279,8 +306,8 @@ put_file() {
         if [ -f "$dest" ]; then chmod --reference="$dest" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
     fi
     step "wrote $tmp"
-    h=$(filehash "$tmp")
-    [ "$h" = "$sha" ] || { err "copy of $src has sha256 $h, expected $sha"; exit $E_UNEXPECTED; }
+    fhash "$tmp"
+    [ "$FH" = "$sha" ] || { err "copy of $src has sha256 $FH, expected $sha"; exit $E_UNEXPECTED; }
     mv -f -- "$tmp" "$dest"
     step "renamed $tmp -> $dest"
 }
@@ -289,7 +316,7 @@ put_file() {
 write_text() {
     local dest=$1 content=$2 tmp
     if [ -f "$dest" ] && [ "$(cat -- "$dest")" = "${content%$'\n'}" ]; then return 0; fi
-    tmp=$(tmp_for "$dest")
+    tmp_for "$dest"; tmp=$TMP
     TMPFILES+=("$tmp")
     printf '%s' "$content" >"$tmp"
     step "wrote $tmp"
@@ -297,10 +324,12 @@ write_text() {
     step "renamed $tmp -> $dest"
 }
 
-make_dir() {  # mkdir -p DIR (one step), if missing
-    [ -d "$1" ] && return 0
-    mkdir -p -- "$1"
-    step "mkdir $1"
+make_dirs() {  # mkdir -p DIR... (one step), if any is missing
+    local d missing=()
+    for d in "$@"; do [ -d "$d" ] || missing+=("$d"); done
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    mkdir -p -- "${missing[@]}"
+    step "mkdir -p ${missing[*]}"
 }
 
 rm_file() {
@@ -312,8 +341,8 @@ rm_file() {
 clear_pyc() {
     local rel=$1 d stem f
     case $rel in *.py) ;; *) return 0 ;; esac
-    d=$(dirname "$TARGET/$rel")
-    stem=$(basename "$rel" .py)
+    dirof "$TARGET/$rel"; d=$D
+    stem=${rel##*/}; stem=${stem%.py}
     for f in "$d/__pycache__/$stem".*.pyc "$d/$stem.pyc"; do
         [ -e "$f" ] || [ -L "$f" ] || continue
         if [ "$DRY" = 1 ]; then log "would remove stale ${f#"$TARGET"/}"; continue; fi
@@ -326,7 +355,7 @@ clear_pyc() {
 list_tmp() {
     local i d seen=" " f
     for i in "${!M_PATH[@]}"; do
-        d=$(dirname "$TARGET/${M_PATH[$i]}")
+        dirof "$TARGET/${M_PATH[$i]}"; d=$D
         case $seen in *" $d "*) continue ;; esac
         seen="$seen$d "
         for f in "$d"/.*.nsa-tmp.*; do printf '%s\n' "$f"; done
@@ -363,8 +392,8 @@ manifest_sha256=$MANIFEST_SHA
 "
 }
 
-backup_ok() {  # index -> 0 if the backup of a replace row verifies
-    [ "$(filehash "$S/backup/${M_PATH[$1]}")" = "${M_PRE[$1]}" ]
+backup_ok() {  # index -> 0 if the backup of a replace row verified in the last scan
+    [ "${BK_OK[$1]}" = 1 ]
 }
 
 record_created_dir() {  # rel dir
@@ -379,36 +408,38 @@ record_created_dir() {  # rel dir
 # always either the original or ours, thanks to the temp-file + rename writes).
 
 do_apply() {
-    local i rel d parts p acc
+    local i rel d parts p acc dirs=("$S")
     clean_tmp
+    for i in "${!M_PATH[@]}"; do
+        if [ "${M_KIND[$i]}" = replace ]; then dirof "$S/backup/${M_PATH[$i]}"; dirs+=("$D"); fi
+    done
     if [ "$DRY" = 1 ]; then
         [ -d "$S" ] || log "would create state dir ${S#"$TARGET"/}"
     else
-        make_dir "$S"
+        make_dirs "${dirs[@]}"
     fi
     write_journal apply in-progress
     if [ "$DRY" = 0 ] && ! cmp -s -- "$MANIFEST" "$S/manifest.tsv"; then
         put_file "$MANIFEST" "$S/manifest.tsv" "$MANIFEST_SHA"
     fi
+    scan  # (the steps below only touch files they have just classified)
     # 1. back up every original before touching any file
     for i in "${!M_PATH[@]}"; do
         [ "${M_KIND[$i]}" = replace ] || continue
         rel=${M_PATH[$i]}
         backup_ok "$i" && continue
-        classify "$i" "$TARGET"
-        if [ "$ST" != pristine ]; then
-            err "$rel is $ST and its backup is missing or corrupt: cannot back up the original"
+        if [ "${ROW_ST[$i]}" != pristine ]; then
+            err "$rel is ${ROW_ST[$i]} and its backup is missing or corrupt: cannot back up the original"
             exit $E_MANUAL
         fi
         if [ "$DRY" = 1 ]; then log "would back up $rel -> ${S#"$TARGET"/}/backup/$rel"; continue; fi
-        make_dir "$(dirname "$S/backup/$rel")"
         put_file "$TARGET/$rel" "$S/backup/$rel" "${M_PRE[$i]}" keep
         log "backed up $rel"
     done
     # 2. directories for added files (recorded before they are created)
     for i in "${!M_PATH[@]}"; do
         [ "${M_KIND[$i]}" = add ] || continue
-        d=$(dirname "${M_PATH[$i]}")
+        dirof "${M_PATH[$i]}"; d=$D
         IFS=/ read -r -a parts <<<"$d"
         acc=""
         for p in "${parts[@]}"; do
@@ -424,8 +455,7 @@ do_apply() {
     # 3. our files
     for i in "${!M_PATH[@]}"; do
         rel=${M_PATH[$i]}
-        classify "$i" "$TARGET"
-        case $ST in
+        case ${ROW_ST[$i]} in
             patched) ;;
             pristine)
                 if [ "$DRY" = 1 ]; then
@@ -434,7 +464,7 @@ do_apply() {
                     put_file "$OVERLAY/$rel" "$TARGET/$rel" "${M_POST[$i]}"
                     log "$([ "${M_KIND[$i]}" = add ] && echo added || echo patched) $rel"
                 fi ;;
-            *) err "$rel is $ST (sha256 $HS)"; exit $E_UNEXPECTED ;;
+            *) err "$rel is ${ROW_ST[$i]}"; exit $E_UNEXPECTED ;;
         esac
         clear_pyc "$rel"
     done
@@ -445,10 +475,10 @@ do_revert() {
     local i rel d
     clean_tmp
     if [ -d "$S" ]; then write_journal revert in-progress; fi
+    scan
     for i in "${!M_PATH[@]}"; do
         rel=${M_PATH[$i]}
-        classify "$i" "$TARGET"
-        case $ST in
+        case ${ROW_ST[$i]} in
             pristine) ;;
             patched)
                 if [ "${M_KIND[$i]}" = add ]; then
@@ -462,7 +492,7 @@ do_revert() {
                         log "restored $rel"
                     fi
                 fi ;;
-            *) err "$rel is $ST (sha256 $HS)"; exit $E_UNEXPECTED ;;
+            *) err "$rel is ${ROW_ST[$i]}"; exit $E_UNEXPECTED ;;
         esac
         clear_pyc "$rel"
     done
@@ -509,7 +539,7 @@ on_exit() {
             err "rolled back: $TARGET is $goal again, as before this run"
             rc=$E_ROLLED_BACK
         else
-            err "ROLLBACK FAILED: $TARGET is left partially patched. Fix the cause shown above, then rerun \`apply.sh revert --target $TARGET\` (or \`apply.sh apply\`); if that fails: pip install --force-reinstall --no-deps $TARGET_SPEC"
+            err "ROLLBACK FAILED: $TARGET is left partially patched. Fix the cause shown above, then rerun \`apply.sh revert --target $(printf %q "$TARGET")\` (or \`apply.sh apply\`); if that fails: pip install --force-reinstall --no-deps $TARGET_SPEC"
             rc=$E_MANUAL
         fi
     fi
@@ -529,7 +559,7 @@ prepare_files_mode() {  # sets the manifest to use ($1 = apply|revert|status)
         MANIFEST="$S/manifest.tsv"
         load_manifest "$MANIFEST"
     fi
-    MANIFEST_SHA=$(sha256sum <"$MANIFEST" | cut -c1-64)
+    fhash "$MANIFEST"; MANIFEST_SHA=$FH
 }
 
 report_foreign() {  # prints the refusal for rows in FOREIGN_IDX
@@ -543,11 +573,20 @@ report_foreign() {  # prints the refusal for rows in FOREIGN_IDX
     done
 }
 
-scan() {  # classify all rows against $TARGET
-    local i
-    N_PRISTINE=0 N_PATCHED=0 FOREIGN_IDX=() FOREIGN_ST=() FOREIGN_HS=() ROW_ST=()
+scan() {  # classify all rows against $TARGET; check the backups (BK_OK)
+    local i files=()
+    N_PRISTINE=0 N_PATCHED=0 FOREIGN_IDX=() FOREIGN_ST=() FOREIGN_HS=() ROW_ST=() BK_OK=()
+    for i in "${!M_PATH[@]}"; do files+=("$S/backup/${M_PATH[$i]}"); done
+    hash_files "${files[@]}"
     for i in "${!M_PATH[@]}"; do
-        classify "$i" "$TARGET"
+        BK_OK[$i]=0
+        if [ "${M_KIND[$i]}" = replace ] && [ "${HASHES[$i]}" = "${M_PRE[$i]}" ]; then BK_OK[$i]=1; fi
+    done
+    files=()
+    for i in "${!M_PATH[@]}"; do files+=("$TARGET/${M_PATH[$i]}"); done
+    hash_files "${files[@]}"
+    for i in "${!M_PATH[@]}"; do
+        classify "$i" "${HASHES[$i]}"
         ROW_ST[$i]=$ST
         case $ST in
             pristine) N_PRISTINE=$((N_PRISTINE + 1)) ;;
@@ -563,7 +602,7 @@ check_writable() {
         [ ! -e "$d" ] || [ -w "$d" ] || die $E_TARGET "no write permission on $d (run as the owner of this SGLang install)"
     done
     for i in "${!M_PATH[@]}"; do
-        d=$(dirname "$TARGET/${M_PATH[$i]}")
+        dirof "$TARGET/${M_PATH[$i]}"; d=$D
         [ ! -e "$d" ] || [ -w "$d" ] || die $E_TARGET "no write permission on $d (run as the owner of this SGLang install)"
     done
 }
@@ -571,8 +610,8 @@ check_writable() {
 cmd_apply() {
     local i n=${#M_PATH[@]} bad_backup=()
     load_manifest "$MANIFEST"
-    check_overlay
     prepare_files_mode apply
+    check_overlay
     take_lock "$TARGET"
     if [ -f "$S/manifest.tsv" ] && ! cmp -s -- "$MANIFEST" "$S/manifest.tsv"; then
         die $E_REFUSED "another nsa-fastpath version is applied to $TARGET (${S#"$TARGET"/}/manifest.tsv differs from $MANIFEST). Run \`apply.sh revert\` with the version that applied it (revert uses the recorded manifest), then apply. Nothing changed."
@@ -619,7 +658,7 @@ cmd_apply() {
     MUTATING=0
     scan
     [ "$N_PATCHED" -eq "$n" ] || die $E_MANUAL "after apply, $((n - N_PATCHED)) file(s) are not nsa-fastpath's (concurrent change?): run \`apply.sh status\`"
-    log "applied: $n files are nsa-fastpath's ($STEP steps); originals in ${S#"$TARGET"/}/backup; undo with: bash scripts/apply.sh revert --target $TARGET"
+    log "applied: $n files are nsa-fastpath's ($STEP steps); originals in ${S#"$TARGET"/}/backup; undo with: bash scripts/apply.sh revert --target $(printf %q "$TARGET")"
 }
 
 cmd_revert() {
@@ -667,7 +706,7 @@ cmd_revert() {
 }
 
 cmd_status() {
-    local i n overall code note="" environ="" holder
+    local i n overall code note="" environ="" holder tmpleft
     load_manifest "$MANIFEST"
     prepare_files_mode status
     n=${#M_PATH[@]}
@@ -691,16 +730,18 @@ cmd_status() {
     if [ -d "$S" ]; then
         log "state dir: ${S#"$TARGET"/} (journal: op=${J_OP:-?} state=${J_STATE:-?})"
     fi
+    tmpleft=$(list_tmp)
+    if [ -n "$tmpleft" ]; then log "leftover temp files of an interrupted run are present (apply or revert removes them)"; fi
     if [ "${#FOREIGN_IDX[@]}" -gt 0 ]; then
         overall=foreign code=$E_REFUSED
         note="file(s) above are neither SGLang $TARGET_SPEC's nor nsa-fastpath's: pip install --force-reinstall --no-deps $TARGET_SPEC, then \`apply.sh revert\`"
-    elif [ -d "$S" ] && { [ "$J_STATE" != done ] || [ "$J_OP" != apply ]; }; then
+    elif { [ -d "$S" ] && { [ "$J_STATE" != done ] || [ "$J_OP" != apply ]; }; } || [ -n "$tmpleft" ]; then
         overall=partial code=$E_PARTIAL
-        note="an interrupted ${J_OP:-apply} (crash / kill -9): rerun \`apply.sh apply\` or \`apply.sh revert\`"
+        note="an interrupted ${J_OP:-run} (crash / kill -9): rerun \`apply.sh apply\` or \`apply.sh revert\`"
     elif [ "$N_PRISTINE" -eq "$n" ] && [ ! -d "$S" ]; then
         overall=pristine code=$E_OK note="SGLang's own code; nsa-fastpath not installed"
     elif [ "$N_PATCHED" -eq "$n" ] && [ "$bad_backup" -eq 0 ] && [ -d "$S" ]; then
-        overall=patched code=$E_OK note="undo with: bash scripts/apply.sh revert --target $TARGET"
+        overall=patched code=$E_OK note="undo with: bash scripts/apply.sh revert --target $(printf %q "$TARGET")"
     elif [ "$N_PATCHED" -eq "$n" ]; then
         overall=patched code=$E_MANUAL
         note="but the backup of $bad_backup original(s) is missing or corrupt: \`apply.sh revert\` cannot restore them; to go back: pip install --force-reinstall --no-deps $TARGET_SPEC, then \`apply.sh revert\`"
@@ -708,7 +749,6 @@ cmd_status() {
         overall=partial code=$E_PARTIAL
         note="$N_PATCHED of $n files are nsa-fastpath's (interrupted run, or SGLang reinstalled over a patched tree): rerun \`apply.sh apply\` or \`apply.sh revert\`"
     fi
-    if [ -n "$(list_tmp)" ]; then log "leftover temp files of an interrupted run are present (apply or revert removes them)"; fi
     holder=$(printf '%s' "$TARGET" | sha256sum | cut -c1-16)
     if [ -e "${TMPDIR:-/tmp}/nsa-fastpath-$holder.lock" ] &&
         ! flock -n -s "${TMPDIR:-/tmp}/nsa-fastpath-$holder.lock" true 2>/dev/null; then
@@ -845,7 +885,7 @@ cmd_git_apply() {
     for p in "${todo[@]}"; do log "applied $(basename "$p")"; done
     scan
     [ "$N_PATCHED" -eq "$n" ] || die $E_MANUAL "after git am, $((n - N_PATCHED)) file(s) are not nsa-fastpath's: check \`git log\` in $CO"
-    log "applied: $(git_c rev-parse --short HEAD) on top of $(git_c rev-parse --short "$head0"); undo with: bash scripts/apply.sh revert --git $CO"
+    log "applied: $(git_c rev-parse --short HEAD) on top of $(git_c rev-parse --short "$head0"); undo with: bash scripts/apply.sh revert --git $(printf %q "$CO")"
 }
 
 cmd_git_revert() {

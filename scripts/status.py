@@ -88,7 +88,7 @@ def main() -> int:
             say(f"  {name}: not declared in this environ.py")
             continue
         value = field.get()
-        src = f"{name}={os.environ[name]!r} in the environment" if name in os.environ else "default"
+        src = f"set to {os.environ[name]!r} in the environment" if name in os.environ else "default"
         if not value:
             path = "off: SGLang 0.5.8's own code path"
         elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
