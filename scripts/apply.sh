@@ -201,14 +201,18 @@ classify() {
     fi
 }
 
-check_overlay() {
+overlay_matches() {  # 0 if every overlay file has the manifest's sha256 (else BAD_OVERLAY)
     local i files=()
     for i in "${!M_PATH[@]}"; do files+=("$OVERLAY/${M_PATH[$i]}"); done
     hash_files "${files[@]}"
     for i in "${!M_PATH[@]}"; do
-        [ "${HASHES[$i]}" = "${M_POST[$i]}" ] || die $E_TARGET \
-            "overlay/${M_PATH[$i]} (${HASHES[$i]}) does not match manifest.tsv: nsa-fastpath checkout is inconsistent (run scripts/regen.py, or check out a release)"
+        if [ "${HASHES[$i]}" != "${M_POST[$i]}" ]; then BAD_OVERLAY="${M_PATH[$i]} (${HASHES[$i]})"; return 1; fi
     done
+}
+
+check_overlay() {
+    overlay_matches || die $E_TARGET \
+        "$OVERLAY/$BAD_OVERLAY does not match $MANIFEST: this nsa-fastpath checkout is inconsistent (run scripts/regen.py, or check out a release). Nothing changed."
 }
 
 # ---------------------------------------------------------------- target
@@ -277,7 +281,7 @@ take_lock() {  # $1 = key (target or checkout path)
 }
 
 # ---------------------------------------------------------------- mutation primitives
-STEP=0 MUTATING=0 OP="" TMPFILES=()
+STEP=0 MUTATING=0 OP="" TMPFILES=() CAN_REAPPLY=1 LOCKFD=""
 
 # Called right after every mutating step (write, rename, mkdir, rm of a real change).
 step() {
@@ -533,6 +537,11 @@ on_exit() {
         MUTATING=0 FAULT_AT=0
         set +e
         if [ "$OP" = apply ]; then goal=pristine; else goal=patched; fi
+        if [ "$OP" = revert ] && [ "$CAN_REAPPLY" = 0 ]; then
+            err "revert failed (exit $rc) after $STEP step(s); $TARGET is partially reverted and cannot be rolled back to patched (this nsa-fastpath checkout is not the version that was applied). Fix the cause shown above, then rerun \`apply.sh revert --target $(printf %q "$TARGET")\`; if that fails: pip install --force-reinstall --no-deps $TARGET_SPEC"
+            for f in "${TMPFILES[@]}"; do [ -e "$f" ] && rm -f -- "$f"; done
+            exit $E_MANUAL
+        fi
         err "$OP failed (exit $rc) after $STEP step(s); rolling back to $goal"
         if [ "$OP" = apply ]; then (set -e; do_revert); r=$?; else (set -e; do_apply); r=$?; fi
         if [ "$r" -eq 0 ]; then
@@ -558,6 +567,7 @@ prepare_files_mode() {  # sets the manifest to use ($1 = apply|revert|status)
         log "using the manifest recorded at apply time: ${S#"$TARGET"/}/manifest.tsv"
         MANIFEST="$S/manifest.tsv"
         load_manifest "$MANIFEST"
+        CAN_REAPPLY=0  # our overlay/ is another version: a failed revert cannot re-apply
     fi
     fhash "$MANIFEST"; MANIFEST_SHA=$FH
 }
@@ -662,16 +672,24 @@ cmd_apply() {
 }
 
 cmd_revert() {
-    local i n bad_backup=()
+    local i n bad_backup=() leftovers=()
     load_manifest "$MANIFEST"
     prepare_files_mode revert
     take_lock "$TARGET"
+    if [ "$CAN_REAPPLY" = 1 ] && ! overlay_matches; then CAN_REAPPLY=0; fi
     n=${#M_PATH[@]}
     scan
     if [ "${#FOREIGN_IDX[@]}" -gt 0 ]; then
         report_foreign "refusing to revert:"
         err "apply.sh only overwrites files that are SGLang's or its own (was the file edited after apply, or SGLang upgraded?)."
         err "What to do: pip install --force-reinstall --no-deps $TARGET_SPEC (restores SGLang's files), then rerun \`apply.sh revert\` to remove nsa-fastpath leftovers. Nothing changed."
+        for i in "${!M_PATH[@]}"; do
+            if [ "${M_KIND[$i]}" = add ] && [ "${ROW_ST[$i]}" = patched ]; then leftovers+=("${M_PATH[$i]}"); fi
+        done
+        if [ -d "$S" ]; then leftovers+=("$STATE_REL/"); fi
+        if [ "${#leftovers[@]}" -gt 0 ]; then
+            err "(If you upgraded SGLang on purpose, delete nsa-fastpath's leftovers in $TARGET by hand instead: ${leftovers[*]})"
+        fi
         exit $E_REFUSED
     fi
     for i in "${!M_PATH[@]}"; do
@@ -762,13 +780,16 @@ cmd_status() {
             environ="$TARGET/sglang/srt/environ.py"
         fi
     done
-    "$PYTHON" "$ROOT/scripts/status.py" --environ "$environ" ||
+    "$PYTHON" "$ROOT/scripts/status.py" --environ "$environ" \
+        --pristine-environ "$S/backup/sglang/srt/environ.py" ||
         warn "could not run $ROOT/scripts/status.py with $PYTHON"
     exit "$code"
 }
 
 # ---------------------------------------------------------------- --git mode
-git_c() { git -C "$CO" "$@"; }
+git_c() {  # git in the checkout, without our lock fd (git may leave `gc --auto` running)
+    if [ -n "$LOCKFD" ]; then git -C "$CO" "$@" {LOCKFD}>&-; else git -C "$CO" "$@"; fi
+}
 
 git_identity() {
     # `git am`/`git revert` need an identity; fall back to one naming this tool.

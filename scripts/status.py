@@ -18,12 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-FLAGS = [
-    ("SGLANG_NSA_USE_TRITON_METADATA", "NSA replay metadata computed by Triton kernels"),
-    ("SGLANG_NSA_USE_CUDA_METADATA", "NSA replay metadata computed by the CUDA C++ extension"),
-    ("SGLANG_NSA_USE_BATCHED_COPY", "batched copy of NSA replay metadata"),
-    ("SGLANG_RADIX_FAST_MATCH", "fast RadixCache prefix matching"),
-]
+# The switches of the patch set; any other flag our environ.py adds over SGLang's (found by
+# comparing with the backed-up original) is listed too.
+FLAGS = {
+    "SGLANG_NSA_USE_CUDA_METADATA": "NSA replay metadata by the CUDA C++ kernel",
+    "SGLANG_NSA_USE_TRITON_METADATA": "NSA replay metadata by the Triton kernel",
+    "SGLANG_NSA_USE_BATCHED_COPY": "batched copy of precomputed replay metadata",
+    "SGLANG_RADIX_FAST_MATCH": "fast RadixCache key matching",
+}
 
 
 def say(msg: str = "") -> None:
@@ -49,6 +51,16 @@ def cuda_ext_info() -> tuple[bool, str]:
     return False, f"not built (no *.so under {build})"
 
 
+def env_fields(envs) -> list[str]:
+    """Names of the EnvField attributes of an Envs instance, in declaration order."""
+    out = []
+    for klass in reversed(type(envs).__mro__):
+        for name, value in vars(klass).items():
+            if hasattr(value, "get") and hasattr(value, "default") and name not in out:
+                out.append(name)
+    return out
+
+
 def load_envs(environ_py: Path):
     spec = importlib.util.spec_from_file_location("_nsa_fastpath_target_environ", environ_py)
     module = importlib.util.module_from_spec(spec)
@@ -64,6 +76,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--environ", default="",
                     help="the target's patched sglang/srt/environ.py ('' = not patched)")
+    ap.add_argument("--pristine-environ", default="",
+                    help="SGLang's original environ.py (the backup), to list every added flag")
     args = ap.parse_args()
 
     tri_ok, tri = triton_info()
@@ -81,25 +95,37 @@ def main() -> int:
     except Exception as e:
         say(f"flags: could not load {args.environ}: {type(e).__name__}: {e}")
         return 1
+    names = list(FLAGS)
+    if args.pristine_environ and Path(args.pristine_environ).is_file():
+        try:
+            ours, theirs = env_fields(envs), set(env_fields(load_envs(Path(args.pristine_environ))))
+            names += [n for n in ours if n not in theirs and n not in FLAGS]
+        except Exception as e:  # the required flags are still reported
+            say(f"(could not compare with {args.pristine_environ}: {type(e).__name__}: {e})")
     say(f"flags (read through {args.environ}):")
-    for name, what in FLAGS:
+    for name in names:
         field = getattr(envs, name, None)
         if field is None:
             say(f"  {name}: not declared in this environ.py")
             continue
         value = field.get()
         src = f"set to {os.environ[name]!r} in the environment" if name in os.environ else "default"
-        if not value:
+        what = FLAGS.get(name, "nsa-fastpath option")
+        if name not in FLAGS:
+            path = "on" if value else "off"
+        elif not value:
             path = "off: SGLang 0.5.8's own code path"
         elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
-            path = "on, but Triton is not importable: this path cannot run"
+            path = "on, but Triton is not importable: SGLang's own path is used"
         elif name == "SGLANG_NSA_USE_CUDA_METADATA" and not ext_ok:
-            path = "on, but the CUDA extension is not built: this path cannot run"
+            path = "on, but the CUDA extension is not built: the Triton path (if on) or SGLang's is used"
         elif name == "SGLANG_NSA_USE_CUDA_METADATA":
             path = "on: would be used (on a CUDA GPU)"
         else:
             path = "on: would be used"
         say(f"  {name}={value} ({src}) -> {what}: {path}")
+    say("each fast path logs a line starting with 'nsa-fastpath:' once per server process "
+        "naming the path it uses (grep nsa-fastpath: server.log)")
     return 0
 
 

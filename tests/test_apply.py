@@ -124,6 +124,15 @@ def out(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.fixture(autouse=True)
+def _drop_tree_copies(request, tmp_path):
+    """The copies are big (~2000 files each): delete them after a passing test."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        remove_tree(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def pristine_map(pristine_template) -> dict:
     return tree_map(pristine_template)
@@ -502,6 +511,16 @@ def test_other_recorded_manifest(tmp_path, ext_patched, ext_env, pristine_map):
     p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4 and "another nsa-fastpath version" in p.stderr
     assert tree_map(site) == before
+    # a failing revert cannot re-apply another version's files: exit 6, and rerunning works
+    failed = copy_tree(site, tmp_path / "failed")
+    p = run_apply("revert", "--target", str(failed), check=False,
+                  env={"NSA_FASTPATH_FAULT_AT": "3"})
+    assert p.returncode == 6 and "partially reverted" in p.stderr, out(p)
+    st = run_apply("status", "--target", str(failed), check=False)
+    assert st.returncode == 7 and "overall: partial" in st.stdout
+    run_apply("revert", "--target", str(failed))
+    assert_tree(failed, pristine_map, "pristine")
+
     p = run_apply("revert", "--target", str(site))
     assert "manifest recorded at apply time" in p.stdout
     assert_tree(site, pristine_map, "pristine")
