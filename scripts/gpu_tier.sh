@@ -1,22 +1,52 @@
 #!/usr/bin/env bash
-# GPU tier: the CUDA-marked tests (parity with CUDA-graph capture/replay) on the device machine.
-# Through the device tool, from the repo root (docs/GPU_TIER.md says how to prepare .whl/):
-#   run(command="bash scripts/gpu_tier.sh", carry=[".whl", ".cache/wheels"])
-# The image's own torch, Triton and nvcc are used; SGLang 0.5.8 and the pure-Python packages it
-# imports travel as wheels in .whl/, installed to /tmp/site. Logs go to $OUT.
+# GPU tier on the device machine (docs/GPU_TIER.md). From the repo root, through the device tool:
+#   run(command="bash scripts/gpu_tier.sh tests", carry=[".whl", ".cache/wheels"])
+#   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
+# `tests`: pre-builds the CUDA extension with the operator's command, then the gpu-marked tests
+# (parity with CUDA-graph capture/replay, CUDA C++ and Triton kernel tests) and the Triton
+# kernel tests compiled for the GPU. `bench`: the side-by-side benchmarks.
+# Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
+# travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
 set -uo pipefail
+stage=${1:-tests}
+shift || true
 out=${OUT:-/tmp/nsa-fastpath-gpu}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_ENABLE_JIT_DEEPGEMM=0 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export NSA_FASTPATH_BUILD_DIR=${NSA_FASTPATH_BUILD_DIR:-/tmp/nsa-fastpath-build}
+export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees}
 {
     date -u +%Y-%m-%dT%H:%MZ
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
     nvcc --version | tail -1
-} 2>&1 | tee "$out/env.txt"
+} 2>&1 | tee "$out/env_$stage.txt"
+trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + apply.sh)
+patched=${trees#*$'\n'}
 status=0
-python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/ "$@" 2>&1 | tee "$out/gpu_tests.log" || status=1
+case "$stage" in
+tests)
+    start=$(date +%s)
+    PYTHONPATH=$patched:tests/standins/gpu:tests/standins:$PYTHONPATH \
+        python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build 2>&1 \
+        | tee "$out/cuda_build.log" || status=1
+    echo "CUDA extension build/load: $(( $(date +%s) - start )) s" | tee -a "$out/cuda_build.log"
+    NSA_FASTPATH_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -q -rA \
+        tests/test_metadata_kernel.py -k triton 2>&1 | tee "$out/triton_kernel_tests.log" || status=1
+    python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/ "$@" 2>&1 \
+        | tee "$out/gpu_tests.log" || status=1
+    ;;
+bench)
+    python3 bench/bench_replay_metadata.py "$@" 2>&1 | tee "$out/bench_replay_metadata.log" || status=1
+    python3 bench/bench_batched_copy.py "$@" 2>&1 | tee "$out/bench_batched_copy.log" || status=1
+    if [ -f bench/bench_radix_match.py ]; then
+        python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \
+            | tee "$out/bench_radix_match.log" || status=1
+    fi
+    ;;
+*) echo "usage: gpu_tier.sh tests|bench [args]" >&2; exit 2 ;;
+esac
 exit $status

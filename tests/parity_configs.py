@@ -1,5 +1,6 @@
 """Scenario matrices shared by the CPU parity tests and the GPU tier (scripts/gpu_tier.sh)."""
 
+# GPU tier: the full matrix (topk 128/256/512/2048, page 1/64, captured bs 1..32, 3 replays each).
 NSA_SINGLE = [
     {"kind": "single", "page_size": ps, "topk": topk}
     for ps in (1, 64)
@@ -7,6 +8,18 @@ NSA_SINGLE = [
 ]
 NSA_MULTI = [
     {"kind": "multi", "page_size": ps, "topk": topk} for ps in (1, 64) for topk in (128, 2048)
+]
+# CPU tier (CI): the Triton interpreter runs every program of every launch in Python, so CI takes
+# the extremes of the same matrix (topk 256/512 are in the kernel unit tests and the GPU tier).
+NSA_SINGLE_CPU = [
+    {"kind": "single", "page_size": ps, "topk": topk, "capture_bs": [1, 3, 8, 16],
+     "replays_per_bs": 2}
+    for ps in (1, 64)
+    for topk in (128, 2048)
+]
+NSA_MULTI_CPU = [
+    {"kind": "multi", "page_size": ps, "topk": topk, "capture_bs": [1, 4, 16]}
+    for ps in (1, 64) for topk in (128, 2048)
 ]
 RADIX = [
     {"page_size": ps, "bigram": bigram, "n_requests": n, "max_prefix": 32768,

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from harness.parity import compare, run_suite
+from parity_configs import FLAGS_OFF
 
 SMALL_NSA = [{"kind": "single", "page_size": 1, "topk": 128}]
 SMALL_RADIX = [{"page_size": 1, "bigram": False, "n_requests": 300, "max_prefix": 4096,
@@ -19,22 +20,36 @@ MUTATIONS = [
         "                seqlens_expanded\n",
         "metadata.nsa_seqlens_expanded[: seqlens_expanded.shape[0]].copy_(\n"
         "                seqlens_expanded + 1\n",
-        "nsa", SMALL_NSA, "single/draft_extend/", "/nsa_seqlens_expanded",
-        id="draft-extend-seqlens-off-by-one",
+        "nsa", SMALL_NSA, FLAGS_OFF, "single/draft_extend/", "/nsa_seqlens_expanded",
+        id="upstream-draft-extend-seqlens-off-by-one",
+    ),
+    pytest.param(
+        "sglang/srt/layers/attention/nsa/triton_metadata_kernel.py",
+        "        expanded = kv_i - ext_i + 1 + js\n",
+        "        expanded = kv_i - ext_i + 1 + js + MODE // 2\n",
+        "nsa", SMALL_NSA, {}, "single/draft_extend/", "/nsa_seqlens_expanded",
+        id="triton-draft-extend-seqlens-off-by-one",
+    ),
+    pytest.param(
+        "sglang/srt/layers/attention/nsa/triton_metadata_kernel.py",
+        "        cmask = cols < limit\n",
+        "        cmask = cols < limit - 1\n",
+        "nsa", SMALL_NSA, {}, "single/", "/page_table_1",
+        id="triton-page-table-last-column-dropped",
     ),
     pytest.param(
         "sglang/srt/mem_cache/radix_cache.py",
         "            num_evicted += len(x.value)\n",
         "            num_evicted += len(x.value) + 1\n",
-        "radix", SMALL_RADIX, "radix/", "",
+        "radix", SMALL_RADIX, {}, "radix/", "",
         id="radix-evict-count-off-by-one",
     ),
 ]
 
 
-@pytest.mark.parametrize("path,old,new,suite,configs,where,what", MUTATIONS)
+@pytest.mark.parametrize("path,old,new,suite,configs,env,where,what", MUTATIONS)
 def test_harness_reports_planted_difference(pristine_template, patched_template, tmp_path,
-                                            path, old, new, suite, configs, where, what):
+                                            path, old, new, suite, configs, env, where, what):
     mutant = tmp_path / "site"
     shutil.copytree(patched_template, mutant, symlinks=True)
     src = mutant / path
@@ -42,8 +57,10 @@ def test_harness_reports_planted_difference(pristine_template, patched_template,
     assert text.count(old) == 1, f"mutation anchor not unique in {path}: update this test"
     src.write_text(text.replace(old, new))
 
+    strict = env == FLAGS_OFF  # fast paths on: compare what SGLang reads (see test_parity_nsa)
     expected = run_suite(pristine_template, suite, configs)
-    assert not compare(expected, run_suite(patched_template, suite, configs)), "baseline differs"
-    problems = compare(expected, run_suite(mutant, suite, configs))
+    baseline = compare(expected, run_suite(patched_template, suite, configs, env=env), strict=strict)
+    assert not baseline, baseline
+    problems = compare(expected, run_suite(mutant, suite, configs, env=env), strict=strict)
     assert problems, "harness did not notice the planted change"
     assert any(p.startswith(where) and what in p for p in problems), problems

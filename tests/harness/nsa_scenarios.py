@@ -99,8 +99,42 @@ def poison(backend, bs: int) -> None:
             t.fill_(float("nan"))
 
 
-def dump(out: dict, prefix: str, backend, bs: int) -> None:
+def unread_masks(mode: str, inputs, page_table_1, page_size: int) -> dict[str, torch.Tensor]:
+    """Page-table cells SGLang 0.5.8 writes on replay but no reader ever reads.
+
+    0.5.8 copies `req_to_token[req, :max_len]` into every row, max_len being the batch's longest
+    kv length; readers (FlashMLA / FA3 / the indexer's topk transform and DeepGEMM's paged MQA
+    logits) only look below each row's own kv length (blocks below ceil(kv_len / page_size)).
+    The fast paths skip the cells past a row's kv length, so those are exempt from comparison.
+    """
+    seq = inputs.seq_lens_cpu[: inputs.bs]
+    if mode == "decode":
+        kv, ext = seq, torch.ones_like(seq)
+    elif mode == "target_verify":
+        kv, ext = seq + NUM_DRAFT_TOKENS, torch.full_like(seq, NUM_DRAFT_TOKENS)
+    else:
+        kv, ext = seq, inputs.accept_length.cpu()[: inputs.bs].long()
+    rows, cols = page_table_1.shape
+    row_kv = torch.repeat_interleave(kv, ext)[:rows]
+    row_kv = torch.cat([row_kv, row_kv.new_zeros(rows - row_kv.shape[0])])
+    written = (torch.arange(rows) < int(ext.sum()))[:, None]
+    masks = {}
+    for name, unit, width in (("page_table_1", 1, cols),
+                              ("real_page_table", page_size, -(-cols // page_size))):
+        idx = torch.arange(width)[None, :]
+        max_len = int(kv.max())
+        pristine_writes = written & (idx < -(-max_len // unit))
+        read = idx < (-(-row_kv // unit))[:, None]
+        masks[name] = pristine_writes & ~read
+    return masks
+
+
+def dump(out: dict, prefix: str, backend, bs: int, mode: str = None, inputs=None) -> None:
     metadata = backend.decode_cuda_graph_metadata[bs]
+    if inputs is not None:
+        for name, mask in unread_masks(mode, inputs, metadata.page_table_1,
+                                       backend.real_page_size).items():
+            out[f"{prefix}/unread.{name}"] = mask
     out[f"{prefix}/forward_metadata_is_graph_metadata"] = backend.forward_metadata is metadata
     for name, t in metadata_tensors(metadata).items():
         out[f"{prefix}/{name}"] = t.detach().cpu().clone()
@@ -250,7 +284,7 @@ def run_single_backend(out: dict, device: str, seed: int, page_size: int, topk: 
                     spec_info=spec_info_for(inputs),
                     seq_lens_cpu=inputs.seq_lens_cpu,
                 )
-                dump(out, prefix, backend, bs)
+                dump(out, prefix, backend, bs, mode, inputs)
                 if device == "cuda":
                     snapshots[bs].replay_into(out, prefix)
 
@@ -297,7 +331,7 @@ def run_multi_step(out: dict, device: str, seed: int, page_size: int, topk: int,
                 multi.init_forward_metadata_replay_cuda_graph(batch, bs)
                 for i, b in enumerate(multi.attn_backends):
                     prefix = f"multi/steps{num_steps}/ps{page_size}/topk{topk}/bs{bs}/r{r}/b{i}"
-                    dump(out, prefix, b, bs)
+                    dump(out, prefix, b, bs, "decode", inputs)
                     if device == "cuda":
                         snapshots[bs][i].replay_into(out, prefix)
 

@@ -40,9 +40,29 @@ def run_suite(tree: Path, suite: str, configs: list, *, device: str = "cpu", see
         return torch.load(out, weights_only=False)
 
 
-def compare(expected: dict, actual: dict, limit: int = 20) -> list[str]:
-    """Every key present in both, every tensor torch.equal (dtype and shape included)."""
+def _unread_mask(key: str, expected: dict, shape) -> torch.Tensor | None:
+    """The `unread.*` mask a scenario recorded for this page-table output, padded to its shape."""
+    prefix, name = key.rsplit("/", 1)
+    name = name.removeprefix("graph_read.")
+    if name == "graph_state.page_table":  # page_table_1 is a row-slice of this buffer
+        name = "page_table_1"
+    mask = expected.get(f"{prefix}/unread.{name}")
+    if mask is None or len(shape) != 2:
+        return None
+    full = torch.zeros(shape, dtype=torch.bool)
+    full[: mask.shape[0], : mask.shape[1]] = mask
+    return full
+
+
+def compare(expected: dict, actual: dict, limit: int = 20, strict: bool = True) -> list[str]:
+    """Every key present in both, every tensor torch.equal (dtype and shape included).
+
+    strict=False exempts the page-table cells a scenario marked `unread` (written by SGLang
+    0.5.8, read by nobody; see nsa_scenarios.unread_masks): the fast paths skip them.
+    """
     problems = []
+    expected = {k: v for k, v in expected.items() if not k.startswith("_meta/")}
+    actual = {k: v for k, v in actual.items() if not k.startswith("_meta/")}
     for key in sorted(expected.keys() - actual.keys()):
         problems.append(f"missing in patched: {key}")
     for key in sorted(actual.keys() - expected.keys()):
@@ -55,6 +75,9 @@ def compare(expected: dict, actual: dict, limit: int = 20) -> list[str]:
             elif a.dtype != b.dtype or a.shape != b.shape:
                 problems.append(f"{key}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}")
             elif not torch.equal(a, b):
+                mask = None if strict else _unread_mask(key, expected, a.shape)
+                if mask is not None and torch.equal(a[~mask], b[~mask]):
+                    continue
                 diff = (a != b).nonzero()
                 problems.append(f"{key}: {diff.shape[0]} elements differ, first at {diff[0].tolist()}")
         elif a != b:

@@ -58,6 +58,14 @@ def main() -> None:
         import radix_scenarios
 
         radix_scenarios.run(out, args.seed, configs)
+    fastpath = sys.modules.get("sglang.srt.layers.attention.nsa.replay_fastpath")
+    if fastpath is not None:  # patched tree: which replay-metadata paths ran, and any fallback
+        out["_meta/nsa_paths"] = sorted(fastpath._announced)
+        out["_meta/nsa_failed"] = dict(fastpath._failed)
+    copy = sys.modules.get("sglang.srt.layers.attention.nsa.triton_batched_copy")
+    if copy is not None:
+        out["_meta/batched_copy"] = sorted(copy._logged)
+        out["_meta/batched_copy_failed"] = list(copy._failed)
     torch.save(out, args.out)
     print(f"runner: {len(out)} outputs from {args.suite} on {args.tree} -> {args.out}")
 

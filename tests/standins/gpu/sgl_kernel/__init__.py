@@ -29,11 +29,31 @@ for _op in _FAKE_REGISTERED_OPS:
     _lib.define(f"{_op}(Tensor[] args) -> Tensor[]")
 
 
+class _Anything:
+    """Any name: raises when called; its attributes are _Anything too (e.g. `scalar_types.uint4b8`
+    that SGLang reads at import time)."""
+
+    def __init__(self, qualname):
+        self._qualname = qualname
+        self._call = raising(qualname)
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Anything(f"{self._qualname}.{name}")
+
+    def __repr__(self):
+        return f"<stand-in {self._qualname}>"
+
+
 class _AnyNameModule(types.ModuleType):
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        value = raising(f"{self.__name__}.{name}")
+        value = _Anything(f"{self.__name__}.{name}")
         setattr(self, name, value)
         return value
 

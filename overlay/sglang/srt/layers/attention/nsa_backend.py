@@ -32,6 +32,7 @@ from sglang.srt.layers.attention.nsa.nsa_backend_mtp_precompute import (
 )
 from sglang.srt.layers.attention.nsa.nsa_indexer import BaseIndexerMetadata
 from sglang.srt.layers.attention.nsa.quant_k_cache import quantize_k_cache
+from sglang.srt.layers.attention.nsa import replay_fastpath, triton_batched_copy
 from sglang.srt.layers.attention.nsa.transform_index import (
     transform_index_page_table_decode,
     transform_index_page_table_prefill,
@@ -926,6 +927,7 @@ class NativeSparseAttnBackend(
         )
         self.decode_cuda_graph_metadata[bs] = metadata
         self.forward_metadata = metadata
+        replay_fastpath.prepare([self], bs, owner=self)  # nsa-fastpath
 
     def init_forward_metadata_replay_cuda_graph(
         self,
@@ -943,6 +945,13 @@ class NativeSparseAttnBackend(
         assert seq_lens_cpu is not None
 
         self.set_nsa_prefill_impl(forward_batch=None)
+
+        # nsa-fastpath: one fused launch and no host sync when a fast path is on and applies;
+        # otherwise (flags off, or it declines) SGLang 0.5.8's own code below runs.
+        if replay_fastpath.replay(
+            self, bs, req_pool_indices, seq_lens, forward_mode, spec_info
+        ):
+            return
 
         seq_lens = seq_lens[:bs]
         seq_lens_cpu = seq_lens_cpu[:bs]
@@ -1053,7 +1062,43 @@ class NativeSparseAttnBackend(
                 nsa_cache_seqlens
             )
 
-        # Update DeepGEMM paged MQA schedule metadata outside the captured graph.
+        self._refresh_paged_mqa_schedule(metadata, forward_mode, seqlens_expanded)
+        seqlens_expanded_size = seqlens_expanded.shape[0]
+        assert (
+            metadata.nsa_cache_seqlens_int32 is not None
+            and metadata.nsa_cu_seqlens_k is not None
+            and self.nsa_index_topk is not None
+        )
+
+        metadata.nsa_cu_seqlens_k[1 : 1 + seqlens_expanded_size].copy_(
+            torch.cumsum(nsa_cache_seqlens, dim=0, dtype=torch.int32)
+        )
+        # NOTE(dark): (nsa-) cu_seqlens_q is always arange, no need to copy
+
+        assert self.real_page_size == metadata.page_size
+        if self.real_page_size > 1:
+            real_table = self._transform_table_1_to_real(page_indices)
+            new_rows = real_table.shape[0]
+            new_cols = real_table.shape[1]
+            metadata.real_page_table[:new_rows, :new_cols].copy_(real_table)
+        else:
+            assert metadata.real_page_table is metadata.page_table_1
+
+        self._refresh_flashmla_metadata(metadata, nsa_cache_seqlens)
+
+        self.forward_metadata = metadata
+
+    def _refresh_paged_mqa_schedule(
+        self,
+        metadata: NSAMetadata,
+        forward_mode: ForwardMode,
+        seqlens_expanded: torch.Tensor,
+    ):
+        """Update DeepGEMM paged MQA schedule metadata outside the captured graph.
+
+        nsa-fastpath: factored out of init_forward_metadata_replay_cuda_graph (unchanged) so
+        the fast replay paths share it.
+        """
         if is_cuda() and (
             forward_mode.is_decode_or_idle()
             or forward_mode.is_target_verify()
@@ -1079,30 +1124,14 @@ class NativeSparseAttnBackend(
                     metadata.paged_mqa_schedule_metadata.copy_(new_schedule)
             except (ImportError, ModuleNotFoundError):
                 metadata.paged_mqa_schedule_metadata = None
-        seqlens_expanded_size = seqlens_expanded.shape[0]
-        assert (
-            metadata.nsa_cache_seqlens_int32 is not None
-            and metadata.nsa_cu_seqlens_k is not None
-            and self.nsa_index_topk is not None
-        )
 
-        metadata.nsa_cu_seqlens_k[1 : 1 + seqlens_expanded_size].copy_(
-            torch.cumsum(nsa_cache_seqlens, dim=0, dtype=torch.int32)
-        )
-        # NOTE(dark): (nsa-) cu_seqlens_q is always arange, no need to copy
-
-        assert self.real_page_size == metadata.page_size
-        if self.real_page_size > 1:
-            real_table = self._transform_table_1_to_real(page_indices)
-            new_rows = real_table.shape[0]
-            new_cols = real_table.shape[1]
-            metadata.real_page_table[:new_rows, :new_cols].copy_(real_table)
-        else:
-            assert metadata.real_page_table is metadata.page_table_1
-
+    def _refresh_flashmla_metadata(
+        self, metadata: NSAMetadata, nsa_cache_seqlens: torch.Tensor
+    ):
+        """nsa-fastpath: factored out of init_forward_metadata_replay_cuda_graph (unchanged)."""
         if self.nsa_decode_impl == "flashmla_kv":
             flashmla_metadata = metadata.flashmla_metadata.slice(
-                slice(0, seqlens_expanded_size + 1)
+                slice(0, nsa_cache_seqlens.shape[0] + 1)
             )
             flashmla_metadata.copy_(
                 self._compute_flashmla_metadata(
@@ -1110,8 +1139,6 @@ class NativeSparseAttnBackend(
                     seq_len_q=1,
                 )
             )
-
-        self.forward_metadata = metadata
 
     def init_forward_metadata_replay_cuda_graph_from_precomputed(
         self,
@@ -1129,6 +1156,10 @@ class NativeSparseAttnBackend(
             forward_mode: Forward mode
         """
         self.set_nsa_prefill_impl(forward_batch=None)
+
+        # nsa-fastpath: all copies in one launch (SGLANG_NSA_USE_BATCHED_COPY)
+        if triton_batched_copy.copy_precomputed([self], self, bs, precomputed, forward_mode):
+            return
 
         metadata = self.decode_cuda_graph_metadata[bs]
 
@@ -1883,11 +1914,16 @@ class NativeSparseAttnMultiStepBackend:
                 forward_mode=ForwardMode.DECODE,
                 spec_info=forward_batch.spec_info,
             )
+        # nsa-fastpath: one replay launch can then fill every step backend
+        replay_fastpath.prepare(self.attn_backends, forward_batch.batch_size, owner=self)
 
     def init_forward_metadata_replay_cuda_graph(
         self, forward_batch: ForwardBatch, bs: int
     ):
         if envs.SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA.get():
+            # nsa-fastpath: one launch fills every step backend (no precompute, no copies)
+            if replay_fastpath.replay_multi(self, bs, forward_batch, ForwardMode.DECODE):
+                return
             # Precompute metadata once (shared across all backends)
             precomputed = self.attn_backends[0]._precompute_replay_metadata(
                 bs=bs,
@@ -1897,6 +1933,14 @@ class NativeSparseAttnMultiStepBackend:
                 forward_mode=ForwardMode.DECODE,
                 spec_info=forward_batch.spec_info,
             )
+
+            # nsa-fastpath: one launch copies into every step backend
+            for b in self.attn_backends:
+                b.set_nsa_prefill_impl(forward_batch=None)
+            if triton_batched_copy.copy_precomputed(
+                self.attn_backends, self, bs, precomputed, ForwardMode.DECODE
+            ):
+                return
 
             # Fast copy to each backend (1-2x faster than computing N times)
             for i in range(self.speculative_num_steps):

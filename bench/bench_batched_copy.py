@@ -1,0 +1,141 @@
+"""Multi-step (MTP) replay and the precomputed copies, SGLang 0.5.8 vs nsa-fastpath, on a GPU.
+
+    python bench/bench_batched_copy.py [--iters 200]
+
+1. The whole NativeSparseAttnMultiStepBackend.init_forward_metadata_replay_cuda_graph call
+   (precompute on, SGLang's default), 2/3/4/8 step backends, bs 1/32/256, median host time:
+   SGLang 0.5.8's method; the patched method with the fused metadata kernel filling all step
+   backends in one launch (cuda, triton); metadata kernels off so 0.5.8's precompute runs and
+   the batched copy does every copy (batched-copy); and the same with torch._foreach_copy_
+   doing the copies (foreach). GPU idle, and with ~3.4 ms of GPU work queued first.
+2. One backend's from-precomputed copies alone: 0.5.8's `.copy_()` calls vs one batched-copy
+   launch vs `_foreach_copy_`.
+Tables are printed; numbers saved to $OUT/batched_copy.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build_trees, default_workdir, host_time_us, import_trees, markdown_table, save_json  # noqa: E402
+
+BUSY_CYCLES = 6_700_000
+ON = {"SGLANG_NSA_USE_CUDA_METADATA": "1", "SGLANG_NSA_USE_TRITON_METADATA": "1",
+      "SGLANG_NSA_USE_BATCHED_COPY": "1"}
+VARIANTS = {
+    "cuda": ON,
+    "triton": {**ON, "SGLANG_NSA_USE_CUDA_METADATA": "0"},
+    "batched-copy": {**ON, "SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "0"},
+    "foreach": {**ON, "SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "0",
+                "SGLANG_NSA_USE_BATCHED_COPY": "0"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--page-size", type=int, default=64)
+    ap.add_argument("--topk", type=int, default=2048)
+    args = ap.parse_args()
+
+    pristine_dir, patched_dir = build_trees(default_workdir())
+    pristine_mod, patched_mod = import_trees(pristine_dir, patched_dir, "cuda")
+    import nsa_scenarios as ns
+    from sglang.srt.layers.attention.nsa import replay_fastpath as rf
+    from sglang.srt.layers.attention.nsa import triton_batched_copy as bc
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    ns.prepare_sglang_globals("cuda")
+    os.environ["SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA"] = "1"
+    gen = torch.Generator().manual_seed(0)
+    sync = torch.cuda.synchronize
+    busy = lambda: torch.cuda._sleep(BUSY_CYCLES)  # noqa: E731
+    results = {"multi": [], "single_copy": []}
+    Pristine = pristine_mod.NativeSparseAttnMultiStepBackend
+    Patched = patched_mod.NativeSparseAttnMultiStepBackend
+
+    def foreach_replay(mb, batch, bs):
+        """Patched multi-step replay with the copies done by torch._foreach_copy_."""
+        pre = mb.attn_backends[0]._precompute_replay_metadata(
+            bs=bs, req_pool_indices=batch.req_pool_indices, seq_lens=batch.seq_lens,
+            seq_lens_cpu=batch.seq_lens_cpu, forward_mode=ForwardMode.DECODE,
+            spec_info=batch.spec_info)
+        bc.copy_with_foreach(mb.attn_backends, bs, pre, ForwardMode.DECODE)
+
+    for steps in (2, 3, 4, 8):
+        multis = {}
+        for name, cls in (("sglang-0.5.8", Pristine), ("patched", Patched)):
+            mb = cls(ns.make_model_runner("cuda", args.page_size, args.topk, 0), topk=1,
+                     speculative_num_steps=steps)
+            mb.init_cuda_graph_state(256, 256)
+            multis[name] = mb
+        for bs in (1, 32, 256):
+            inputs = ns.make_replay_inputs(gen, "decode", bs, bs, args.topk, 1, "cuda")
+            batch = SimpleNamespace(batch_size=bs, req_pool_indices=inputs.req_pool_indices,
+                                    seq_lens=inputs.seq_lens, seq_lens_cpu=inputs.seq_lens_cpu,
+                                    seq_lens_sum=int(inputs.seq_lens_cpu.sum()),
+                                    spec_info=ns.spec_info_for(inputs))
+            for mb in multis.values():
+                mb.init_forward_metadata_capture_cuda_graph(batch)
+            row = {"steps": steps, "bs": bs}
+            runs = [("sglang-0.5.8", {}, lambda: Pristine.init_forward_metadata_replay_cuda_graph(
+                multis["sglang-0.5.8"], batch, bs))]
+            for name, flags in VARIANTS.items():
+                fn = (lambda: foreach_replay(multis["patched"], batch, bs)) if name == "foreach" else (
+                    lambda: Patched.init_forward_metadata_replay_cuda_graph(multis["patched"], batch, bs))
+                runs.append((name, flags, fn))
+            for name, flags, fn in runs:
+                os.environ.update(flags)
+                rf.reset_for_tests()
+                row[f"{name}_idle_us"] = host_time_us(fn, iters=args.iters, warmup=args.warmup,
+                                                      before=sync)
+                row[f"{name}_busy_us"] = host_time_us(fn, iters=args.iters // 2, warmup=5,
+                                                      before=lambda: (sync(), busy()), after=sync)
+            results["multi"].append(row)
+            print(row, flush=True)
+
+            # one backend's copies alone (from the same precomputed source)
+            if steps == 3:
+                b = multis["patched"].attn_backends[0]
+                pre = b._precompute_replay_metadata(
+                    bs=bs, req_pool_indices=batch.req_pool_indices, seq_lens=batch.seq_lens,
+                    seq_lens_cpu=batch.seq_lens_cpu, forward_mode=ForwardMode.DECODE,
+                    spec_info=batch.spec_info)
+                m = b.decode_cuda_graph_metadata[bs]
+                pairs = bc._plain_copy_pairs(m, pre, ForwardMode.DECODE)
+                one = {"bs": bs}
+                one["plain_copies_us"] = host_time_us(
+                    lambda: [d.copy_(s) for d, s in pairs], iters=args.iters, warmup=args.warmup,
+                    before=sync)
+                one["batched_us"] = host_time_us(
+                    lambda: bc.launch(pre, b._nsa_fastpath_dest[bs], m, copy_expanded=False),
+                    iters=args.iters, warmup=args.warmup, before=sync)
+                one["foreach_us"] = host_time_us(
+                    lambda: torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs]),
+                    iters=args.iters, warmup=args.warmup, before=sync)
+                results["single_copy"].append(one)
+                print(one, flush=True)
+
+    save_json("batched_copy.json", results)
+    names = ["sglang-0.5.8", "cuda", "triton", "batched-copy", "foreach"]
+    print(f"\n### Multi-step replay call, {torch.cuda.get_device_name()}, median host us idle / busy\n")
+    print(markdown_table(
+        ["steps", "bs", *names, "cuda speedup idle"],
+        [[r["steps"], r["bs"], *[f"{r[f'{n}_idle_us']:.0f} / {r[f'{n}_busy_us']:.0f}" for n in names],
+          f"{r['sglang-0.5.8_idle_us'] / r['cuda_idle_us']:.1f}x"] for r in results["multi"]]))
+    print("\n### One backend's from-precomputed copies (decode), median host us\n")
+    print(markdown_table(
+        ["bs", "0.5.8 .copy_() calls", "batched copy (1 launch)", "_foreach_copy_", "speedup"],
+        [[r["bs"], f"{r['plain_copies_us']:.1f}", f"{r['batched_us']:.1f}", f"{r['foreach_us']:.1f}",
+          f"{r['plain_copies_us'] / r['batched_us']:.2f}x"] for r in results["single_copy"]]))
+
+
+if __name__ == "__main__":
+    main()
