@@ -66,7 +66,7 @@ State directory (site-packages mode), inside the target; removed by a successful
   <target>/sglang/.nsa_fastpath/manifest.tsv   the manifest that was applied (revert uses it)
   <target>/sglang/.nsa_fastpath/created_dirs   directories apply created for added files
   <target>/sglang/.nsa_fastpath/backup/<path>  the original of each replaced file (sha256-checked)
-Lock: ${TMPDIR:-/tmp}/nsa-fastpath-<sha256(target path)[:16]>.lock (flock).
+Lock: ${TMPDIR:-/tmp}/nsa-fastpath-<sha256(target path)[:16]>.lock (flock; removed on exit).
 
 Environment
   PYTHON                       interpreter used to find SGLang and for status (default python3)
@@ -268,20 +268,34 @@ resolve_target() {
 }
 
 # ---------------------------------------------------------------- locking
+# The lock file is removed again on exit (after kill -9 it stays, and is reused). A run that
+# got the lock on a file its predecessor had just removed retries on the new file.
 take_lock() {  # $1 = key (target or checkout path)
-    local dir=${TMPDIR:-/tmp} key
+    local dir=${TMPDIR:-/tmp} key tries=0
     key=$(printf '%s' "$1" | sha256sum | cut -c1-16)
     LOCKFILE="$dir/nsa-fastpath-$key.lock"
-    exec {LOCKFD}>>"$LOCKFILE" || die $E_UNEXPECTED "cannot open lock file $LOCKFILE"
-    if ! flock -n "$LOCKFD"; then
-        log "waiting for another apply.sh run on $1 (lock $LOCKFILE)"
-        flock -w "${NSA_FASTPATH_LOCK_TIMEOUT:-600}" "$LOCKFD" ||
-            die $E_BUSY "another apply.sh run on $1 still holds $LOCKFILE; nothing changed"
-    fi
+    while :; do
+        exec {LOCKFD}>>"$LOCKFILE" || die $E_UNEXPECTED "cannot open lock file $LOCKFILE"
+        if ! flock -n "$LOCKFD"; then
+            log "waiting for another apply.sh run on $1 (lock $LOCKFILE)"
+            flock -w "${NSA_FASTPATH_LOCK_TIMEOUT:-600}" "$LOCKFD" ||
+                die $E_BUSY "another apply.sh run on $1 still holds $LOCKFILE; nothing changed"
+        fi
+        if [ "$(stat -c %d:%i -- "$LOCKFILE" 2>/dev/null)" = "$(stat -L -c %d:%i "/dev/fd/$LOCKFD")" ]; then
+            LOCKED=1
+            return 0
+        fi
+        exec {LOCKFD}>&-
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || die $E_BUSY "could not lock $LOCKFILE; nothing changed"
+    done
+}
+release_lock() {
+    if [ "$LOCKED" = 1 ]; then rm -f -- "$LOCKFILE"; LOCKED=0; fi
 }
 
 # ---------------------------------------------------------------- mutation primitives
-STEP=0 MUTATING=0 OP="" TMPFILES=() CAN_REAPPLY=1 LOCKFD=""
+STEP=0 MUTATING=0 OP="" TMPFILES=() CAN_REAPPLY=1 LOCKFD="" LOCKED=0
 
 # Called right after every mutating step (write, rename, mkdir, rm of a real change).
 step() {
@@ -540,6 +554,7 @@ on_exit() {
         if [ "$OP" = revert ] && [ "$CAN_REAPPLY" = 0 ]; then
             err "revert failed (exit $rc) after $STEP step(s); $TARGET is partially reverted and cannot be rolled back to patched (this nsa-fastpath checkout is not the version that was applied). Fix the cause shown above, then rerun \`apply.sh revert --target $(printf %q "$TARGET")\`; if that fails: pip install --force-reinstall --no-deps $TARGET_SPEC"
             for f in "${TMPFILES[@]}"; do [ -e "$f" ] && rm -f -- "$f"; done
+            release_lock
             exit $E_MANUAL
         fi
         err "$OP failed (exit $rc) after $STEP step(s); rolling back to $goal"
@@ -553,6 +568,7 @@ on_exit() {
         fi
     fi
     for f in "${TMPFILES[@]}"; do [ -e "$f" ] && rm -f -- "$f"; done
+    release_lock
     exit "$rc"
 }
 trap on_exit EXIT
@@ -624,7 +640,7 @@ cmd_apply() {
     check_overlay
     take_lock "$TARGET"
     if [ -f "$S/manifest.tsv" ] && ! cmp -s -- "$MANIFEST" "$S/manifest.tsv"; then
-        die $E_REFUSED "another nsa-fastpath version is applied to $TARGET (${S#"$TARGET"/}/manifest.tsv differs from $MANIFEST). Run \`apply.sh revert\` with the version that applied it (revert uses the recorded manifest), then apply. Nothing changed."
+        die $E_REFUSED "another nsa-fastpath version is applied to $TARGET (${S#"$TARGET"/}/manifest.tsv differs from $MANIFEST). Run \`apply.sh revert\` first (it uses the recorded manifest and backups), then apply. Nothing changed."
     fi
     n=${#M_PATH[@]}
     scan

@@ -379,6 +379,22 @@ def test_lock_blocks_a_concurrent_run(fresh_site, tmp_path):
     assert p.returncode == 8 and "lock" in p.stderr, out(p)
     assert tree_map(fresh_site) == before
     run_apply("apply", "--target", str(fresh_site), env={"TMPDIR": str(tmp_path)})
+    assert not lock.exists(), "the lock file is removed on exit"
+
+
+def test_concurrent_runs_serialize(patched_template, tmp_path, pristine_map, patched_map):
+    """Runs racing on one target take turns: each succeeds, the tree ends patched or pristine."""
+    site = copy_tree(patched_template, tmp_path / "site")
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    procs = [subprocess.Popen(["bash", str(ROOT / "scripts" / "apply.sh"), cmd, "--target",
+                               str(site)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for cmd in ("revert", "apply", "revert", "apply", "revert", "apply")]
+    for p in procs:
+        output = p.communicate()[0]
+        assert p.returncode == 0, output
+    assert tree_map(site) in (pristine_map, patched_map)
+    assert not list(tmp_path.glob("nsa-fastpath-*.lock"))
 
 
 # ------------------------------------------------------------------ fault injection
