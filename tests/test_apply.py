@@ -51,7 +51,7 @@ def sha(path: Path) -> str:
 
 
 def tree_map(root: Path, known: dict | None = None) -> dict[str, str]:
-    """relpath -> sha256 for files, '<dir>' for directories, '-> target' for symlinks.
+    """relpath -> 'sha256 mode' for files, '<dir>' for directories, '-> target' for symlinks.
 
     known: {(dev, inode, size, mtime_ns): sha256} of a template's files (see inode_index);
     a file that *is* one of those inodes (a hard link) reuses its digest.
@@ -70,7 +70,8 @@ def tree_map(root: Path, known: dict | None = None) -> dict[str, str]:
                     walk(e.path, rel + "/")
                 else:
                     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                    out[rel] = known[key] if known and key in known else sha(Path(e.path))
+                    digest = known[key] if known and key in known else sha(Path(e.path))
+                    out[rel] = f"{digest} {stat.S_IMODE(st.st_mode):o}"
 
     walk(str(root), "")
     return out
@@ -116,8 +117,31 @@ def assert_tree(root: Path, want: dict, what: str, context: str = "", known=None
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
+    """A real copy (used for git checkouts, which git may rewrite in place)."""
     subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
     return dst
+
+
+LINKS_MADE = [0]
+
+
+def link_tree(src: Path, dst: Path) -> Path:
+    """A hard-linked copy of a site-packages tree: cheap, and safe because apply.sh never
+    writes a file in place (it writes a temp file and renames it) and the tests change files
+    only through rewrite(). After each test that linked, _tree_hygiene re-hashes the session
+    templates, so an in-place write fails the test instead of going unnoticed."""
+    subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
+    LINKS_MADE[0] += 1
+    return dst
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    """Give `path` new content through a new inode (never write into a hard-linked file)."""
+    tmp = path.with_name(path.name + ".test-tmp")
+    tmp.write_bytes(data)
+    if path.exists():
+        shutil.copymode(path, tmp)
+    os.replace(tmp, path)
 
 
 def out(proc: subprocess.CompletedProcess) -> str:
@@ -125,12 +149,26 @@ def out(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _drop_tree_copies(request, tmp_path):
-    """The copies are big (~2000 files each): delete them after a passing test."""
-    failed = request.session.testsfailed
+def _tree_hygiene(request, tmp_path, pristine_template, pristine_map, patched_template,
+                  patched_map):
+    """After a test: the session templates are unchanged (the trees were hard links to
+    them), and the test's trees are deleted if it passed (~2000 files each)."""
+    failed, links = request.session.testsfailed, LINKS_MADE[0]
     yield
+    if LINKS_MADE[0] != links:
+        assert tree_map(pristine_template) == pristine_map, "pristine template modified"
+        assert tree_map(patched_template) == patched_map, "patched template modified"
+        if "ext_patched" in request.fixturenames:
+            ext_dir, ext_map = request.getfixturevalue("ext_patched")
+            assert tree_map(ext_dir) == ext_map, "ext template modified"
     if request.session.testsfailed == failed:
         remove_tree(tmp_path)
+
+
+@pytest.fixture
+def site(pristine_template, tmp_path) -> Path:
+    """Like conftest's fresh_site (a private pristine tree), as hard links (see link_tree)."""
+    return link_tree(pristine_template, tmp_path / "pristine-site")
 
 
 @pytest.fixture(scope="session")
@@ -200,71 +238,71 @@ def test_default_target_is_the_sglang_python_finds():
     assert f"target: {site} (sglang 0.5.8)" in p.stdout, out(p)
 
 
-def test_rollback_method2_apply_sh_revert(fresh_site, pristine_map, patched_map):
+def test_rollback_method2_apply_sh_revert(site, pristine_map, patched_map):
     """apply -> status -> `apply.sh revert` gives back the byte-identical pristine tree."""
-    p = run_apply("apply", "--target", str(fresh_site))
+    p = run_apply("apply", "--target", str(site))
     for kind, rel, pre, post in ROWS:
         assert f"patched {rel}" in p.stdout or f"added {rel}" in p.stdout
-        assert sha(fresh_site / rel) == post == sha(OVERLAY / rel)
+        assert sha(site / rel) == post == sha(OVERLAY / rel)
         if kind == "replace":
             assert f"backed up {rel}" in p.stdout
-            assert sha(fresh_site / STATE / "backup" / rel) == pre
-    assert_tree(fresh_site, patched_map, "the patched template")
+            assert sha(site / STATE / "backup" / rel) == pre
+    assert_tree(site, patched_map, "the patched template")
 
-    st = run_apply("status", "--target", str(fresh_site))
+    st = run_apply("status", "--target", str(site))
     assert "overall: patched" in st.stdout
     for _, rel, _, _ in ROWS:
         assert f"patched   {rel}" in st.stdout
-    assert "sglang 0.5.8" in st.stdout and str(fresh_site) in st.stdout
+    assert "sglang 0.5.8" in st.stdout and str(site) in st.stdout
     assert "triton:" in st.stdout and "CUDA C++ extension:" in st.stdout
     for flag in ("SGLANG_NSA_USE_TRITON_METADATA", "SGLANG_NSA_USE_CUDA_METADATA",
                  "SGLANG_NSA_USE_BATCHED_COPY", "SGLANG_RADIX_FAST_MATCH"):
         assert f"{flag}=True (default)" in st.stdout
-    st = run_apply("status", "--target", str(fresh_site),
+    st = run_apply("status", "--target", str(site),
                    env={"SGLANG_RADIX_FAST_MATCH": "0"})
     assert "SGLANG_RADIX_FAST_MATCH=False (set to '0' in the environment)" in st.stdout
     assert "off: SGLang 0.5.8's own code path" in st.stdout
 
-    r = run_apply("revert", "--target", str(fresh_site))
+    r = run_apply("revert", "--target", str(site))
     for rel in REPLACED:
         assert f"restored {rel}" in r.stdout
-    assert_tree(fresh_site, pristine_map, "pristine")  # byte-identical, no leftovers
-    assert not (fresh_site / STATE).exists()
+    assert_tree(site, pristine_map, "pristine")  # byte-identical, no leftovers
+    assert not (site / STATE).exists()
 
-    st = run_apply("status", "--target", str(fresh_site))
+    st = run_apply("status", "--target", str(site))
     assert "overall: pristine" in st.stdout and "flags: absent" in st.stdout
-    again = run_apply("revert", "--target", str(fresh_site))
+    again = run_apply("revert", "--target", str(site))
     assert "already pristine" in again.stdout
-    assert_tree(fresh_site, pristine_map, "pristine")
+    assert_tree(site, pristine_map, "pristine")
 
 
-def test_stale_bytecode_is_cleared(fresh_site):
+def test_stale_bytecode_is_cleared(site):
     """apply and revert remove __pycache__ entries of every module they replace."""
     def compile_all(optimize_levels=(-1, 1)) -> list[Path]:
         pycs = []
         for rel in REPLACED:
             for opt in optimize_levels:
-                pyc = Path(cache_from_source(str(fresh_site / rel),
+                pyc = Path(cache_from_source(str(site / rel),
                                              optimization="" if opt == -1 else opt))
-                py_compile.compile(str(fresh_site / rel), cfile=str(pyc), optimize=opt,
+                py_compile.compile(str(site / rel), cfile=str(pyc), optimize=opt,
                                    doraise=True)
                 pycs.append(pyc)
         return pycs
 
     pycs = compile_all()
-    before = tree_map(fresh_site)
-    p = run_apply("apply", "--target", str(fresh_site))
+    before = tree_map(site)
+    p = run_apply("apply", "--target", str(site))
     assert not [c for c in pycs if c.exists()], "stale pyc left after apply"
     assert p.stdout.count("removed stale") == len(pycs)
     compile_all()  # the server ran the patched code
-    run_apply("revert", "--target", str(fresh_site))
+    run_apply("revert", "--target", str(site))
     assert not [c for c in pycs if c.exists()], "stale pyc left after revert"
     want = {k: v for k, v in before.items() if not k.endswith(".pyc")}
-    assert_tree(fresh_site, want, "pristine (minus the removed pyc)")
+    assert_tree(site, want, "pristine (minus the removed pyc)")
 
 
 def test_apply_twice_is_noop(patched_template, tmp_path, patched_map):
-    site = copy_tree(patched_template, tmp_path / "site")
+    site = link_tree(patched_template, tmp_path / "site")
     before = stat_map(site)
     p = run_apply("apply", "--target", str(site))
     assert "already applied" in p.stdout
@@ -272,22 +310,22 @@ def test_apply_twice_is_noop(patched_template, tmp_path, patched_map):
     assert_tree(site, patched_map, "the patched template")
 
 
-def test_revert_of_pristine_is_noop(fresh_site):
-    before = stat_map(fresh_site)
-    p = run_apply("revert", "--target", str(fresh_site))
+def test_revert_of_pristine_is_noop(site):
+    before = stat_map(site)
+    p = run_apply("revert", "--target", str(site))
     assert p.returncode == 0 and "already pristine" in p.stdout
-    assert stat_map(fresh_site) == before
+    assert stat_map(site) == before
 
 
-def test_dry_run_changes_nothing(fresh_site, patched_template, tmp_path, patched_map):
-    before = stat_map(fresh_site)
-    pristine = tree_map(fresh_site)
-    p = run_apply("apply", "--dry-run", "--target", str(fresh_site))
+def test_dry_run_changes_nothing(site, patched_template, tmp_path, patched_map):
+    before = stat_map(site)
+    pristine = tree_map(site)
+    p = run_apply("apply", "--dry-run", "--target", str(site))
     for rel in REPLACED:
         assert f"would patch {rel}" in p.stdout and f"would back up {rel}" in p.stdout
-    assert stat_map(fresh_site) == before and tree_map(fresh_site) == pristine
+    assert stat_map(site) == before and tree_map(site) == pristine
 
-    site = copy_tree(patched_template, tmp_path / "patched")
+    site = link_tree(patched_template, tmp_path / "patched")
     before = stat_map(site)
     p = run_apply("revert", "--dry-run", "--target", str(site))
     for rel in REPLACED:
@@ -296,7 +334,7 @@ def test_dry_run_changes_nothing(fresh_site, patched_template, tmp_path, patched
     assert_tree(site, patched_map, "the patched template")
 
     # also on a crashed (partial) tree
-    crashed = copy_tree(fresh_site, tmp_path / "crashed")
+    crashed = link_tree(site, tmp_path / "crashed")
     run_apply("apply", "--target", str(crashed), check=False,
               env={"NSA_FASTPATH_FAULT_AT": "8", "NSA_FASTPATH_FAULT_MODE": "kill"})
     before, hashes = stat_map(crashed), tree_map(crashed)
@@ -306,23 +344,22 @@ def test_dry_run_changes_nothing(fresh_site, patched_template, tmp_path, patched
 
 
 # ------------------------------------------------------------------ refusals
-def test_foreign_replaced_file_refuses(fresh_site, patched_template, tmp_path):
+def test_foreign_replaced_file_refuses(site, patched_template, tmp_path):
     rel = REPLACED[-1]
-    f = fresh_site / rel
+    f = site / rel
     data = bytearray(f.read_bytes())
     data[100] ^= 0x01  # one byte
-    f.write_bytes(bytes(data))
-    before = stat_map(fresh_site)
-    p = run_apply("apply", "--target", str(fresh_site), check=False)
+    rewrite(f, bytes(data))
+    before = stat_map(site)
+    p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4, out(p)
     assert rel in p.stderr and sha(f) in p.stderr and "sglang==0.5.8" in p.stderr
     assert "Nothing changed" in p.stderr
-    assert stat_map(fresh_site) == before
+    assert stat_map(site) == before
 
     # revert refuses to overwrite a file edited after apply
-    site = copy_tree(patched_template, tmp_path / "patched")
-    with open(site / rel, "ab") as fh:
-        fh.write(b"# local edit\n")
+    site = link_tree(patched_template, tmp_path / "patched")
+    rewrite(site / rel, (site / rel).read_bytes() + b"# local edit\n")
     before, hashes = stat_map(site), tree_map(site)
     p = run_apply("revert", "--target", str(site), check=False)
     assert p.returncode == 4 and rel in p.stderr
@@ -332,59 +369,58 @@ def test_foreign_replaced_file_refuses(fresh_site, patched_template, tmp_path):
     assert st.returncode == 4 and "overall: foreign" in st.stdout and f"foreign   {rel}" in st.stdout
 
 
-def test_foreign_file_at_add_path_refuses(fresh_site, ext_env):
+def test_foreign_file_at_add_path_refuses(site, ext_env):
     rel = next(iter(ADDED))
-    (fresh_site / rel).write_bytes(b"someone else's module\n")
-    before = tree_map(fresh_site)
-    p = run_apply("apply", "--target", str(fresh_site), env=ext_env, check=False)
+    rewrite(site / rel, b"someone else's module\n")
+    before = tree_map(site)
+    p = run_apply("apply", "--target", str(site), env=ext_env, check=False)
     assert p.returncode == 4 and rel in p.stderr, out(p)
-    assert tree_map(fresh_site) == before
+    assert tree_map(site) == before
 
 
-def test_wrong_version_refuses(fresh_site):
-    meta = fresh_site / "sglang-0.5.8.dist-info" / "METADATA"
-    meta.write_text(meta.read_text().replace("Version: 0.5.8", "Version: 0.5.9", 1))
+def test_wrong_version_refuses(site):
+    meta = site / "sglang-0.5.8.dist-info" / "METADATA"
+    rewrite(meta, meta.read_bytes().replace(b"Version: 0.5.8", b"Version: 0.5.9", 1))
     rel = REPLACED[0]
-    with open(fresh_site / rel, "ab") as fh:
-        fh.write(b"\n# 0.5.9 changes\n")
-    before = tree_map(fresh_site)
-    p = run_apply("apply", "--target", str(fresh_site), check=False)
+    rewrite(site / rel, (site / rel).read_bytes() + b"\n# 0.5.9 changes\n")
+    before = tree_map(site)
+    p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4, out(p)
     assert "version 0.5.9" in p.stderr and "sglang==0.5.8" in p.stderr and rel in p.stderr
     assert "pip install" in p.stderr
-    assert tree_map(fresh_site) == before
+    assert tree_map(site) == before
 
 
 def test_missing_backup_refuses_revert(patched_template, tmp_path):
-    site = copy_tree(patched_template, tmp_path / "site")
+    site = link_tree(patched_template, tmp_path / "site")
     (site / STATE / "backup" / REPLACED[0]).unlink()
     before = tree_map(site)
     p = run_apply("revert", "--target", str(site), check=False)
     assert p.returncode == 6 and REPLACED[0] in p.stderr and "force-reinstall" in p.stderr
     assert tree_map(site) == before
     # corrupt instead of missing
-    site2 = copy_tree(patched_template, tmp_path / "site2")
-    (site2 / STATE / "backup" / REPLACED[0]).write_bytes(b"garbage")
+    site2 = link_tree(patched_template, tmp_path / "site2")
+    rewrite(site2 / STATE / "backup" / REPLACED[0], b"garbage")
     assert run_apply("revert", "--target", str(site2), check=False).returncode == 6
 
 
-def test_lock_blocks_a_concurrent_run(fresh_site, tmp_path):
-    key = hashlib.sha256(str(fresh_site.resolve()).encode()).hexdigest()[:16]
+def test_lock_blocks_a_concurrent_run(site, tmp_path):
+    key = hashlib.sha256(str(site.resolve()).encode()).hexdigest()[:16]
     lock = tmp_path / f"nsa-fastpath-{key}.lock"
-    before = tree_map(fresh_site)
+    before = tree_map(site)
     with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        p = run_apply("apply", "--target", str(fresh_site), check=False,
+        p = run_apply("apply", "--target", str(site), check=False,
                       env={"TMPDIR": str(tmp_path), "NSA_FASTPATH_LOCK_TIMEOUT": "0.3"})
     assert p.returncode == 8 and "lock" in p.stderr, out(p)
-    assert tree_map(fresh_site) == before
-    run_apply("apply", "--target", str(fresh_site), env={"TMPDIR": str(tmp_path)})
+    assert tree_map(site) == before
+    run_apply("apply", "--target", str(site), env={"TMPDIR": str(tmp_path)})
     assert not lock.exists(), "the lock file is removed on exit"
 
 
 def test_concurrent_runs_serialize(patched_template, tmp_path, pristine_map, patched_map):
     """Runs racing on one target take turns: each succeeds, the tree ends patched or pristine."""
-    site = copy_tree(patched_template, tmp_path / "site")
+    site = link_tree(patched_template, tmp_path / "site")
     env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
     procs = [subprocess.Popen(["bash", str(ROOT / "scripts" / "apply.sh"), cmd, "--target",
                                str(site)], env=env, stdout=subprocess.PIPE,
@@ -398,14 +434,6 @@ def test_concurrent_runs_serialize(patched_template, tmp_path, pristine_map, pat
 
 
 # ------------------------------------------------------------------ fault injection
-def link_tree(src: Path, dst: Path) -> Path:
-    """A hard-linked copy: cheap, and safe because apply.sh never writes a file in place
-    (it writes a temp file and renames it); sweep() re-hashes the template afterwards,
-    so an in-place write would fail the test instead of going unnoticed."""
-    subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
-    return dst
-
-
 def count_steps(template: Path, tmp_path: Path, cmd: str, env: dict, end_map: dict) -> int:
     """Mutating steps of a complete, fault-free run (NSA_FASTPATH_TRACE logs each one)."""
     site = link_tree(template, tmp_path / f"{cmd}-trace")
@@ -425,51 +453,64 @@ def sweep(template: Path, tmp_path: Path, cmd: str, mode: str, env: dict,
     kill mode:  rerunning `apply` on the crashed tree ends fully patched and, on a second
                 copy, rerunning `revert` ends pristine; `status` calls it partial meanwhile
                 (or the state it really is in).
-    The cases are independent, so they run on a few threads. Returns the step count.
+    A few workers share the cases; each works on its own tree, which every case leaves
+    verified identical (hash and mode of every file, every directory) to the template, so
+    the next case starts from exactly what a fresh copy would be. Returns the step count.
     """
     assert tree_map(template) == start_map
-    # The case trees are hard links to the template: hash only what apply.sh wrote. The
-    # template itself is re-hashed in full at the end (no in-place writes).
+    # The trees are hard links to the template: hash only what apply.sh wrote. The template
+    # itself is re-hashed in full at the end (no in-place writes).
     known = inode_index(template)
     pristine, patched = (start_map, end_map) if cmd == "apply" else (end_map, start_map)
     # status's file-state part only: PYTHON=true skips the Triton/flags report (tested above)
     status_env = dict(os.environ, **env, PYTHON="true")
     steps = count_steps(template, tmp_path, cmd, env, end_map)
 
-    def case(n: int) -> None:
-        case = tmp_path / f"{cmd}-{mode}-{n}"
-        case.mkdir()
-        site = link_tree(template, case / "site")
+    def case(n: int, site: Path) -> Path:
+        """Runs case n on `site` (== start_map); returns a tree == start_map (or end_map
+        after the fault-free last case)."""
         fenv = dict(env, NSA_FASTPATH_FAULT_AT=str(n), NSA_FASTPATH_FAULT_MODE=mode)
         p = run_apply(cmd, "--target", str(site), env=fenv, check=False)
         ctx = f"({cmd}, fault after step {n} of {steps}, {mode})\n{out(p)}"
         if n > steps:  # past the last step: nothing happens
             assert p.returncode == 0 and "injected fault" not in out(p), ctx
             assert_tree(site, end_map, "the completed result", ctx, known)
-        elif mode == "error":
+            return site
+        if mode == "error":
             assert p.returncode == 5, ctx
             assert "injected fault" in p.stderr and "rolled back" in p.stderr, ctx
             assert_tree(site, start_map, "rolled back", ctx, known)
+            return site
+        assert p.returncode == -9, ctx
+        st = subprocess.run(["bash", str(ROOT / "scripts" / "apply.sh"), "status", "--target",
+                             str(site)], capture_output=True, text=True, env=status_env)
+        if st.returncode == 0:  # status may only claim a state the tree really is in
+            assert_tree(site, pristine if "overall: pristine" in st.stdout else patched,
+                        "what status claims", ctx + st.stdout, known)
         else:
-            assert p.returncode == -9, ctx
-            st = subprocess.run(["bash", str(ROOT / "scripts" / "apply.sh"), "status", "--target",
-                                 str(site)], capture_output=True, text=True, env=status_env)
-            if st.returncode == 0:  # status may only claim a state the tree really is in
-                assert_tree(site, pristine if "overall: pristine" in st.stdout else patched,
-                            "what status claims", ctx + st.stdout, known)
-            else:
-                assert st.returncode == 7 and "overall: partial" in st.stdout, ctx + out(st)
-            other = link_tree(site, case / "other")
-            r = run_apply("apply", "--target", str(site), env=env, check=False)
-            assert r.returncode == 0, ctx + out(r)
-            assert_tree(site, patched, "fully patched after rerunning apply", ctx + out(r), known)
-            r = run_apply("revert", "--target", str(other), env=env, check=False)
-            assert r.returncode == 0, ctx + out(r)
-            assert_tree(other, pristine, "pristine after rerunning revert", ctx + out(r), known)
-        remove_tree(case)
+            assert st.returncode == 7 and "overall: partial" in st.stdout, ctx + out(st)
+        other = link_tree(site, site.parent / f"{site.name}-{n}")
+        r = run_apply("apply", "--target", str(site), env=env, check=False)
+        assert r.returncode == 0, ctx + out(r)
+        assert_tree(site, patched, "fully patched after rerunning apply", ctx + out(r), known)
+        r = run_apply("revert", "--target", str(other), env=env, check=False)
+        assert r.returncode == 0, ctx + out(r)
+        assert_tree(other, pristine, "pristine after rerunning revert", ctx + out(r), known)
+        keep, drop = (other, site) if start_map is pristine else (site, other)
+        remove_tree(drop)
+        return keep
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        list(pool.map(case, range(1, steps + 2)))  # re-raises the first failure
+    def worker(w: int, ns: list[int]) -> None:
+        site = link_tree(template, tmp_path / f"{cmd}-{mode}-w{w}")
+        for n in ns:
+            site = case(n, site)
+        remove_tree(site)
+
+    workers = min(4, os.cpu_count() or 1)
+    ns = list(range(1, steps + 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for f in [pool.submit(worker, w, ns[w::workers]) for w in range(workers)]:
+            f.result()  # re-raises a failure
     assert tree_map(template) == start_map, "apply.sh wrote into a file in place"
     return steps
 
@@ -487,26 +528,26 @@ def test_revert_fault_sweep(mode, patched_template, tmp_path, pristine_map, patc
 
 
 # ------------------------------------------------------------------ `add` rows, new dirs
-def test_add_rows_roundtrip(fresh_site, ext_env, ext_patched, pristine_map):
+def test_add_rows_roundtrip(site, ext_env, ext_patched, pristine_map):
     _, ext_map = ext_patched
-    p = run_apply("apply", "--target", str(fresh_site), env=ext_env)
+    p = run_apply("apply", "--target", str(site), env=ext_env)
     for rel, data in ADDED.items():
         assert f"added {rel}" in p.stdout
-        assert (fresh_site / rel).read_bytes() == data
+        assert (site / rel).read_bytes() == data
     assert "created directory sglang/srt/nsa_fastpath/csrc" in p.stdout
-    assert (fresh_site / STATE / "created_dirs").read_text() == (
+    assert (site / STATE / "created_dirs").read_text() == (
         "sglang/srt/nsa_fastpath\nsglang/srt/nsa_fastpath/csrc\n")
-    assert_tree(fresh_site, ext_map, "the patched tree")
-    st = run_apply("status", "--target", str(fresh_site), env=ext_env)
+    assert_tree(site, ext_map, "the patched tree")
+    st = run_apply("status", "--target", str(site), env=ext_env)
     assert "overall: patched" in st.stdout
     # Python ran the added modules: bytecode appears in dirs we created and in SGLang's
     for rel in ADDED:
         if rel.endswith(".py"):
-            py_compile.compile(str(fresh_site / rel), doraise=True)
-    assert run_apply("apply", "--target", str(fresh_site), env=ext_env).stdout.count(
+            py_compile.compile(str(site / rel), doraise=True)
+    assert run_apply("apply", "--target", str(site), env=ext_env).stdout.count(
         "already applied") == 1
-    run_apply("revert", "--target", str(fresh_site), env=ext_env)
-    assert_tree(fresh_site, pristine_map | {
+    run_apply("revert", "--target", str(site), env=ext_env)
+    assert_tree(site, pristine_map | {
         "sglang/srt/layers/attention/__pycache__": "<dir>"}, "pristine")
 
 
@@ -522,13 +563,13 @@ def test_add_rows_fault_sweep(cmd, pristine_template, tmp_path, ext_env, ext_pat
 
 def test_other_recorded_manifest(tmp_path, ext_patched, ext_env, pristine_map):
     """An older/newer nsa-fastpath is applied: apply refuses, revert uses the recorded manifest."""
-    site = copy_tree(ext_patched[0], tmp_path / "site")
+    site = link_tree(ext_patched[0], tmp_path / "site")
     before = tree_map(site)
     p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4 and "another nsa-fastpath version" in p.stderr
     assert tree_map(site) == before
     # a failing revert cannot re-apply another version's files: exit 6, and rerunning works
-    failed = copy_tree(site, tmp_path / "failed")
+    failed = link_tree(site, tmp_path / "failed")
     p = run_apply("revert", "--target", str(failed), check=False,
                   env={"NSA_FASTPATH_FAULT_AT": "3"})
     assert p.returncode == 6 and "partially reverted" in p.stderr, out(p)
@@ -545,9 +586,9 @@ def test_other_recorded_manifest(tmp_path, ext_patched, ext_env, pristine_map):
 def test_sglang_reinstalled_over_patched_tree(tmp_path, patched_template, pristine_template,
                                               pristine_map):
     """`pip install --force-reinstall sglang` restores SGLang's files but leaves ours: partial."""
-    site = copy_tree(patched_template, tmp_path / "site")
+    site = link_tree(patched_template, tmp_path / "site")
     for rel in REPLACED:
-        shutil.copy2(pristine_template / rel, site / rel)
+        rewrite(site / rel, (pristine_template / rel).read_bytes())
     st = run_apply("status", "--target", str(site), check=False)
     assert st.returncode == 7 and "overall: partial" in st.stdout
     run_apply("revert", "--target", str(site))
@@ -570,6 +611,7 @@ def git_template(pristine_template, tmp_path_factory) -> Path:
     git(repo, "config", "user.email", "operator@example.invalid")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "SGLang v0.5.8")
+    git(repo, "gc", "-q")  # one pack instead of ~2000 loose objects: cheaper copies
     return repo
 
 
