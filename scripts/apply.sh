@@ -634,7 +634,7 @@ check_writable() {
 }
 
 cmd_apply() {
-    local i n=${#M_PATH[@]} bad_backup=()
+    local i n bad_backup=()
     load_manifest "$MANIFEST"
     prepare_files_mode apply
     check_overlay
