@@ -59,6 +59,7 @@ MODES = (  # (label, page_size, bigram)
     ("paged 16", 16, False),
     ("paged 64", 64, False),
     ("bigram (EAGLE), page 1", 1, True),
+    ("bigram (EAGLE), paged 64", 64, True),  # DeepSeek-V3.2 with MTP: page 64, EAGLE keys
 )
 
 
@@ -257,16 +258,43 @@ def bench_match_prefix(orig, fast, device, timer, lengths, n_queries, seed=0):
 # 2. key compare only
 # ------------------------------------------------------------------------------------------------
 def key_pairs(rng, L, bigram, n, same_objects=False):
-    """(tree key of L tokens or pairs, query: the same ids plus 16 more), n of them."""
+    """(tree key of L tokens or pairs, query: the same ids plus 16 more, the query's ints), n
+    of them; for bigram keys the query's ints are those its pairs are made of."""
     out = []
     for _ in range(n):
         base = [rng.randrange(1000, 150_000) for _ in range(L + 1 if bigram else L)]
-        query = (base if same_objects else fresh(base)) + [rng.randrange(1000, 150_000)
-                                                            for _ in range(16)]
+        ints = (base if same_objects else fresh(base)) + [rng.randrange(1000, 150_000)
+                                                           for _ in range(16)]
         if bigram:
-            base, query = list(zip(base, base[1:])), list(zip(query, query[1:]))
-        out.append((base, query))
+            out.append((list(zip(base, base[1:])), list(zip(ints, ints[1:])), ints))
+        else:
+            out.append((base, ints, ints))
     return out
+
+
+class WalkCompare:
+    """One tree-key comparison as RadixCache's match_prefix walk makes it: match_at with the
+    query's ints packed per call (a new request), the tree key's packed ints cached on it."""
+
+    def __init__(self, fast, matcher, bigram):
+        self.fast, self.matcher, self.bigram = fast, matcher, bigram
+
+    def args(self, pairs):
+        RK = self.fast.RadixKey
+        return [(RK(s), RK(q), q, ints) for s, q, ints in pairs]
+
+    def __call__(self, a):
+        key0, key, tokens, ints = a
+        n = len(tokens)
+        b = self.matcher.bytes_min  # as the walk: the query is packed only for long overlaps
+        q = self.fast.QueryInts(ints, self.bigram) if n >= b and len(key0) >= b else None
+        return self.matcher.match_at(key0, key, tokens, 0, n, q)
+
+
+def _ref(orig, ps):
+    if ps == 1:
+        return orig._key_match_page_size1
+    return lambda a, b: orig._key_match_paged(a, b, ps)
 
 
 def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, seed=1):
@@ -279,30 +307,33 @@ def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, seed=1):
 
         ops = OptimizedRadixCacheOps(True, torch.device("cuda"))
     for label, ps, bigram in MODES:
-        ref = orig._key_match_page_size1 if ps == 1 else (
-            lambda a, b, ps=ps: orig._key_match_paged(a, b, ps))
-        new = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key).key_match
+        ref = _ref(orig, ps)
+        matcher = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key)
+        walk = WalkCompare(fast, matcher, bigram)
         for L in lengths:
             rng = random.Random(seed * 1000003 + L)
             pairs = key_pairs(rng, L, bigram, n_pairs)
-            a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q in pairs]
-            a_fast = [(fast.RadixKey(s), fast.RadixKey(q)) for s, q in pairs]
+            a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in pairs]
+            a_walk = walk.args(pairs)
+            a_key = [(a[0], a[1]) for a in a_walk]
             want = [ref(a, b) for a, b in a_orig]
-            assert [new(a, b) for a, b in a_fast] == want
-            fns = {"orig": lambda p: ref(*p[0]), "fast": lambda p: new(*p[1])}
-            args = list(zip(a_orig, a_fast))
+            assert [walk(a) for a in a_walk] == want
+            assert [matcher.key_match(a, b) for a, b in a_key] == want
+            args = list(zip(a_orig, a_walk, a_key))
+            fns = {"orig": lambda p: ref(*p[0]), "walk": lambda p: walk(p[1]),
+                   "key_match": lambda p: matcher.key_match(*p[2])}
             if ops is not None:
-                for a, b in a_fast:  # the seed's tensor cache: tree key and query both cached
+                for a, b in a_key:  # the seed's tensor cache: tree key and query both cached
                     a.get_tensor(ops.device), b.get_tensor(ops.device)
-                assert [ops.first_mismatch(a, b, 0, min(len(a), len(b))) for a, b in a_fast] == [
-                    min(len(a), len(b)) for a, b in a_fast]
+                assert [ops.first_mismatch(a, b, 0, min(len(a), len(b))) for a, b in a_key] == [
+                    min(len(a), len(b)) for a, b in a_key]
 
                 def tri_cached(p):
-                    a, b = p[1]
+                    a, b = p[2]
                     return ops.first_mismatch(a, b, 0, min(len(a), len(b)))
 
                 def tri_query(p, RK=fast.RadixKey):
-                    a, b = p[1]
+                    a, b = p[2]
                     b = RK(b.token_ids)  # a new request: its tensor is built in the call
                     return ops.first_mismatch(a, b, 0, min(len(a), len(b)))
 
@@ -312,10 +343,11 @@ def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, seed=1):
             same = None
             if ps == 1 and not bigram:  # the query holds the tree key's own int objects
                 sp = key_pairs(random.Random(L), L, False, n_pairs, same_objects=True)
-                so = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q in sp]
-                sf = [(fast.RadixKey(s), fast.RadixKey(q)) for s, q in sp]
-                same = timer.per_call({"orig": lambda p: ref(*p[0]),
-                                       "fast": lambda p: new(*p[1])}, list(zip(so, sf)))
+                so = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in sp]
+                sw = walk.args(sp)
+                same = timer.per_call({"orig": lambda p: ref(*p[0]), "walk": lambda p: walk(p[1]),
+                                       "key_match": lambda p: matcher.key_match(p[1][0], p[1][1])},
+                                      list(zip(so, sw)))
             rows.append((label, L, t, same))
     return rows
 
@@ -323,39 +355,89 @@ def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, seed=1):
 # ------------------------------------------------------------------------------------------------
 # --sweep: threshold measurements
 # ------------------------------------------------------------------------------------------------
-SWEEP_LENGTHS = (8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
+SWEEP_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
+NEVER = 1 << 62
+
+
+def sweep_pairs(rng, L, bigram, n):
+    """whole: the query holds the tree key; diverge: from a random position on the query goes on
+    differently; substitute: one random position differs (a date in a system prompt)."""
+    out = {"whole": key_pairs(rng, L, bigram, n)}
+    for kind in ("diverge", "substitute"):
+        rows = []
+        for s, _, ints in key_pairs(rng, L, bigram, n):
+            ints = list(ints)
+            i = rng.randrange(L)
+            if kind == "diverge":
+                ints[i:] = [-1 - j for j in range(len(ints) - i)]
+            else:
+                ints[i] = -1
+            q = list(zip(ints, ints[1:])) if bigram else ints
+            rows.append((s, q, ints))
+        out[kind] = rows
+    return out
 
 
 def bench_sweep(orig, fast, timer, n_pairs, seed=2):
-    """SGLang's loop vs the slice path forced on (long_min at its floor), per overlap length."""
+    """Per overlap length: SGLang's loop vs the list-slice path forced on (the key_match_fn
+    path) vs the packed-int path forced on (the match_prefix walk), each alone."""
     rows = []
-    sweep_modes = MODES + (("bigram (EAGLE), paged 16", 16, True),)
+    sweep_modes = MODES + (("bigram (EAGLE), paged 16", 16, True), ("paged 32", 32, False))
     for label, ps, bigram in sweep_modes:
-        ref = orig._key_match_page_size1 if ps == 1 else (
-            lambda a, b, ps=ps: orig._key_match_paged(a, b, ps))
-        forced = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, long_min=0)
+        ref = _ref(orig, ps)
+        slice_m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, long_min=0,
+                                        diverge_min=0, bytes_min=NEVER)
+        packed_m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, long_min=NEVER,
+                                         diverge_min=NEVER, bytes_min=1)
+        walk = WalkCompare(fast, packed_m, bigram)
         for L in SWEEP_LENGTHS:
-            if L < forced.long_min:
-                continue
-            rng = random.Random(seed * 1000003 + L)
-            whole = key_pairs(rng, L, bigram, n_pairs)
-            diverge = []
-            for s, q in key_pairs(rng, L, bigram, n_pairs):
-                q = list(q)
-                i = rng.randrange(L)
-                q[i] = (-1, -1) if bigram else -1
-                diverge.append((s, q))
             res = {}
-            for kind, pairs in (("whole", whole), ("diverge", diverge)):
-                a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q in pairs]
-                a_fast = [(fast.RadixKey(s), fast.RadixKey(q)) for s, q in pairs]
-                assert [ref(a, b) for a, b in a_orig] == [forced.key_match(a, b) for a, b in a_fast]
-                t = timer.per_call({"orig": lambda p: ref(*p[0]),
-                                    "slice": lambda p: forced.key_match(*p[1])},
-                                   list(zip(a_orig, a_fast)))
-                res[kind] = t
+            for kind, pairs in sweep_pairs(random.Random(seed * 1000003 + L), L, bigram,
+                                           n_pairs).items():
+                a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in pairs]
+                a_walk = walk.args(pairs)
+                want = [ref(a, b) for a, b in a_orig]
+                assert [walk(a) for a in a_walk] == want
+                fns = {"orig": lambda p: ref(*p[0]), "packed": lambda p: walk(p[1])}
+                if L >= slice_m.long_min:
+                    assert [slice_m.key_match(a[0], a[1]) for a in a_walk] == want
+                    fns["slice"] = lambda p: slice_m.key_match(p[1][0], p[1][1])
+                res[kind] = timer.per_call(fns, list(zip(a_orig, a_walk)))
             rows.append((label, L, res))
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# --ablation: match_prefix with each comparison path alone
+# ------------------------------------------------------------------------------------------------
+def bench_ablation(orig, fast, timer, lengths, n_queries, seed=0):
+    import torch
+
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+
+    variants = {
+        "walk + SGLang loops": dict(long_min=NEVER, diverge_min=NEVER, bytes_min=NEVER),
+        "walk + list slices": dict(bytes_min=NEVER),
+        "walk + packed ints": dict(long_min=NEVER, diverge_min=NEVER),
+        "default": dict(),
+    }
+    rows = []
+    for label, ps, bigram in MODES:
+        for S in lengths:
+            rng = random.Random(seed * 1000003 + S)
+            inserts, queries = workload(rng, S, n_queries)
+            fns = {}
+            co = build_cache(orig, ps, bigram, torch.device("cpu"), inserts)
+            fns["orig"] = lambda q, c=co: c.match_prefix(MatchPrefixParams(key=orig.RadixKey(q)))
+            for name, kw in variants.items():
+                cache = build_cache(fast, ps, bigram, torch.device("cpu"), inserts)
+                m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, **kw)
+                cache._nsa_matcher = m
+                cache.key_match_fn = cache._nsa_key_match_ref = m.key_match
+                fns[name] = lambda q, c=cache: c.match_prefix(MatchPrefixParams(
+                    key=fast.RadixKey(q)))
+            rows.append((label, S, timer.per_call(fns, queries)))
+    return rows, list(variants)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -416,38 +498,61 @@ def report_match(rows, device):
 def report_keys(rows, device):
     extra = device == "cuda"
     print("\n### Key compare only (tree key of L tokens vs a query holding it; fresh int objects)\n")
-    head = "| keys | L | 0.5.8 us | fast us | fast x |"
-    sep = "|---|---:|---:|---:|---:|"
+    print("walk: the comparison match_prefix makes (the query's ints packed in the call, the tree "
+          "key's cached); key_match: the key_match_fn that insert and subclasses call.\n")
+    head = "| keys | L | 0.5.8 us | walk us | walk x | key_match us | key_match x |"
+    sep = "|---|---:|---:|---:|---:|---:|---:|"
     if extra:
         head += " triton (both cached) us | x | triton (query built) us | x |"
         sep += "---:|---:|---:|---:|"
     print(head)
     print(sep)
     for label, L, t, _ in rows:
-        line = f"| {label} | {L} | {fmt(t['orig'])} | {fmt(t['fast'])} | {t['orig'] / t['fast']:.2f} |"
+        o = t["orig"]
+        line = (f"| {label} | {L} | {fmt(o)} | {fmt(t['walk'])} | {o / t['walk']:.2f} | "
+                f"{fmt(t['key_match'])} | {o / t['key_match']:.2f} |")
         if extra:
             a, b = t["triton, both cached"], t["triton, query built"]
-            line += f" {fmt(a)} | {t['orig'] / a:.2f} | {fmt(b)} | {t['orig'] / b:.2f} |"
+            line += f" {fmt(a)} | {o / a:.2f} | {fmt(b)} | {o / b:.2f} |"
         print(line)
     same = [(L, s) for label, L, t, s in rows if s is not None]
     if same:
         print("\n### Key compare, page 1, query sharing the tree key's int objects "
               "(a request matched again after its own insert)\n")
-        print("| L | 0.5.8 us | fast us | fast x |")
-        print("|---:|---:|---:|---:|")
+        print("| L | 0.5.8 us | walk us | walk x | key_match us | key_match x |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for L, s in same:
-            print(f"| {L} | {fmt(s['orig'])} | {fmt(s['fast'])} | {s['orig'] / s['fast']:.2f} |")
+            o = s["orig"]
+            print(f"| {L} | {fmt(o)} | {fmt(s['walk'])} | {o / s['walk']:.2f} | "
+                  f"{fmt(s['key_match'])} | {o / s['key_match']:.2f} |")
 
 
 def report_sweep(rows):
-    print("\n### Threshold sweep: SGLang's loop vs the slice path forced on (key compare, us)\n")
-    print("| keys | overlap L | whole: loop | whole: slice | x | diverge: loop | diverge: slice | x |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n### Threshold sweep: key compare with each path forced on (us; x = loop / path)\n")
+    print("loop: SGLang's; slice: list slices (key_match_fn); packed: packed ints (match_prefix "
+          "walk, the query packed in the call). whole: the query holds the tree key; diverge: "
+          "from a random position on the query differs; substitute: one random position "
+          "differs.\n")
+    print("| keys | L | whole: loop | slice x | packed x | diverge: loop | slice x | packed x | "
+          "substitute: loop | slice x | packed x |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, L, r in rows:
-        w, d = r["whole"], r["diverge"]
-        print(f"| {label} | {L} | {fmt(w['orig'])} | {fmt(w['slice'])} | "
-              f"{w['orig'] / w['slice']:.2f} | {fmt(d['orig'])} | {fmt(d['slice'])} | "
-              f"{d['orig'] / d['slice']:.2f} |")
+        cells = []
+        for kind in ("whole", "diverge", "substitute"):
+            t = r[kind]
+            o = t["orig"]
+            sl = f"{o / t['slice']:.2f}" if "slice" in t else "-"
+            cells += [fmt(o), sl, f"{o / t['packed']:.2f}"]
+        print(f"| {label} | {L} | " + " | ".join(cells) + " |")
+
+
+def report_ablation(rows, names):
+    print("\n### Ablation: whole match_prefix with each comparison path alone (x = 0.5.8 / variant)\n")
+    print("| keys | S | 0.5.8 us | " + " | ".join(f"{n} x" for n in names) + " |")
+    print("|---|---:|---:|" + "---:|" * len(names))
+    for label, S, t in rows:
+        print(f"| {label} | {S} | {fmt(t['orig'])} | "
+              + " | ".join(f"{t['orig'] / t[n]:.2f}" for n in names) + " |")
 
 
 def main() -> None:
@@ -457,11 +562,14 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer repeats and queries (smoke run)")
     ap.add_argument("--sweep", action="store_true", help="also the threshold sweep")
-    ap.add_argument("--only", choices=("match", "keys", "sweep"), action="append",
+    ap.add_argument("--ablation", action="store_true",
+                    help="also match_prefix with each comparison path alone")
+    ap.add_argument("--only", choices=("match", "keys", "sweep", "ablation"), action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--repeats", type=int, default=None)
     args = ap.parse_args()
-    parts = set(args.only or (["match", "keys"] + (["sweep"] if args.sweep else [])))
+    parts = set(args.only or (["match", "keys"] + (["sweep"] if args.sweep else [])
+                              + (["ablation"] if args.ablation else [])))
 
     with tempfile.TemporaryDirectory(prefix="nsa-bench-radix-") as tmp:
         tmp = Path(tmp)
@@ -487,6 +595,9 @@ def main() -> None:
             sys.stdout.flush()
         if "sweep" in parts:
             report_sweep(bench_sweep(orig, fast, timer, n))
+            sys.stdout.flush()
+        if "ablation" in parts:
+            report_ablation(*bench_ablation(orig, fast, timer, MATCH_LENGTHS, n))
 
 
 if __name__ == "__main__":

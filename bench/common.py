@@ -31,9 +31,10 @@ def build_trees(workdir: Path) -> tuple[Path, Path]:
                         "--no-compile", "--target", str(pristine), str(WHEEL)], check=True)
     if not patched.exists():
         shutil.copytree(pristine, patched, symlinks=True)
-        subprocess.run(["bash", str(ROOT / "scripts" / "apply.sh"), "apply", "--target",
-                        str(patched)], check=True, env=dict(os.environ, PYTHON=sys.executable),
-                       stdout=subprocess.DEVNULL)
+    # every time: a no-op when already patched, and it refuses a tree it can't vouch for
+    subprocess.run(["bash", str(ROOT / "scripts" / "apply.sh"), "apply", "--target",
+                    str(patched)], check=True, env=dict(os.environ, PYTHON=sys.executable),
+                   stdout=subprocess.DEVNULL)
     return pristine, patched
 
 
@@ -47,6 +48,7 @@ def import_trees(pristine: Path, patched: Path, device: str):
     spec = importlib.util.spec_from_file_location(
         "pristine_nsa_backend", pristine / "sglang/srt/layers/attention/nsa_backend.py")
     pristine_mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = pristine_mod  # dataclasses look their module up there
     spec.loader.exec_module(pristine_mod)
     return pristine_mod, patched_mod
 

@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cuda_metadata_kernel.cu")
 EXTENSION_NAME = "nsa_fastpath_metadata_sm90"
 # Request-id search in the CUDA kernel: linear below this bs, binary from it. Measured on an
-# H200 (docs/BENCHMARKS.md, "CUDA search threshold"); override with NSA_FASTPATH_BINARY_SEARCH_BS.
-BINARY_SEARCH_MIN_BS = int(os.environ.get("NSA_FASTPATH_BINARY_SEARCH_BS", "64"))
+# H200 (docs/BENCHMARKS.md, "CUDA C++ request search"): within 2% of each other below bs 32,
+# binary faster from 32 (11.1 vs 12.1 us) to 256 (14.0 vs 22.8 us). NSA_FASTPATH_BINARY_SEARCH_BS
+# overrides it.
+BINARY_SEARCH_MIN_BS = int(os.environ.get("NSA_FASTPATH_BINARY_SEARCH_BS", "32"))
 
 _ext = None
 _error: str | None = None

@@ -97,19 +97,27 @@ def _draft_extend_tokens(backend, bs: int, forward_mode, spec_info, capacity: in
     return total
 
 
+_resolved: dict = {}  # (device, flag values) -> [(name, fill)], so replays skip the lookups
+
+
 def _fastpath_devices(backend) -> list:
     """The fast-path fill functions to try for this backend, in priority order."""
-    fills = []
-    for name, load in _candidates(backend.device):
-        if name in _failed:
-            continue
-        try:
-            fill = load()
-        except Exception as e:  # extension failed to build/load, Triton missing ...
-            _disable(name, e)
-            continue
-        if fill is not None:
-            fills.append((name, fill))
+    key = (backend.device, envs.SGLANG_NSA_USE_CUDA_METADATA.get(),
+           envs.SGLANG_NSA_USE_TRITON_METADATA.get(), len(_failed))
+    fills = _resolved.get(key)
+    if fills is None:
+        fills = []
+        for name, load in _candidates(backend.device):
+            if name in _failed:
+                continue
+            try:
+                fill = load()
+            except Exception as e:  # extension failed to build/load, Triton missing ...
+                _disable(name, e)
+                continue
+            if fill is not None:
+                fills.append((name, fill))
+        _resolved[(*key[:3], len(_failed))] = fills
     return fills
 
 
@@ -220,3 +228,4 @@ def _run(backends, table, fill, mode, bs, req_pool_indices, seq_lens, forward_mo
 def reset_for_tests() -> None:
     _failed.clear()
     _announced.clear()
+    _resolved.clear()
