@@ -83,6 +83,16 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
     assert_parity(run_suite(pristine_template, "nsa", configs), actual, strict=True)
 
 
+def test_bad_input_is_reported_not_written(patched_template):
+    """More draft_extend tokens than the rows captured for bs: a clear error, and the fast path
+    stays on (a bad input is not a reason to fall back)."""
+    dump = run_suite(patched_template, "nsa", [{"kind": "bad_input"}])
+    assert dump["bad/draft_extend_overflow"].startswith("ValueError: nsa-fastpath: draft_extend"), \
+        dump["bad/draft_extend_overflow"]
+    assert "above the 16 rows captured" in dump["bad/draft_extend_overflow"]
+    assert not dump["_meta/nsa_failed"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("env,fast", [({}, "cuda"), ({"SGLANG_NSA_USE_CUDA_METADATA": "0"}, "triton"),
                                       (FLAGS_OFF, None)],

@@ -336,8 +336,32 @@ def run_multi_step(out: dict, device: str, seed: int, page_size: int, topk: int,
                         snapshots[bs][i].replay_into(out, prefix)
 
 
+def run_bad_input(out: dict, device: str, seed: int) -> None:
+    """draft_extend whose accept lengths overflow the captured rows: record what the replay says."""
+    gen = torch.Generator().manual_seed(seed)
+    backend = build_backend(device, 1, 128, seed)
+    backend.init_cuda_graph_state(4, 4 * NUM_DRAFT_TOKENS)
+    inputs = make_replay_inputs(gen, "draft_extend", 4, 4, 128, 1, device)
+    backend.init_forward_metadata_capture_cuda_graph(
+        bs=4, num_tokens=4 * NUM_DRAFT_TOKENS, req_pool_indices=inputs.req_pool_indices,
+        seq_lens=inputs.seq_lens, encoder_lens=None, forward_mode=forward_mode_of("draft_extend"),
+        spec_info=spec_info_for(inputs))
+    inputs.accept_length.fill_(NUM_DRAFT_TOKENS + 1)
+    inputs.extend_seq_lens_cpu = [NUM_DRAFT_TOKENS + 1] * 4
+    try:
+        backend.init_forward_metadata_replay_cuda_graph(
+            bs=4, req_pool_indices=inputs.req_pool_indices, seq_lens=inputs.seq_lens,
+            seq_lens_sum=0, encoder_lens=None, forward_mode=forward_mode_of("draft_extend"),
+            spec_info=spec_info_for(inputs), seq_lens_cpu=inputs.seq_lens_cpu)
+        out["bad/draft_extend_overflow"] = "no error"
+    except Exception as e:
+        out["bad/draft_extend_overflow"] = f"{type(e).__name__}: {e}"
+
+
 def run(out: dict, device: str, seed: int, configs: list[dict]) -> None:
     prepare_sglang_globals(device)
     for cfg in configs:
         kind = cfg.pop("kind")
-        {"single": run_single_backend, "multi": run_multi_step}[kind](out, device, seed, **cfg)
+        scenario = {"single": run_single_backend, "multi": run_multi_step,
+                    "bad_input": run_bad_input}[kind]
+        scenario(out, device, seed, **cfg)
