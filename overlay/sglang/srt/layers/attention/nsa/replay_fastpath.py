@@ -100,7 +100,7 @@ def _draft_extend_tokens(backend, bs: int, forward_mode, spec_info, capacity: in
 _resolved: dict = {}  # (device, flag values) -> [(name, fill)], so replays skip the lookups
 
 
-def _fastpath_devices(backend) -> list:
+def _fast_fills(backend) -> list:
     """The fast-path fill functions to try for this backend, in priority order."""
     key = (backend.device, envs.SGLANG_NSA_USE_CUDA_METADATA.get(),
            envs.SGLANG_NSA_USE_TRITON_METADATA.get(), len(_failed))
@@ -122,13 +122,16 @@ def _fastpath_devices(backend) -> list:
 
 
 def prepare(backends, bs: int, owner) -> None:
-    """At capture time: the device table of every backend's buffers for `bs`, and kernel warm-up.
+    """At capture time: the device table of every backend's buffers for `bs`, and the CUDA
+    extension loaded (or built).
 
     `owner` (the backend, or the multi-step backend for all its step backends) keeps the table.
-    Capture may sync; replay must not, so everything that needs the host happens here.
+    Capture may sync; replay must not, so everything that needs the host happens here. (A Triton
+    kernel still compiles on its first launch per mode and batch-size bucket; Triton caches it
+    on disk for later starts.)
     """
     tables = owner.__dict__.setdefault("_nsa_fastpath_dest", {})
-    _fastpath_devices(backends[0])  # load (or build) the CUDA extension now, not on a replay
+    _fast_fills(backends[0])  # load (or build) the CUDA extension now, not on a replay
     try:
         from sglang.srt.layers.attention.nsa.triton_metadata_kernel import destination_table
 
@@ -156,7 +159,7 @@ def _replay(backends, owner, bs, req_pool_indices, seq_lens, forward_mode, spec_
     if mode is None:
         return False
     table = getattr(owner, "_nsa_fastpath_dest", {}).get(bs)
-    for name, fill in _fastpath_devices(backends[0]) if table is not None else ():
+    for name, fill in _fast_fills(backends[0]) if table is not None else ():
         try:
             handled = _run(backends, table, fill, mode, bs, req_pool_indices, seq_lens,
                            forward_mode, spec_info)
