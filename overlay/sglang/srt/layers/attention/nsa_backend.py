@@ -32,7 +32,7 @@ from sglang.srt.layers.attention.nsa.nsa_backend_mtp_precompute import (
 )
 from sglang.srt.layers.attention.nsa.nsa_indexer import BaseIndexerMetadata
 from sglang.srt.layers.attention.nsa.quant_k_cache import quantize_k_cache
-from sglang.srt.layers.attention.nsa import replay_fastpath, triton_batched_copy
+from sglang.srt.layers.attention.nsa import replay_fastpath
 from sglang.srt.layers.attention.nsa.transform_index import (
     transform_index_page_table_decode,
     transform_index_page_table_prefill,
@@ -1158,7 +1158,7 @@ class NativeSparseAttnBackend(
         self.set_nsa_prefill_impl(forward_batch=None)
 
         # nsa-fastpath: all copies in one launch (SGLANG_NSA_USE_BATCHED_COPY)
-        if triton_batched_copy.copy_precomputed([self], self, bs, precomputed, forward_mode):
+        if replay_fastpath.copy_precomputed([self], self, bs, precomputed, forward_mode):
             return
 
         metadata = self.decode_cuda_graph_metadata[bs]
@@ -1937,7 +1937,7 @@ class NativeSparseAttnMultiStepBackend:
             # nsa-fastpath: one launch copies into every step backend
             for b in self.attn_backends:
                 b.set_nsa_prefill_impl(forward_batch=None)
-            if triton_batched_copy.copy_precomputed(
+            if replay_fastpath.copy_precomputed(
                 self.attn_backends, self, bs, precomputed, ForwardMode.DECODE
             ):
                 return

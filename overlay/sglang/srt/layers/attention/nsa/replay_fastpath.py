@@ -1,6 +1,9 @@
 # Copyright 2026 nsa-fastpath authors. Licensed under the Apache License, Version 2.0.
 """nsa-fastpath: choose and run the fast path for NSA CUDA-graph replay metadata.
 
+Everything the forked nsa_backend.py calls lives here and imports our kernel modules lazily: a
+kernel module that can't load disables its path (logged once), never the backend's import.
+
 `replay(backend, ...)` is called first thing by the forked
 `NativeSparseAttnBackend.init_forward_metadata_replay_cuda_graph`. It fills the capture-time
 metadata buffers with one fused kernel launch and no host sync, then refreshes the DeepGEMM
@@ -173,6 +176,19 @@ def _replay(backends, owner, bs, req_pool_indices, seq_lens, forward_mode, spec_
         return handled
     _announce("upstream (SGLang 0.5.8)", "" if not _failed else f"; disabled: {_failed}")
     return False
+
+
+def copy_precomputed(backends, owner, bs, precomputed, forward_mode) -> bool:
+    """The batched copy of precomputed metadata (triton_batched_copy.copy_precomputed), loaded
+    lazily so that a module that can't load costs only this path, never the backend's import."""
+    if "batched-copy" in _failed or not envs.SGLANG_NSA_USE_BATCHED_COPY.get():
+        return False
+    try:
+        from sglang.srt.layers.attention.nsa.triton_batched_copy import copy_precomputed as impl
+    except Exception as e:
+        _disable("batched-copy", e)
+        return False
+    return impl(backends, owner, bs, precomputed, forward_mode)
 
 
 def _disable(name: str, error: Exception) -> None:
