@@ -47,6 +47,15 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
 import torch
 
+from sglang.srt.environ import envs
+from sglang.srt.mem_cache.radix_match import (
+    NsaPrefixMatcher,
+    QueryInts,
+    convert_to_bigram_key_fast,
+    log_once,
+    tokens_to_tensor,
+)
+
 logger = logging.getLogger(__name__)
 
 from sglang.srt.disaggregation.kv_events import (
@@ -102,6 +111,35 @@ class RadixKey:
     def __repr__(self) -> str:
         preview = self.token_ids[:10]
         return f"RadixKey(extra_key={self.extra_key!r}, token_ids={preview}{'...' if len(self.token_ids) > 10 else ''})"
+
+    # nsa-fastpath: the seed's per-key tensor cache, used only by the opt-in Triton matcher.
+    # A class default, so keys that never call get_tensor() carry nothing extra. Slices made by
+    # __getitem__ do not inherit it (a view would pin the parent's whole buffer).
+    _tensor_cache = None
+    # nsa-fastpath: this key's ints packed as int64 bytes (radix_match.node_ints), for tree keys
+    # compared in the match_prefix walk; exact to the key, dropped with it.
+    _nsa_ints = None
+
+    def get_tensor(self, device=None) -> torch.Tensor:
+        """nsa-fastpath: the token ids as an int64 tensor on ``device``, built once per key.
+
+        Bigram keys give shape (n, 2). The cache is rebuilt if ``token_ids`` was reassigned or
+        changed length (maybe_bigram_convert reassigns it); its size is exactly this key's tokens
+        (8 bytes a token, 16 for bigram keys), so the tree's cache is bounded by the tree's size.
+        """
+        tokens = self.token_ids
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        cached = self._tensor_cache
+        if (
+            cached is not None
+            and cached[0] is tokens
+            and cached[1] == len(tokens)
+            and cached[2] == device
+        ):
+            return cached[3]
+        tensor = tokens_to_tensor(tokens).to(device)
+        self._tensor_cache = (tokens, len(tokens), device, tensor)
+        return tensor
 
 
 class TreeNode:
@@ -295,6 +333,7 @@ class RadixCache(BasePrefixCache):
         else:
             self.key_match_fn = partial(_key_match_paged, page_size=self.page_size)
             self.get_child_key_fn = partial(get_child_key, page_size=self.page_size)
+        self._nsa_init_matcher(params)
 
         if self.eviction_policy == "lru":
             self.eviction_strategy: EvictionStrategy = LRUStrategy()
@@ -350,7 +389,12 @@ class RadixCache(BasePrefixCache):
         self, key: RadixKey, value: Optional[torch.Tensor] = None
     ) -> Tuple[RadixKey, Optional[torch.Tensor]]:
         if self.is_eagle and not key.is_bigram:
-            key.token_ids = convert_to_bigram_key(key.token_ids)
+            if self._nsa_matcher is not None:
+                key.token_ids = convert_to_bigram_key_fast(
+                    key.token_ids, convert_to_bigram_key
+                )
+            else:
+                key.token_ids = convert_to_bigram_key(key.token_ids)
             if value is not None:
                 value = value[: len(key)]
 
@@ -393,6 +437,9 @@ class RadixCache(BasePrefixCache):
                 to expose a precise boundary; this structural refinement improves
                 subsequent match efficiency and does not duplicate data.
         """
+        if self._nsa_matcher is not None and self._nsa_fast_walk_ok():
+            return self._nsa_match_prefix(params.key)
+
         key = params.key
         key, _ = self.maybe_bigram_convert(key)
 
@@ -636,6 +683,129 @@ class RadixCache(BasePrefixCache):
 
         _dfs_helper(self.root_node)
         return torch.cat(values)
+
+    ##### nsa-fastpath: adaptive prefix matching #####
+
+    _nsa_matcher: Optional[NsaPrefixMatcher] = None
+
+    def _nsa_init_matcher(self, params: CacheInitParams) -> None:
+        """Read the flags once, at construction (SGLANG_RADIX_FAST_MATCH=0: SGLang's matching)."""
+        self._nsa_matcher = None
+        triton_wanted = envs.SGLANG_RADIX_TRITON_MATCH.get() or bool(
+            getattr(params, "enable_triton_kernels", False)
+        )
+        if not envs.SGLANG_RADIX_FAST_MATCH.get():
+            what = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's key matching)"
+            if triton_wanted:
+                what += "; triton matcher requested but needs SGLANG_RADIX_FAST_MATCH=1"
+            log_once(f"nsa-fastpath: RadixCache prefix matching: {what}")
+            return
+        ops = None
+        if triton_wanted:
+            from sglang.srt.mem_cache.radix_cache_kernels import OptimizedRadixCacheOps
+
+            ops = OptimizedRadixCacheOps(True, self.device)
+        self._nsa_matcher = NsaPrefixMatcher(
+            self.page_size, self.is_eagle, _check_extra_key, ops
+        )
+        self.key_match_fn = self._nsa_matcher.key_match
+        # The offset walk replaces only RadixCache's own helper and key functions: a subclass
+        # that overrides the helper, or swaps key_match_fn / get_child_key_fn, keeps its code.
+        self._nsa_key_match_ref = self.key_match_fn
+        self._nsa_child_key_ref = self.get_child_key_fn
+        self._nsa_walk_ok = (
+            type(self)._match_prefix_helper is RadixCache._match_prefix_helper
+        )
+        log_once(f"nsa-fastpath: RadixCache prefix matching: {self._nsa_matcher.describe()}")
+
+    def _nsa_fast_walk_ok(self) -> bool:
+        return (
+            self._nsa_walk_ok
+            and self.key_match_fn is self._nsa_key_match_ref
+            and self.get_child_key_fn is self._nsa_child_key_ref
+        )
+
+    def _nsa_match_prefix(self, key: RadixKey) -> MatchResult:
+        """match_prefix with the same results, tree updates and clock reads, walking the tree by
+        offset into the key's token list instead of slicing a new RadixKey at every node."""
+        raw = key.token_ids
+        key, _ = self.maybe_bigram_convert(key)
+        n = len(key)
+        if not self.disable and n and self.page_size != 1:
+            n = n // self.page_size * self.page_size
+        if self.disable or n == 0:
+            return MatchResult(
+                device_indices=torch.empty((0,), dtype=torch.int64, device=self.device),
+                last_device_node=self.root_node,
+                last_host_node=self.root_node,
+            )
+        tokens = key.token_ids
+        if tokens.__class__ is list:
+            # The query's ints, for packed comparisons: the token list itself, or for EAGLE the
+            # ints its bigram pairs were just made of (None: compare lists).
+            if not self.is_eagle:
+                ints = tokens
+            elif raw is not tokens and raw.__class__ is list:
+                ints = raw
+            else:
+                ints = None
+            value, last_node = self._nsa_match_prefix_walk(key, tokens, n, ints)
+        else:
+            if n != len(key):
+                key = key[:n]
+            value, last_node = self._match_prefix_helper(self.root_node, key)
+        if value:
+            value = torch.cat(value)
+        else:
+            value = torch.empty((0,), dtype=torch.int64, device=self.device)
+        return MatchResult(
+            device_indices=value,
+            last_device_node=last_node,
+            last_host_node=last_node,
+        )
+
+    def _nsa_match_prefix_walk(self, key: RadixKey, tokens: list, n: int, ints=None):
+        """_match_prefix_helper(self.root_node, key[:n]) by offset (same order of effects)."""
+        node = self.root_node
+        access_time = time.monotonic()
+        node.last_access_time = access_time
+        extra_key = key.extra_key
+        ps = self.page_size
+        matcher = self._nsa_matcher
+        match_at = matcher.match_at
+        bytes_min = matcher.bytes_min if ints is not None else 1 << 62
+        q = None  # QueryInts, made when a comparison is long enough to pack the query
+
+        if ps == 1:
+            plain = tokens[0]
+        else:
+            plain = tuple(tokens[0:ps] if ps <= n else tokens[0:n])
+        child_key = plain if extra_key is None else (extra_key, plain)
+
+        value = []
+        off = 0
+        while off < n and child_key in node.children:
+            child = node.children[child_key]
+            child.last_access_time = access_time
+            if q is None and n - off >= bytes_min and len(child.key.token_ids) >= bytes_min:
+                q = QueryInts(ints, self.is_eagle)
+            prefix_len = match_at(child.key, key, tokens, off, n, q)
+            if prefix_len < len(child.key.token_ids):
+                new_node = self._split_node(child.key, child, prefix_len)
+                value.append(new_node.value)
+                node = new_node
+                break
+            value.append(child.value)
+            node = child
+            off += prefix_len
+            if off < n:
+                if ps == 1:
+                    plain = tokens[off]
+                else:
+                    end = off + ps
+                    plain = tuple(tokens[off : end if end < n else n])
+                child_key = plain if extra_key is None else (extra_key, plain)
+        return value, node
 
     ##### Internal Helper Functions #####
 
