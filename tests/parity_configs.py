@@ -24,8 +24,8 @@ NSA_MULTI_CPU = [
 RADIX = [
     {"page_size": ps, "bigram": bigram, "n_requests": n, "max_prefix": 32768,
      "budget_tokens": 150_000}
-    for ps, bigram, n in ((1, False, 1000), (16, False, 1000), (64, False, 1000), (1, True, 600),
-                          (16, True, 400))
+    for ps, bigram, n in ((1, False, 1000), (16, False, 1000), (64, False, 1000), (1, True, 1000),
+                          (16, True, 1000), (64, True, 1000))
 ]
 
 # Every fast path off: the patched tree must then run SGLang 0.5.8's own code (ROLLBACK.md, way 1).

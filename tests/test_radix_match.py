@@ -1,0 +1,679 @@
+"""nsa-fastpath radix matching against SGLang 0.5.8's own functions, and its caches' bounds.
+
+1. Fuzz (in process, fast): the matcher of overlay/.../radix_match.py against 0.5.8's
+   `_key_match_page_size1` / `_key_match_paged` / `_check_extra_key` / `convert_to_bigram_key`,
+   compiled from the pinned wheel's own source (so nothing is copied by hand): page sizes 1, 2,
+   16, 64; int and bigram (EAGLE) keys; overlaps 0..40k; equal, prefix, diverging, substituted and
+   unaligned keys; default thresholds and every path forced on; the drop-in key_match_fn and the
+   match_prefix walk's match_at (list and packed-int paths, one query buffer across offsets).
+2. The seed's Triton kernel under TRITON_INTERPRET=1 on small CPU tensors (and on CUDA, marker
+   gpu) against the Python loop, through token_match_fast and OptimizedRadixCacheOps.
+3. Real RadixCache (pristine and patched trees, one subprocess each): edge cases the parity
+   harness does not reach (unaligned inserts hitting the paged partial-page quirk, non-list and
+   already-bigram keys, key_match_fn with differing extra keys, page size 2, disabled cache),
+   compared exactly with flags default / off / triton; and the memory bound of the per-key caches
+   (packed ints and the seed's tensors) over a workload with evictions.
+"""
+from __future__ import annotations
+
+import __future__
+import ast
+import gc
+import importlib.util
+import os
+import pickle
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple, Union
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # CPU: Triton's interpreter, set before any @triton.jit
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
+MEM_CACHE = ROOT / "overlay" / "sglang" / "srt" / "mem_cache"
+NEVER = 1 << 62
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _compile_defs(src: str, names: set, filename: str, ns: dict) -> dict:
+    """Exec only the named top-level defs of a source file (its own code, not a copy)."""
+    tree = ast.parse(src)
+    body = [n for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in names]
+    assert {n.name for n in body} == names, f"{filename}: missing {names - {n.name for n in body}}"
+    code = compile(ast.Module(body=body, type_ignores=[]), filename, "exec",
+                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    exec(code, ns)
+    return ns
+
+
+def _upstream():
+    if not WHEEL.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh")], check=True)
+    with zipfile.ZipFile(WHEEL) as zf:
+        radix = zf.read("sglang/srt/mem_cache/radix_cache.py").decode()
+        utils = zf.read("sglang/srt/mem_cache/utils.py").decode()
+    ns = dict(List=List, Optional=Optional, Iterator=Iterator, Union=Union, Tuple=Tuple)
+    _compile_defs(radix, {"RadixKey", "_check_extra_key", "_key_match_page_size1",
+                          "_key_match_paged"}, "sglang-0.5.8/radix_cache.py", ns)
+    _compile_defs(utils, {"convert_to_bigram_key"}, "sglang-0.5.8/utils.py", ns)
+    return ns
+
+
+UP = _upstream()
+RM = _load("nsa_fastpath_radix_match", MEM_CACHE / "radix_match.py")
+KERNELS = _load("nsa_fastpath_radix_cache_kernels", MEM_CACHE / "radix_cache_kernels.py")
+RadixKey = UP["RadixKey"]
+
+
+def _fork_radix_key():
+    """The fork's RadixKey (with get_tensor), from overlay radix_cache.py's own source."""
+    src = (MEM_CACHE / "radix_cache.py").read_text()
+    ns = dict(List=List, Optional=Optional, Iterator=Iterator, Union=Union, Tuple=Tuple,
+              torch=torch, tokens_to_tensor=RM.tokens_to_tensor)
+    return _compile_defs(src, {"RadixKey"}, "overlay/radix_cache.py", ns)["RadixKey"]
+
+
+def upstream_match(page_size, key0, key1):
+    if page_size == 1:
+        return UP["_key_match_page_size1"](key0, key1)
+    return UP["_key_match_paged"](key0, key1, page_size)
+
+
+def matchers(page_size, bigram):
+    """Default thresholds, and each path forced on alone (list slices / packed ints)."""
+    chk = UP["_check_extra_key"]
+    return {
+        "default": RM.NsaPrefixMatcher(page_size, bigram, chk),
+        "slices": RM.NsaPrefixMatcher(page_size, bigram, chk, long_min=0, diverge_min=0,
+                                      bytes_min=NEVER),
+        "slices-no-probe": RM.NsaPrefixMatcher(page_size, bigram, chk, long_min=0,
+                                               diverge_min=NEVER, bytes_min=NEVER),
+        "packed": RM.NsaPrefixMatcher(page_size, bigram, chk, long_min=NEVER,
+                                      diverge_min=NEVER, bytes_min=1, bytes_diverge_min=1),
+        "packed-no-diverge": RM.NsaPrefixMatcher(page_size, bigram, chk, long_min=0,
+                                                 diverge_min=0, bytes_min=1,
+                                                 bytes_diverge_min=NEVER),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# key generation
+# ------------------------------------------------------------------------------------------------
+def _tok(rng, small):
+    # Small ints (< 257) are shared objects in CPython: identity shortcuts and chance equalities.
+    return rng.randrange(0, 4) if small else rng.randrange(300, 200_000)
+
+
+def key_pair(rng, length, small=False):
+    """Two int lists sharing a prefix, with a random shape; values are fresh int objects."""
+    a = [_tok(rng, small) for _ in range(length)]
+    shape = rng.randrange(7)
+    b = pickle.loads(pickle.dumps(a))
+    if shape == 0:  # equal
+        pass
+    elif shape == 1:  # prefix
+        b = b[: rng.randrange(0, length + 1)]
+    elif shape == 2:  # longer
+        b += [_tok(rng, small) for _ in range(rng.randrange(1, 70))]
+    elif shape == 3 and length:  # diverge and go on differently
+        i = rng.randrange(length)
+        b[i:] = [-1 - j for j in range(rng.randrange(length - i, length - i + 40))]
+    elif shape == 4 and length:  # one substitution (rest equal)
+        b[rng.randrange(length)] = -7
+    elif shape == 5 and length:  # two substitutions, then cut
+        for _ in range(2):
+            b[rng.randrange(length)] = -9
+        b = b[: rng.randrange(0, length + 1)]
+    elif shape == 6:  # same prefix objects (a request's own tokens)
+        b = a[: rng.randrange(0, length + 1)] + [_tok(rng, small) for _ in range(rng.randrange(3))]
+    if rng.random() < 0.5:
+        a, b = b, a
+    return a, b
+
+
+def bigrams(ints):
+    return UP["convert_to_bigram_key"](ints)
+
+
+LENGTHS = [0, 1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 95, 127, 128, 129, 130, 191,
+           255, 256, 257, 300, 511, 512, 513, 777, 1023, 1024, 1025, 2049, 3000]
+
+
+def _lengths(rng, n_random):
+    out = list(LENGTHS)
+    out += [int(2 ** rng.uniform(0, 12)) for _ in range(n_random)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. fuzz against 0.5.8
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bigram", [False, True], ids=["ints", "bigram"])
+@pytest.mark.parametrize("page_size", [1, 2, 16, 64])
+def test_key_match_fuzz(page_size, bigram):
+    rng = random.Random(page_size * 7 + bigram)
+    ms = matchers(page_size, bigram)
+    n = 0
+    for length in _lengths(rng, 250):
+        for small in (False, True):
+            a, b = key_pair(rng, length, small)
+            if bigram:
+                a, b = bigrams(a), bigrams(b)
+            extra = rng.choice((None, "lora-x"))
+            want = upstream_match(page_size, RadixKey(a, extra), RadixKey(b, extra))
+            for name, m in ms.items():
+                got = m.key_match(RadixKey(a, extra), RadixKey(b, extra))
+                assert got == want, (name, page_size, bigram, len(a), len(b), want, got)
+            n += 1
+    assert n > 150
+
+
+@pytest.mark.parametrize("bigram", [False, True], ids=["ints", "bigram"])
+@pytest.mark.parametrize("page_size", [1, 2, 16, 64])
+def test_match_at_fuzz(page_size, bigram):
+    """The walk's comparison: tree key vs query[off:n], list and packed paths, one query buffer
+    reused across offsets as the walk does (offsets increase, the buffer grows)."""
+    rng = random.Random(1000 + page_size * 7 + bigram)
+    ms = matchers(page_size, bigram)
+    for length in _lengths(rng, 150):
+        a, b = key_pair(rng, length, small=rng.random() < 0.3)
+        prefix = [_tok(rng, False) for _ in range(rng.randrange(0, 3 * page_size + 5))]
+        q_ints = pickle.loads(pickle.dumps(prefix)) + b  # query: something, then b
+        off = len(prefix)
+        if bigram:
+            key0_tokens, q_tokens = bigrams(a), bigrams(q_ints)
+            if off >= len(q_tokens):
+                continue
+        else:
+            key0_tokens, q_tokens = a, q_ints
+        ends = {len(q_tokens), len(q_tokens) // page_size * page_size}
+        ends.add(rng.randrange(off, len(q_tokens) + 1))
+        for n in sorted(ends):
+            if n < off:
+                continue
+            want = upstream_match(page_size, RadixKey(key0_tokens), RadixKey(q_tokens[off:n]))
+            for name, m in ms.items():
+                for q in (None, RM.QueryInts(q_ints, bigram)):
+                    if q is not None and off and rng.random() < 0.5:
+                        # warm the buffer as earlier nodes of the walk would
+                        head = RadixKey(q_tokens[: min(off, n)])
+                        m.match_at(head, RadixKey(q_tokens), q_tokens, 0, min(off, n), q)
+                    got = m.match_at(RadixKey(key0_tokens), RadixKey(q_tokens), q_tokens, off,
+                                     n, q)
+                    assert got == want, (name, q is not None, page_size, bigram, len(a),
+                                         len(b), off, n, want, got)
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 64])
+def test_long_keys(page_size):
+    """Overlaps up to 40k tokens, whole and diverging at far positions, every path."""
+    rng = random.Random(page_size)
+    for bigram in (False, True):
+        ms = matchers(page_size, bigram)
+        for length in (4096, 40_000):
+            base = [rng.randrange(300, 200_000) for _ in range(length + 1)]
+            variants = [list(base), base[: length - 5]]
+            for pos in (length // 2, length - 1, 37, 4095):
+                v = pickle.loads(pickle.dumps(base))
+                v[pos] = -1
+                variants.append(v)
+            v = pickle.loads(pickle.dumps(base))
+            v[length // 3:] = [-2] * (len(v) - length // 3)
+            variants.append(v)
+            for v in variants:
+                a, b = (bigrams(base), bigrams(v)) if bigram else (base, v)
+                want = upstream_match(page_size, RadixKey(a), RadixKey(b))
+                for name, m in ms.items():
+                    assert m.key_match(RadixKey(a), RadixKey(b)) == want, (name, length)
+                    q = RM.QueryInts(v, bigram)
+                    assert m.match_at(RadixKey(a), RadixKey(b), b, 0, len(b), q) == want, name
+
+
+@pytest.mark.parametrize("page_size", [2, 16, 64])
+def test_paged_partial_page_quirk(page_size):
+    """0.5.8's page loop steps past min_len when both keys end in the same equal partial page."""
+    chk = UP["_check_extra_key"]
+    m_default = RM.NsaPrefixMatcher(page_size, False, chk)
+    m_forced = matchers(page_size, False)
+    for full_pages in (0, 1, 3, 40):
+        for tail in range(1, page_size):
+            a = list(range(300, 300 + full_pages * page_size + tail))
+            cases = [
+                (a, list(a)),  # equal lengths, equal partial page: past min_len
+                (a, a + [5]),  # one longer: floor
+                (a, a[:-1] + [-1]),  # partial page differs
+            ]
+            for x, y in cases:
+                want = upstream_match(page_size, RadixKey(x), RadixKey(y))
+                if x == y:
+                    assert want == (full_pages + 1) * page_size > len(x)
+                for m in [m_default, *m_forced.values()]:
+                    assert m.key_match(RadixKey(x), RadixKey(y)) == want
+                    assert m.match_at(RadixKey(x), RadixKey(y), y, 0, len(y),
+                                      RM.QueryInts(y, False)) == want
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 16, 64])
+def test_extra_key_mismatch_raises_the_same(page_size):
+    for bigram in (False, True):
+        for m in matchers(page_size, bigram).values():
+            for a, b in (([], []), ([1, 2, 3], [1, 2, 3]), (list(range(5000)), list(range(5000)))):
+                if bigram:
+                    a, b = bigrams(a), bigrams(b)
+                k0, k1 = RadixKey(a, "lora-a"), RadixKey(b, None)
+                with pytest.raises(ValueError) as want:
+                    upstream_match(page_size, k0, k1)
+                with pytest.raises(ValueError) as got:
+                    m.key_match(k0, k1)
+                assert str(got.value) == str(want.value)
+                with pytest.raises(ValueError) as got:
+                    m.match_at(k0, k1, b, 0, len(b), RM.QueryInts(list(range(len(b) + 1)), bigram))
+                assert str(got.value) == str(want.value)
+
+
+def test_non_list_tokens_take_sglangs_loop():
+    """Tuples / other containers: same result as 0.5.8 (its loop), no slice path."""
+    for ps in (1, 16):
+        for m in matchers(ps, False).values():
+            a = tuple(range(300, 900))
+            b = list(range(300, 700)) + [1]
+            for x, y in ((a, b), (b, a), (a, a)):
+                want = upstream_match(ps, RadixKey(x), RadixKey(y))
+                assert m.key_match(RadixKey(x), RadixKey(y)) == want
+
+
+def test_tokens_that_do_not_pack_fall_back():
+    """Ints beyond int64 or non-ints: the packed path gives up and the list path answers."""
+    for ps in (1, 16):
+        m = matchers(ps, False)["packed"]
+        big = [2 ** 70 + i for i in range(200)]
+        for a, b in ((big, list(big)), (big, big[:100] + [0] * 100),
+                     ([1.5] * 100, [1.5] * 100)):
+            want = upstream_match(ps, RadixKey(a), RadixKey(b))
+            q = RM.QueryInts(b, False)
+            assert m.match_at(RadixKey(a), RadixKey(b), b, 0, len(b), q) == want
+            assert m.key_match(RadixKey(a), RadixKey(b)) == want
+
+
+def test_convert_to_bigram_key_fast_is_the_same():
+    up = UP["convert_to_bigram_key"]
+    rng = random.Random(5)
+    for tokens in ([], [7], [1, 2], list(range(1000)), [rng.randrange(99999) for _ in range(513)],
+                   [(1, 2), (2, 3)], (4, 5, 6)):
+        got = RM.convert_to_bigram_key_fast(tokens, up)
+        want = up(tokens)
+        assert got == want and type(got) is type(want)
+        if tokens and isinstance(tokens[0], tuple):
+            assert got is tokens  # 0.5.8 returns an already-bigram list itself
+
+
+def test_node_ints_cache_is_exact_and_follows_the_key():
+    key = RadixKey(list(range(300, 1300)))
+    b = RM.node_ints(key, False)
+    assert len(b) == 8 * 1000 and RM.node_ints(key, False) is b
+    key.token_ids = list(range(300, 1200))  # reassigned (as maybe_bigram_convert does)
+    assert len(RM.node_ints(key, False)) == 8 * 900
+    key.token_ids.append(5)  # grew in place
+    assert len(RM.node_ints(key, False)) == 8 * 901
+    pairs = RadixKey(bigrams(list(range(300, 400))))
+    assert len(RM.node_ints(pairs, True)) == 8 * (99 + 1)
+    broken = RadixKey([(1, 2), (3, 4)])  # pairs that do not chain: no packed form
+    assert RM.node_ints(broken, True) is None
+    m = matchers(1, True)["packed"]
+    q_ints = [1, 2, 3, 4]
+    assert m.match_at(broken, RadixKey(bigrams(q_ints)), bigrams(q_ints), 0, 3,
+                      RM.QueryInts(q_ints, True)) == upstream_match(1, broken,
+                                                                     RadixKey(bigrams(q_ints)))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. the seed's Triton kernel
+# ------------------------------------------------------------------------------------------------
+def _kernel_cases(rng):
+    for n in (0, 1, 2, 31, 511, 512, 513, 1023, 1024, 1025, 2500):
+        a = torch.randint(300, 200_000, (n,), dtype=torch.int64)
+        b = a.clone()
+        yield a, b
+        if n:
+            for pos in (0, n - 1, rng.randrange(n)):
+                c = b.clone()
+                c[pos] = -1
+                yield a, c
+            yield a, b[: rng.randrange(n + 1)]
+
+
+def _loop(a, b):
+    i = 0
+    for x, y in zip(a.tolist(), b.tolist()):
+        if x != y:
+            break
+        i += 1
+    return i
+
+
+def _check_kernel(device):
+    rng = random.Random(3)
+    backend = KERNELS.kernel_backend(torch.device(device))[0]
+    assert backend in ("triton", "triton-interpreter"), backend
+    for a, b in _kernel_cases(rng):
+        a, b = a.to(device), b.to(device)
+        want = _loop(a.cpu(), b.cpu())
+        assert KERNELS.token_match_fast(a, b, min_kernel_len=0) == want  # the kernel itself
+        assert KERNELS.token_match_fast(a, b) == want  # seed threshold: Python below 512
+        assert KERNELS.token_match_fast(a, b, 0, "torch") == want
+    # through the ops, with offsets and bigram keys, on the fork's RadixKey tensor cache
+    FRK = _fork_radix_key()
+    ops = KERNELS.OptimizedRadixCacheOps(True, device, min_kernel_len=0)
+    base = [rng.randrange(300, 200_000) for _ in range(1500)]
+    for bigram in (False, True):
+        for pos in (None, 0, 700, 1400):
+            q = pickle.loads(pickle.dumps(base))
+            if pos is not None:
+                q[pos] = -1
+            k0 = FRK(bigrams(base[100:]) if bigram else base[100:])
+            k1 = FRK(bigrams(q) if bigram else q)
+            m = min(len(k0), len(k1) - 100)
+            want = upstream_match(1, RadixKey(k0.token_ids), RadixKey(k1.token_ids[100:100 + m]))
+            assert ops.first_mismatch(k0, k1, 100, m) == want
+            t = k0.get_tensor(device)
+            assert k0.get_tensor(device) is t  # cached
+            assert t.shape[0] == len(k0) and t.untyped_storage().nbytes() == t.numel() * 8
+        k = FRK(list(range(10)))
+        assert ops.key_match(k, FRK(list(range(5)) + [0])) == 5
+    k = FRK(list(range(10)))
+    t = k.get_tensor(device)
+    k.token_ids = list(range(20))  # reassigned: rebuilt
+    assert k.get_tensor(device).numel() == 20 and t.numel() == 10
+
+
+def test_triton_kernel_interpreter():
+    if not KERNELS.triton_interpreted():
+        pytest.skip("TRITON_INTERPRET=1 not set before import (run through scripts/test.sh)")
+    _check_kernel("cpu")
+
+
+@pytest.mark.gpu
+def test_triton_kernel_cuda():
+    if KERNELS.triton_interpreted():
+        pytest.skip("TRITON_INTERPRET=1 set: the kernel would run interpreted")
+    _check_kernel("cuda")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. the real RadixCache: edge cases pristine vs patched, and the caches' memory bound
+# ------------------------------------------------------------------------------------------------
+WORKER_CONFIGS = [(1, False), (2, False), (16, False), (64, False), (1, True), (16, True),
+                  (64, True)]
+
+
+def _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log) -> int:
+    kind = rng.randrange(6)
+    if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
+        keys = rc.convert_to_bigram_key(toks) if eagle else toks
+        vals = torch.arange(slot, slot + len(keys), dtype=torch.int64)
+        slot += len(keys)
+        log.append(("ins", i, cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle), vals)))
+    elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
+        vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
+        slot += len(toks)
+        log.append(("ins-raw", i, cache.insert(rc.RadixKey(list(toks), extra), vals)))
+    elif kind == 2:  # tuple token ids
+        r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tuple(toks), extra)))
+        log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
+    elif kind == 3 and eagle:  # already-bigram query
+        key = rc.RadixKey(rc.convert_to_bigram_key(toks), extra, is_bigram=True)
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
+    else:
+        key = rc.RadixKey(toks, extra)
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        log.append(("m", i, r.device_indices.tolist(), r.last_device_node.id,
+                    key.token_ids[:4], len(key.token_ids)))
+    if rng.random() < 0.05:
+        cache.evict(rng.randrange(1, 3000))
+        log.append(("evict", i, cache.evictable_size(), cache.total_size()))
+    return slot
+
+
+def _edge_run(rc, out: dict, tag: str) -> None:
+    """Edge cases on SGLang's RadixCache with a counting clock; every result recorded."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+
+    for ps, eagle in WORKER_CONFIGS:
+        # node ids and clock restart per config, so every run of it sees the same sequence
+        rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+        rc.TreeNode.counter = 0
+        rng = random.Random(ps * 10 + eagle)
+        log = []
+        alloc = RecordingAllocator()
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=alloc,
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        prompts = [[rng.randrange(300, 90_000) for _ in range(L)]
+                   for L in (1, 5, ps + 3, 3 * ps + 1, 700, 2600, 9000)]
+        slot = 0
+        for i in range(160):
+            p = rng.choice(prompts)
+            cut = rng.randrange(0, len(p) + 1)
+            toks = pickle.loads(pickle.dumps(p[:cut])) + [rng.randrange(300, 90_000)
+                                                          for _ in range(rng.choice((0, 1, 7)))]
+            extra = rng.choice((None, None, "salt"))
+            try:  # unaligned paged inserts can trip SGLang's own asserts: same in both trees
+                slot = _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log)
+            except Exception as e:
+                log.append(("exception", i, type(e).__name__, str(e)))
+        # key_match_fn directly, extra keys that differ
+        for a, b in ((prompts[3], prompts[3]), ([], [])):
+            if eagle:
+                a, b = rc.convert_to_bigram_key(a), rc.convert_to_bigram_key(b)
+            try:
+                log.append(("kmf", cache.key_match_fn(rc.RadixKey(a, "x"), rc.RadixKey(b, "y"))))
+            except ValueError as e:
+                log.append(("kmf-error", str(e)))
+        empty = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey([], None)))
+        log.append(("empty", empty.device_indices.tolist(), empty.last_device_node.id))
+        out[f"{tag}/{ps}/{eagle}/log"] = log
+        out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
+        out[f"{tag}/{ps}/{eagle}/freed"] = [t.tolist() for t in alloc.freed]
+    disabled = rc.RadixCache(CacheInitParams(disable=True, req_to_token_pool=None,
+                                             token_to_kv_pool_allocator=RecordingAllocator(),
+                                             page_size=1))
+    r = disabled.match_prefix(MatchPrefixParams(key=rc.RadixKey([1, 2, 3])))
+    out[f"{tag}/disabled"] = (r.device_indices.tolist(), disabled.insert(rc.RadixKey([1, 2])))
+
+
+def _tree_keys(cache):
+    ids, tokens, stack = set(), 0, [cache.root_node]
+    while stack:
+        node = stack.pop()
+        ids.add(id(node.key))
+        tokens += len(node.key)
+        stack.extend(node.children.values())
+    return ids, tokens
+
+
+def _cache_census(rc, node_keys: set, eagle: bool):
+    """(packed-int bytes, tokens they cover, tensor bytes) over every live RadixKey; packed ints
+    must sit on tree keys only and be exact to their key, tensors exact and not views."""
+    gc.collect()
+    packed = tensors = packed_tokens = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, rc.RadixKey):
+            continue
+        d = obj.__dict__
+        if d.get("_nsa_ints") is not None and d["_nsa_ints"][2] is not None:
+            b = d["_nsa_ints"][2]
+            assert id(obj) in node_keys, "packed ints cached on a key that is not in the tree"
+            assert len(b) == 8 * (len(obj.token_ids) + (1 if eagle else 0))
+            packed += len(b)
+            packed_tokens += len(obj.token_ids)
+        if d.get("_tensor_cache") is not None:
+            t = d["_tensor_cache"][3]
+            assert id(obj) in node_keys, "a tensor cached on a key that is not in the tree"
+            assert t.numel() == len(obj.token_ids) * (2 if eagle else 1)
+            assert t.untyped_storage().nbytes() == t.numel() * 8  # no view of a bigger buffer
+            tensors += t.numel() * 8
+    return packed, packed_tokens, tensors
+
+
+def _memory_run(rc, out: dict, tag: str) -> None:
+    """Per-key caches after a workload with evictions: exact to their key, only on live tree
+    keys (packed ints) or on keys they were built for (tensors), gone with evicted nodes."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, make_workload
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+    from sglang.srt.mem_cache.utils import convert_to_bigram_key
+
+    rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+    for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
+        rng = random.Random(ps + eagle)
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        slot = 0
+        for tokens, extra in make_workload(rng, 150, 4096, eagle):
+            cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(tokens), extra)))
+            keys = convert_to_bigram_key(list(tokens)) if eagle else list(tokens)
+            keys = keys[: len(keys) // ps * ps]
+            cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle),
+                         torch.arange(slot, slot + len(keys), dtype=torch.int64))
+            slot += len(keys)
+            if cache.evictable_size() > 30_000:
+                cache.evict(cache.evictable_size() - 15_000)
+        node_keys, tree_tokens = _tree_keys(cache)
+        packed, packed_tokens, tensors = _cache_census(rc, node_keys, eagle)
+        out[f"{tag}/{ps}/{eagle}"] = dict(tree_tokens=tree_tokens, packed_bytes=packed,
+                                          packed_tokens=packed_tokens, tensor_bytes=tensors)
+        cache.evict(10 ** 9)  # nothing is locked: every node goes
+        assert not cache.root_node.children
+        packed, _, tensors = _cache_census(rc, _tree_keys(cache)[0], eagle)
+        out[f"{tag}/{ps}/{eagle}/after-evict"] = packed + tensors
+
+
+def worker(tree: str, out_path: str, patched: bool) -> None:
+    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), str(ROOT / "tests" / "standins"),
+                    str(ROOT / "tests" / "harness")]
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logging.getLogger().addHandler(Keep())
+    logging.getLogger().setLevel(logging.INFO)
+    from sglang.srt.mem_cache import radix_cache as rc
+
+    out: dict = {}
+    envs = {"default": {}, "off": {"SGLANG_RADIX_FAST_MATCH": "0"},
+            "triton": {"SGLANG_RADIX_TRITON_MATCH": "1"}} if patched else {"default": {}}
+    for tag, env in envs.items():
+        saved = {k: os.environ.get(k) for k in ("SGLANG_RADIX_FAST_MATCH",
+                                                "SGLANG_RADIX_TRITON_MATCH")}
+        for k in saved:
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        try:
+            _edge_run(rc, out, f"edge-{tag}")
+            if patched and tag != "off":
+                _memory_run(rc, out, f"mem-{tag}")
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None)
+                if v is not None:
+                    os.environ[k] = v
+    out["log"] = [r for r in records if r.startswith("nsa-fastpath:")]
+    with open(out_path, "wb") as f:
+        pickle.dump(out, f)
+
+
+@pytest.fixture(scope="module")
+def worker_results(pristine_template, patched_template, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("radix-match")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_TRITON_MATCH")}
+    env["TRITON_INTERPRET"] = "1"
+    procs = {}
+    for name, tree in (("pristine", pristine_template), ("patched", patched_template)):
+        out = tmp / f"{name}.pkl"
+        procs[name] = (subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(tree), str(out), name],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
+    results = {}
+    for name, (proc, out) in procs.items():
+        text, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{name} worker failed:\n{text[-6000:]}"
+        with open(out, "rb") as f:
+            results[name] = pickle.load(f)
+    return results
+
+
+def test_radix_cache_edge_cases_match_sglang(worker_results):
+    want = {k.split("/", 1)[1]: v for k, v in worker_results["pristine"].items()
+            if k.startswith("edge-default/")}
+    assert want
+    for tag in ("default", "off", "triton"):
+        got = {k.split("/", 1)[1]: v for k, v in worker_results["patched"].items()
+               if k.startswith(f"edge-{tag}/")}
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
+    assert any(e[0] == "kmf-error" for k, v in want.items() if k.endswith("/log") for e in v)
+
+
+def test_caches_are_bounded_by_the_tree(worker_results):
+    res = worker_results["patched"]
+    lines = []
+    for tag in ("default", "triton"):
+        for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
+            r = res[f"mem-{tag}/{ps}/{eagle}"]
+            # packed ints live on tree keys only, 8 bytes a token (+8 a bigram key): never more
+            # than the tree holds, whatever ran before
+            assert r["packed_tokens"] <= r["tree_tokens"]
+            per_token = r["packed_bytes"] / max(1, r["packed_tokens"])
+            assert per_token <= 8 + (8 if eagle else 0)
+            assert r["tensor_bytes"] <= (16 if eagle else 8) * r["tree_tokens"]
+            assert res[f"mem-{tag}/{ps}/{eagle}/after-evict"] == 0
+            lines.append(f"{tag} ps={ps} eagle={eagle}: tree {r['tree_tokens']} tokens, packed "
+                         f"{r['packed_bytes']} B on {r['packed_tokens']} tokens "
+                         f"({per_token:.2f} B/token), tensors {r['tensor_bytes']} B")
+        if tag == "default":
+            assert all(res[f"mem-default/{ps}/{e}"]["tensor_bytes"] == 0
+                       for ps, e in ((1, False), (64, True)))
+    assert res["mem-triton/1/False"]["tensor_bytes"] > 0, "triton path never ran"
+    print("\n".join(lines))
+
+
+def test_matcher_is_logged_once_per_configuration(worker_results):
+    log = worker_results["patched"]["log"]
+    assert len(log) == len(set(log)), log
+    assert any("RadixCache prefix matching: fast (page_size=1" in m for m in log)
+    assert any("SGLANG_RADIX_FAST_MATCH=0" in m for m in log)
+    assert any("triton on" in m for m in log)
+    assert not worker_results["pristine"]["log"]
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
+    worker(sys.argv[2], sys.argv[3], sys.argv[4] == "patched")
