@@ -1,32 +1,36 @@
 #!/usr/bin/env python3
 """RadixCache prefix matching: SGLang 0.5.8 vs nsa-fastpath, side by side in one process.
 
-    python bench/bench_radix_match.py [--tree SITE] [--device cpu|cuda] [--quick] [--sweep]
+    python bench/bench_radix_match.py [--tree SITE] [--device cpu|cuda] [--quick]
+                                      [--sweep] [--ablation] [--lengths 1,64,...]
 
 --tree: a site-packages dir holding SGLang 0.5.8 patched by scripts/apply.sh. Default: one is
 built in a temp dir (pip install --no-deps --no-index --target of .cache/wheels' wheel, then
 scripts/apply.sh apply --target). The patched tree is imported as `sglang`.
 
-"original" is SGLang 0.5.8's own radix_cache.py, read from the pinned wheel and loaded under
-another module name (nsa_bench_pristine_radix_cache): its RadixKey, TreeNode, RadixCache and
-_key_match_* functions are 0.5.8's; its imports resolve to the patched tree's modules, which are
-byte-identical to 0.5.8 except environ.py (a superset). "fast" is the patched RadixCache with
-the default flags. With --device cuda the cache's values live on the GPU, timings are bracketed
-by torch.cuda.synchronize(), and a third column runs the opt-in Triton matcher
-(SGLANG_RADIX_TRITON_MATCH=1).
+"0.5.8" (original) is SGLang 0.5.8's own radix_cache.py, read from the pinned wheel and loaded
+under another module name (nsa_bench_pristine_radix_cache): its RadixKey, TreeNode, RadixCache
+and _key_match_* functions are 0.5.8's; its imports resolve to the patched tree's modules, which
+are byte-identical to 0.5.8 except environ.py (a superset). "fast" is the patched RadixCache with
+the default flags. --device cuda puts the caches' values on the GPU, brackets every timing with
+torch.cuda.synchronize() and adds the opt-in Triton matcher (SGLANG_RADIX_TRITON_MATCH=1) as a
+column (--with-triton does so on cpu too, under the interpreter: a smoke test, not timings).
 
-Tables (markdown), every number the median over repeats of the mean per call:
-1. whole match_prefix on realistic trees: a system prompt of S tokens shared by 64 branches
-   (user turns of 16-256 tokens), split at 1/4, 1/2 and 3/4 by few-shot requests that share only
-   part of it, plus unrelated prompts; queries are new requests (the system prompt plus a new
-   user turn) whose token ids are fresh Python ints, as the scheduler gets them from the
-   tokenizer (pickled through ZMQ). Page size 1, 16, 64 and EAGLE bigram keys.
-2. key compare only, per key length: a tree key of L tokens against a query holding it plus 16
-   more tokens (fresh ints): SGLang's _key_match_page_size1 / _key_match_paged vs the patched
-   key_match_fn, for page 1, paged 16/64 and bigram keys; and the query sharing the tree key's
-   int objects (a request matched again after its own insert).
---sweep adds the threshold measurements: SGLang's loop vs the slice path forced on, per overlap
-length, for whole matches and for a difference at a random position.
+Tables (markdown); every time is the median over repeats of the mean per call, variants
+interleaved, gc off while timing:
+1. Whole match_prefix on realistic trees: a system prompt of S tokens shared by 64 branches (user
+   turns of 16-256 tokens), split at 1/4, 1/2 and 3/4 by few-shot requests that share only part of
+   it, plus unrelated prompts; queries are new requests (the system prompt plus a new user turn)
+   whose token ids are fresh Python ints, as the scheduler gets them (unpickled from the
+   tokenizer). Page size 1, 16, 64 and EAGLE bigram keys (page 1 and 64).
+2. Key compare only, per key length: a tree key of L tokens against a query holding it plus 16
+   more (fresh ints): 0.5.8's _key_match_page_size1 / _key_match_paged vs the comparison the
+   patched match_prefix walk makes (match_at) and the patched key_match_fn (insert); and the
+   query sharing the tree key's int objects (a request matched again after its own insert).
+3. Per-token cost of what any matcher must do with a fresh query (read its Python ints).
+--sweep: per overlap length, 0.5.8's loop vs each comparison path forced on alone (list slices,
+packed ints), for whole matches, diverging keys and a one-token substitution: the thresholds.
+--ablation: whole match_prefix with each comparison path alone vs the default.
 """
 from __future__ import annotations
 
@@ -44,8 +48,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
@@ -223,7 +227,7 @@ def build_cache(mod, page_size, bigram, device, inserts, triton=False):
     return cache
 
 
-def bench_match_prefix(orig, fast, device, timer, lengths, n_queries, seed=0):
+def bench_match_prefix(orig, fast, device, timer, lengths, n_queries, triton, seed=0):
     import torch
 
     from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
@@ -235,7 +239,7 @@ def bench_match_prefix(orig, fast, device, timer, lengths, n_queries, seed=0):
             rng = random.Random(seed * 1000003 + S)
             inserts, queries = workload(rng, S, n_queries)
             variants = {"orig": orig, "fast": fast}
-            if device == "cuda":
+            if triton:
                 variants["triton"] = fast
             caches = {name: build_cache(mod, ps, bigram, dev, inserts, triton=(name == "triton"))
                       for name, mod in variants.items()}
@@ -272,84 +276,133 @@ def key_pairs(rng, L, bigram, n, same_objects=False):
     return out
 
 
-class WalkCompare:
-    """One tree-key comparison as RadixCache's match_prefix walk makes it: match_at with the
-    query's ints packed per call (a new request), the tree key's packed ints cached on it."""
-
-    def __init__(self, fast, matcher, bigram):
-        self.fast, self.matcher, self.bigram = fast, matcher, bigram
-
-    def args(self, pairs):
-        RK = self.fast.RadixKey
-        return [(RK(s), RK(q), q, ints) for s, q, ints in pairs]
-
-    def __call__(self, a):
-        key0, key, tokens, ints = a
-        n = len(tokens)
-        b = self.matcher.bytes_min  # as the walk: the query is packed only for long overlaps
-        q = self.fast.QueryInts(ints, self.bigram) if n >= b and len(key0) >= b else None
-        return self.matcher.match_at(key0, key, tokens, 0, n, q)
+def _walk_packed(match_at, QI, key0, key, tokens, n, ints, bigram):
+    return match_at(key0, key, tokens, 0, n, QI(ints, bigram))  # a new request: packed here
 
 
-def _ref(orig, ps):
-    if ps == 1:
-        return orig._key_match_page_size1
-    return lambda a, b: orig._key_match_paged(a, b, ps)
+def walk_calls(fast, matcher, bigram, pairs):
+    """Each pair's comparison as RadixCache's match_prefix walk makes it (match_at); where the
+    overlap takes the packed path, the query's ints are packed in the call (a new request) and the
+    tree key's packed ints are cached on it. Zero-argument calls, as for every variant."""
+    RK, b = fast.RadixKey, matcher.bytes_min
+    out = []
+    for s, q, ints in pairs:
+        key0, key = RK(s), RK(q)
+        if len(q) >= b and len(s) >= b:  # as the walk: a QueryInts only for long overlaps
+            out.append(partial(_walk_packed, matcher.match_at, fast.QueryInts, key0, key, q,
+                               len(q), ints, bigram))
+        else:
+            out.append(partial(matcher.match_at, key0, key, q, 0, len(q), None))
+    return out
 
 
-def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, seed=1):
+def orig_calls(orig, ps, pairs):
+    """SGLang 0.5.8's own key_match_fn on each pair."""
+    out = []
+    for s, q, _ in pairs:
+        a, b = orig.RadixKey(s), orig.RadixKey(q)
+        out.append(partial(orig._key_match_page_size1, a, b) if ps == 1
+                   else partial(orig._key_match_paged, a, b, ps))
+    return out
+
+
+def _call(i):
+    return lambda p: p[i]()
+
+
+def bench_key_compare(orig, fast, device, timer, lengths, n_pairs, triton, seed=1):
     import torch
 
     rows = []
     ops = None
-    if device == "cuda":
+    if triton:
         from sglang.srt.mem_cache.radix_cache_kernels import OptimizedRadixCacheOps
 
-        ops = OptimizedRadixCacheOps(True, torch.device("cuda"))
+        ops = OptimizedRadixCacheOps(True, torch.device(device))
     for label, ps, bigram in MODES:
-        ref = _ref(orig, ps)
         matcher = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key)
-        walk = WalkCompare(fast, matcher, bigram)
         for L in lengths:
             rng = random.Random(seed * 1000003 + L)
             pairs = key_pairs(rng, L, bigram, n_pairs)
-            a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in pairs]
-            a_walk = walk.args(pairs)
-            a_key = [(a[0], a[1]) for a in a_walk]
-            want = [ref(a, b) for a, b in a_orig]
-            assert [walk(a) for a in a_walk] == want
-            assert [matcher.key_match(a, b) for a, b in a_key] == want
-            args = list(zip(a_orig, a_walk, a_key))
-            fns = {"orig": lambda p: ref(*p[0]), "walk": lambda p: walk(p[1]),
-                   "key_match": lambda p: matcher.key_match(*p[2])}
+            c_orig = orig_calls(orig, ps, pairs)
+            c_walk = walk_calls(fast, matcher, bigram, pairs)
+            keys = [(fast.RadixKey(s), fast.RadixKey(q)) for s, q, _ in pairs]
+            c_key = [partial(matcher.key_match, a, b) for a, b in keys]
+            want = [c() for c in c_orig]
+            assert [c() for c in c_walk] == want and [c() for c in c_key] == want
+            cols = [c_orig, c_walk, c_key]
+            fns = {"orig": _call(0), "walk": _call(1), "key_match": _call(2)}
             if ops is not None:
-                for a, b in a_key:  # the seed's tensor cache: tree key and query both cached
+                for a, b in keys:  # the seed's tensor cache: tree key and query both cached
                     a.get_tensor(ops.device), b.get_tensor(ops.device)
-                assert [ops.first_mismatch(a, b, 0, min(len(a), len(b))) for a, b in a_key] == [
-                    min(len(a), len(b)) for a, b in a_key]
+                cached = [partial(ops.first_mismatch, a, b, 0, min(len(a), len(b)))
+                          for a, b in keys]
+                assert [c() for c in cached] == [min(len(a), len(b)) for a, b in keys]
 
-                def tri_cached(p):
-                    a, b = p[2]
-                    return ops.first_mismatch(a, b, 0, min(len(a), len(b)))
-
-                def tri_query(p, RK=fast.RadixKey):
-                    a, b = p[2]
+                def tri_query(a, b, RK=fast.RadixKey):
                     b = RK(b.token_ids)  # a new request: its tensor is built in the call
                     return ops.first_mismatch(a, b, 0, min(len(a), len(b)))
 
-                fns["triton, both cached"] = tri_cached
-                fns["triton, query built"] = tri_query
-            t = timer.per_call(fns, args)
+                cols += [cached, [partial(tri_query, a, b) for a, b in keys]]
+                fns["triton, both cached"] = _call(3)
+                fns["triton, query built"] = _call(4)
+            t = timer.per_call(fns, list(zip(*cols)))
             same = None
             if ps == 1 and not bigram:  # the query holds the tree key's own int objects
                 sp = key_pairs(random.Random(L), L, False, n_pairs, same_objects=True)
-                so = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in sp]
-                sw = walk.args(sp)
-                same = timer.per_call({"orig": lambda p: ref(*p[0]), "walk": lambda p: walk(p[1]),
-                                       "key_match": lambda p: matcher.key_match(p[1][0], p[1][1])},
-                                      list(zip(so, sw)))
+                skeys = [(fast.RadixKey(s), fast.RadixKey(q)) for s, q, _ in sp]
+                same = timer.per_call(
+                    {"orig": _call(0), "walk": _call(1), "key_match": _call(2)},
+                    list(zip(orig_calls(orig, ps, sp), walk_calls(fast, matcher, False, sp),
+                             [partial(matcher.key_match, a, b) for a, b in skeys])))
             rows.append((label, L, t, same))
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. per-token floor
+# ------------------------------------------------------------------------------------------------
+def bench_floor(timer, n=8192):
+    """What reading a fresh query costs, per token: the bound on any CPU matcher of such keys."""
+    import struct
+    from array import array
+
+    import numpy as np
+    import torch
+
+    rng = random.Random(7)
+    tree = [rng.randrange(1000, 150_000) for _ in range(n)]
+    query = fresh(tree)
+    same = list(tree)
+
+    def loop(a, b):
+        i = 0
+        for k0, k1 in zip(a, b):
+            if k0 != k1:
+                break
+            i += 1
+        return i
+
+    fns = {
+        "0.5.8's loop (zip, !=)": lambda _: loop(tree, query),
+        "list == (C), fresh ints": lambda _: tree == query,
+        "list == (C), the same int objects": lambda _: tree == same,
+        "list slice (copy)": lambda _: query[0:n],
+        "struct.pack('q') of the query": lambda _: struct.pack(f"={n}q", *query),
+        "array('q', query)": lambda _: array("q", query),
+        "numpy.array(query, int64)": lambda _: np.array(query, dtype=np.int64),
+        "torch.tensor(query, int64)": lambda _: torch.tensor(query, dtype=torch.int64),
+    }
+    t = timer.per_call(fns, [None])
+    return [(name, us * 1000 / n) for name, us in t.items()]
+
+
+def report_floor(rows, n=8192):
+    print(f"\n### Per-token cost of reading a fresh query ({n} tokens; ns a token)\n")
+    print("| operation | ns / token |")
+    print("|---|---:|")
+    for name, ns in rows:
+        print(f"| {name} | {ns:.2f} |")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,25 +437,25 @@ def bench_sweep(orig, fast, timer, n_pairs, seed=2):
     rows = []
     sweep_modes = MODES + (("bigram (EAGLE), paged 16", 16, True), ("paged 32", 32, False))
     for label, ps, bigram in sweep_modes:
-        ref = _ref(orig, ps)
         slice_m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, long_min=0,
                                         diverge_min=0, bytes_min=NEVER)
         packed_m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, long_min=NEVER,
-                                         diverge_min=NEVER, bytes_min=1)
-        walk = WalkCompare(fast, packed_m, bigram)
+                                         diverge_min=NEVER, bytes_min=1, bytes_diverge_min=1)
         for L in SWEEP_LENGTHS:
             res = {}
             for kind, pairs in sweep_pairs(random.Random(seed * 1000003 + L), L, bigram,
                                            n_pairs).items():
-                a_orig = [(orig.RadixKey(s), orig.RadixKey(q)) for s, q, _ in pairs]
-                a_walk = walk.args(pairs)
-                want = [ref(a, b) for a, b in a_orig]
-                assert [walk(a) for a in a_walk] == want
-                fns = {"orig": lambda p: ref(*p[0]), "packed": lambda p: walk(p[1])}
+                c_orig = orig_calls(orig, ps, pairs)
+                cols = [c_orig, walk_calls(fast, packed_m, bigram, pairs)]
+                want = [c() for c in c_orig]
+                assert [c() for c in cols[1]] == want
+                fns = {"orig": _call(0), "packed": _call(1)}
                 if L >= slice_m.long_min:
-                    assert [slice_m.key_match(a[0], a[1]) for a in a_walk] == want
-                    fns["slice"] = lambda p: slice_m.key_match(p[1][0], p[1][1])
-                res[kind] = timer.per_call(fns, list(zip(a_orig, a_walk)))
+                    cols.append([partial(slice_m.key_match, fast.RadixKey(s), fast.RadixKey(q))
+                                 for s, q, _ in pairs])
+                    assert [c() for c in cols[2]] == want
+                    fns["slice"] = _call(2)
+                res[kind] = timer.per_call(fns, list(zip(*cols)))
             rows.append((label, L, res))
     return rows
 
@@ -415,12 +468,15 @@ def bench_ablation(orig, fast, timer, lengths, n_queries, seed=0):
 
     from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
 
-    variants = {
-        "walk + SGLang loops": dict(long_min=NEVER, diverge_min=NEVER, bytes_min=NEVER),
-        "walk + list slices": dict(bytes_min=NEVER),
-        "walk + packed ints": dict(long_min=NEVER, diverge_min=NEVER),
-        "default": dict(),
-    }
+    def variants(ps):
+        loops = dict(long_min=NEVER, diverge_min=NEVER, bytes_min=NEVER)
+        slices = dict(long_min=64 if ps == 1 else 8 * ps, diverge_min=256 if ps == 1 else 16 * ps,
+                      bytes_min=NEVER)
+        packed = dict(long_min=NEVER, diverge_min=NEVER, bytes_min=max(96, 2 * ps),
+                      bytes_diverge_min=max(384, 12 * ps))
+        return {"walk + SGLang loops": loops, "walk + list slices": slices,
+                "walk + packed ints": packed, "default": {}}
+
     rows = []
     for label, ps, bigram in MODES:
         for S in lengths:
@@ -429,7 +485,7 @@ def bench_ablation(orig, fast, timer, lengths, n_queries, seed=0):
             fns = {}
             co = build_cache(orig, ps, bigram, torch.device("cpu"), inserts)
             fns["orig"] = lambda q, c=co: c.match_prefix(MatchPrefixParams(key=orig.RadixKey(q)))
-            for name, kw in variants.items():
+            for name, kw in variants(ps).items():
                 cache = build_cache(fast, ps, bigram, torch.device("cpu"), inserts)
                 m = fast.NsaPrefixMatcher(ps, bigram, fast._check_extra_key, **kw)
                 cache._nsa_matcher = m
@@ -437,7 +493,7 @@ def bench_ablation(orig, fast, timer, lengths, n_queries, seed=0):
                 fns[name] = lambda q, c=cache: c.match_prefix(MatchPrefixParams(
                     key=fast.RadixKey(q)))
             rows.append((label, S, timer.per_call(fns, queries)))
-    return rows, list(variants)
+    return rows, list(variants(1))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,8 +533,7 @@ def fmt(us: float) -> str:
     return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
 
 
-def report_match(rows, device):
-    extra = device == "cuda"
+def report_match(rows, extra):
     print("\n### Whole match_prefix (new request: system prompt of S tokens + 64-token user turn)\n")
     head = "| keys | S (shared tokens) | matched | 0.5.8 us | fast us | fast x |"
     sep = "|---|---:|---:|---:|---:|---:|"
@@ -495,8 +550,7 @@ def report_match(rows, device):
         print(line)
 
 
-def report_keys(rows, device):
-    extra = device == "cuda"
+def report_keys(rows, extra):
     print("\n### Key compare only (tree key of L tokens vs a query holding it; fresh int objects)\n")
     print("walk: the comparison match_prefix makes (the query's ints packed in the call, the tree "
           "key's cached); key_match: the key_match_fn that insert and subclasses call.\n")
@@ -564,11 +618,15 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="also the threshold sweep")
     ap.add_argument("--ablation", action="store_true",
                     help="also match_prefix with each comparison path alone")
-    ap.add_argument("--only", choices=("match", "keys", "sweep", "ablation"), action="append",
+    ap.add_argument("--only", choices=("match", "keys", "floor", "sweep", "ablation"),
+                    action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--lengths", help="comma-separated lengths instead of the defaults")
+    ap.add_argument("--with-triton", action="store_true",
+                    help="the Triton columns on cpu too (interpreter; a smoke test, not timings)")
     args = ap.parse_args()
-    parts = set(args.only or (["match", "keys"] + (["sweep"] if args.sweep else [])
+    parts = set(args.only or (["match", "keys", "floor"] + (["sweep"] if args.sweep else [])
                               + (["ablation"] if args.ablation else [])))
 
     with tempfile.TemporaryDirectory(prefix="nsa-bench-radix-") as tmp:
@@ -582,22 +640,29 @@ def main() -> None:
         repeats = args.repeats or (3 if args.quick else 11)
         timer = Timer(args.device, repeats, 0.002 if args.quick else 0.02)
         n = 8 if args.quick else 32
+        triton = args.device == "cuda" or args.with_triton
+        match_lengths, key_lengths = MATCH_LENGTHS, KEY_LENGTHS
+        if args.lengths:
+            match_lengths = key_lengths = tuple(int(x) for x in args.lengths.split(","))
         print("## RadixCache prefix matching: SGLang 0.5.8 vs nsa-fastpath\n")
         print("\n".join(env_lines(args, tree)))
         sys.stdout.flush()
         if "match" in parts:
-            report_match(bench_match_prefix(orig, fast, args.device, timer, MATCH_LENGTHS, n),
-                         args.device)
+            report_match(bench_match_prefix(orig, fast, args.device, timer, match_lengths, n,
+                                            triton), triton)
             sys.stdout.flush()
         if "keys" in parts:
-            report_keys(bench_key_compare(orig, fast, args.device, timer, KEY_LENGTHS, n),
-                        args.device)
+            report_keys(bench_key_compare(orig, fast, args.device, timer, key_lengths, n,
+                                          triton), triton)
+            sys.stdout.flush()
+        if "floor" in parts:
+            report_floor(bench_floor(timer))
             sys.stdout.flush()
         if "sweep" in parts:
             report_sweep(bench_sweep(orig, fast, timer, n))
             sys.stdout.flush()
         if "ablation" in parts:
-            report_ablation(*bench_ablation(orig, fast, timer, MATCH_LENGTHS, n))
+            report_ablation(*bench_ablation(orig, fast, timer, match_lengths, n))
 
 
 if __name__ == "__main__":
