@@ -472,19 +472,20 @@ class NsaPrefixMatcher:
                 t0 = key0.token_ids
                 t1 = key1.token_ids
                 m = len(t0)
-                n1 = len(t1)
-                if n1 < m:
-                    m = n1
-                if m >= gate and t0.__class__ is _list and t1.__class__ is _list:
-                    if m >= triton_min:
-                        p = _triton(key0, key1, 0, m)
-                        if p is not None:
-                            return p
-                    if m >= long_min:
-                        if t0[m - 1] == t1[m - 1]:
-                            return page1_long(t0, t1, 0, m, False)
-                        if m >= diverge_min:
-                            return page1_long(t0, t1, 0, m, True)
+                if m >= gate:  # short tree keys go straight to SGLang's loop
+                    n1 = len(t1)
+                    if n1 < m:
+                        m = n1
+                    if m >= gate and t0.__class__ is _list and t1.__class__ is _list:
+                        if m >= triton_min:
+                            p = _triton(key0, key1, 0, m)
+                            if p is not None:
+                                return p
+                        if m >= long_min:
+                            if t0[m - 1] == t1[m - 1]:
+                                return page1_long(t0, t1, 0, m, False)
+                            if m >= diverge_min:
+                                return page1_long(t0, t1, 0, m, True)
                 i = 0
                 for k0, k1 in zip(t0, t1):
                     if k0 != k1:
