@@ -228,20 +228,29 @@ def _run(backends, table, fill, mode, bs, req_pool_indices, seq_lens, forward_mo
         real_page_table_stride=metadata.real_page_table.stride(0),
         dest_table=table,
     )
-    # DeepGEMM schedule and FlashMLA metadata: computed once from the first backend's buffers,
-    # exactly as SGLang 0.5.8's replay does, then copied to the other step backends.
-    first._refresh_paged_mqa_schedule(metadata, forward_mode, metadata.nsa_seqlens_expanded[:n_tokens])
+    # FlashMLA metadata: computed once from the first backend's buffers, exactly as SGLang
+    # 0.5.8's replay does, then copied to the other step backends.
     first._refresh_flashmla_metadata(metadata, metadata.nsa_cache_seqlens_int32[:n_tokens])
-    for b in backends[1:]:
-        m = b.decode_cuda_graph_metadata[bs]
-        if m.paged_mqa_schedule_metadata is not None:
-            m.paged_mqa_schedule_metadata.copy_(metadata.paged_mqa_schedule_metadata)
-        if first.nsa_decode_impl == "flashmla_kv":
-            m.flashmla_metadata.slice(slice(0, n_tokens + 1)).copy_(
+    if first.nsa_decode_impl == "flashmla_kv":
+        for b in backends[1:]:
+            b.decode_cuda_graph_metadata[bs].flashmla_metadata.slice(slice(0, n_tokens + 1)).copy_(
                 metadata.flashmla_metadata.slice(slice(0, n_tokens + 1)))
-    for b in backends:
-        b.forward_metadata = b.decode_cuda_graph_metadata[bs]
+    finish(backends, bs, forward_mode, n_tokens)
     return True
+
+
+def finish(backends, bs, forward_mode, n_tokens) -> None:
+    """After the metadata is in place: the DeepGEMM schedule, refreshed once from the first
+    backend's seqlens as SGLang 0.5.8's replay does, copied to the other step backends; and
+    every backend's forward_metadata set. Shared by the fused fill and the batched copy."""
+    metadata = backends[0].decode_cuda_graph_metadata[bs]
+    backends[0]._refresh_paged_mqa_schedule(
+        metadata, forward_mode, metadata.nsa_seqlens_expanded[:n_tokens])
+    for b in backends:
+        m = b.decode_cuda_graph_metadata[bs]
+        if m is not metadata and m.paged_mqa_schedule_metadata is not None:
+            m.paged_mqa_schedule_metadata.copy_(metadata.paged_mqa_schedule_metadata)
+        b.forward_metadata = m
 
 
 def reset_for_tests() -> None:

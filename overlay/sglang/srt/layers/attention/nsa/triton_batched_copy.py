@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from sglang.srt.environ import envs
+from sglang.srt.layers.attention.nsa import replay_fastpath
 from sglang.srt.layers.attention.nsa.triton_metadata_kernel import _dest
 
 logger = logging.getLogger(__name__)
@@ -155,12 +156,7 @@ def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> boo
         for b in backends:
             b.decode_cuda_graph_metadata[bs].flashmla_metadata.slice(slice(0, size + 1)).copy_(
                 precomputed.flashmla_metadata)
-    first._refresh_paged_mqa_schedule(metadata, forward_mode, metadata.nsa_seqlens_expanded[:size])
-    for b in backends:
-        m = b.decode_cuda_graph_metadata[bs]
-        if b is not first and m.paged_mqa_schedule_metadata is not None:
-            m.paged_mqa_schedule_metadata.copy_(metadata.paged_mqa_schedule_metadata)
-        b.forward_metadata = m
+    replay_fastpath.finish(backends, bs, forward_mode, size)
     if envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get():
         verify(backends, bs, precomputed, forward_mode)
     return True
@@ -196,7 +192,8 @@ def verify(backends, bs, precomputed, forward_mode) -> None:
 
 
 def copy_with_foreach(backends, bs, precomputed, forward_mode) -> None:
-    """Benchmark comparison: the same copies through torch._foreach_copy_."""
+    """The same copies through torch._foreach_copy_: one launch when every destination is
+    contiguous (copy_precomputed uses it then), one copy per tensor otherwise."""
     dsts, srcs = [], []
     for b in backends:
         for dst, src in _plain_copy_pairs(b.decode_cuda_graph_metadata[bs], precomputed, forward_mode):
