@@ -62,6 +62,7 @@ def main() -> None:
     if fastpath is not None:  # patched tree: which replay-metadata paths ran, and any fallback
         out["_meta/nsa_paths"] = sorted(fastpath._announced)
         out["_meta/nsa_failed"] = dict(fastpath._failed)
+        out["_meta/served"] = fastpath.path_report()["served"]
     copy = sys.modules.get("sglang.srt.layers.attention.nsa.triton_batched_copy")
     if copy is not None:
         out["_meta/batched_copy"] = sorted(copy._logged)

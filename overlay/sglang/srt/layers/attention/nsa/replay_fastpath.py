@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 import torch
 
@@ -40,6 +41,14 @@ MODE_DECODE, MODE_TARGET_VERIFY, MODE_DRAFT_EXTEND = 0, 1, 2
 
 _failed: dict[str, str] = {}  # path name -> reason it was disabled for this process
 _announced: set[str] = set()
+# Replay calls served, per path: "metadata.cuda" / "metadata.triton" / "metadata.upstream" for the
+# replay entry points, "copy.triton" / "copy.foreach" / "copy.upstream" for the precomputed copy.
+served: Counter = Counter()
+
+
+def path_report() -> dict:
+    """Which paths served this process's replays, and which were disabled (and why)."""
+    return {"served": dict(served), "disabled": dict(_failed)}
 
 
 def _triton_fill():
@@ -173,22 +182,27 @@ def _replay(backends, owner, bs, req_pool_indices, seq_lens, forward_mode, spec_
             continue
         if handled:
             _announce(name)
-        return handled
+            served[f"metadata.{name}"] += 1
+            return True
+        break
     _announce("upstream (SGLang 0.5.8)", "" if not _failed else f"; disabled: {_failed}")
+    served["metadata.upstream"] += 1
     return False
 
 
 def copy_precomputed(backends, owner, bs, precomputed, forward_mode) -> bool:
     """The batched copy of precomputed metadata (triton_batched_copy.copy_precomputed), loaded
     lazily so that a module that can't load costs only this path, never the backend's import."""
-    if "batched-copy" in _failed or not envs.SGLANG_NSA_USE_BATCHED_COPY.get():
-        return False
-    try:
-        from sglang.srt.layers.attention.nsa.triton_batched_copy import copy_precomputed as impl
-    except Exception as e:
-        _disable("batched-copy", e)
-        return False
-    return impl(backends, owner, bs, precomputed, forward_mode)
+    path = None
+    if "batched-copy" not in _failed and envs.SGLANG_NSA_USE_BATCHED_COPY.get():
+        try:
+            from sglang.srt.layers.attention.nsa.triton_batched_copy import copy_precomputed as impl
+        except Exception as e:
+            _disable("batched-copy", e)
+        else:
+            path = impl(backends, owner, bs, precomputed, forward_mode)
+    served[f"copy.{path or 'upstream'}"] += 1
+    return path is not None
 
 
 def _disable(name: str, error: Exception) -> None:
@@ -254,6 +268,7 @@ def finish(backends, bs, forward_mode, n_tokens) -> None:
 
 
 def reset_for_tests() -> None:
+    served.clear()
     _failed.clear()
     _announced.clear()
     _resolved.clear()

@@ -114,18 +114,19 @@ def launch(precomputed, dest_table: torch.Tensor, metadata, copy_expanded: bool)
     )
 
 
-def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> bool:
-    """Fill every backend's replay metadata from `precomputed`; False = not handled (use 0.5.8's).
+def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> str | None:
+    """Fill every backend's replay metadata from `precomputed`; returns the path that did it
+    ("foreach" or "triton"), None = not handled (use 0.5.8's).
 
     `owner` holds the capture-time destination table (replay_fastpath.prepare).
     """
     if _failed or not envs.SGLANG_NSA_USE_BATCHED_COPY.get():
-        return False
+        return None
     table = getattr(owner, "_nsa_fastpath_dest", {}).get(bs)
     first = backends[0]
     if table is None or not (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
                              or forward_mode.is_draft_extend()):
-        return False
+        return None
     metadata = first.decode_cuda_graph_metadata[bs]
     if precomputed.page_indices.shape[0] > metadata.page_table_1.shape[0]:
         raise ValueError(
@@ -137,6 +138,7 @@ def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> boo
         real is None or metadata.real_page_table[: real.shape[0], : real.shape[1]].is_contiguous()
     ):  # every destination contiguous: _foreach_copy_'s single launch is the cheaper one
         copy_with_foreach(backends, bs, precomputed, forward_mode)
+        path = "foreach"
         _log_once("foreach", "nsa-fastpath: precomputed replay copy path: torch._foreach_copy_ "
                   "(contiguous destinations) for %d backend(s)", len(backends))
     else:
@@ -147,7 +149,8 @@ def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> boo
         except Exception as e:  # compile error, launch failure: plain copies from now on
             _failed.append(f"{type(e).__name__}: {e}")
             logger.warning("nsa-fastpath: batched copy disabled for this process: %s", _failed[0])
-            return False
+            return None
+        path = "triton"
         _log_once("kernel", "nsa-fastpath: precomputed replay copy path: one Triton launch for "
                   "%d backend(s)", len(backends))
     size = precomputed.seqlens_expanded_size
@@ -159,7 +162,7 @@ def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> boo
     replay_fastpath.finish(backends, bs, forward_mode, size)
     if envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get():
         verify(backends, bs, precomputed, forward_mode)
-    return True
+    return path
 
 
 def _plain_copy_pairs(metadata, precomputed, forward_mode):
