@@ -7,14 +7,19 @@ Run by scripts/apply.sh with the target's interpreter ($PYTHON). Reports
     default ~/.cache/nsa-fastpath/build),
   * each nsa-fastpath environment flag, read through the target's own (patched)
     sglang/srt/environ.py, loaded as a single file: it only imports os, subprocess,
-    warnings, contextlib, enum and typing, so SGLang's heavy __init__ is not run.
-Standard library only; never imports sglang.
+    warnings, contextlib, enum and typing, so SGLang's heavy __init__ is not run;
+  * the path each fast path would take in a server started from this environment
+    (`replay_fastpath.describe()`, `radix_match.describe()` of the target tree), asked in a
+    child process of the target's Python, which imports SGLang (a few seconds) and builds
+    nothing.
+Standard library only; never imports sglang itself.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,6 +77,37 @@ def load_envs(environ_py: Path):
     return module.envs
 
 
+# (label, module, function): what the patched tree says it would use. Each prints one line.
+DESCRIBERS = (
+    ("NSA replay metadata", "sglang.srt.layers.attention.nsa.replay_fastpath", "describe"),
+    ("radix prefix matching", "sglang.srt.mem_cache.radix_match", "describe"),
+)
+_PROBE = """
+import importlib, sys
+sys.path.insert(0, sys.argv[1])
+for module, function in zip(sys.argv[2::2], sys.argv[3::2]):
+    try:
+        print(getattr(importlib.import_module(module), function)())
+    except Exception as e:
+        print(f"unknown ({type(e).__name__}: {e})")
+"""
+
+
+def runtime_paths(site: Path) -> list[str]:
+    """'label: path' for each fast path, as a server from this environment would choose it."""
+    args = [str(site)] + [x for _, module, function in DESCRIBERS for x in (module, function)]
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
+                              text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return [f"{label}: unknown (importing SGLang took over 300 s)" for label, _, _ in DESCRIBERS]
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or len(lines) != len(DESCRIBERS):
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [f"{label}: unknown (could not import SGLang: {why})" for label, _, _ in DESCRIBERS]
+    return [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--environ", default="",
@@ -117,13 +153,15 @@ def main() -> int:
             path = "off: SGLang 0.5.8's own code path"
         elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
             path = "on, but Triton is not importable: SGLang's own path is used"
-        elif name == "SGLANG_NSA_USE_CUDA_METADATA" and not ext_ok:
-            path = "on, but the CUDA extension is not built: the Triton path (if on) or SGLang's is used"
         elif name == "SGLANG_NSA_USE_CUDA_METADATA":
-            path = "on: would be used (on a CUDA GPU)"
+            path = ("on: used on a CUDA GPU" + ("" if ext_ok else " (the extension is not built "
+                    "yet: the first CUDA-graph capture builds it, unless NSA_FASTPATH_CUDA_JIT=0)"))
         else:
             path = "on: would be used"
         say(f"  {name}={value} ({src}) -> {what}: {path}")
+    say("paths a server started from this environment would use:")
+    for line in runtime_paths(Path(args.environ).resolve().parents[2]):
+        say(f"  {line}")
     say("each fast path logs a line starting with 'nsa-fastpath:' once per server process "
         "naming the path it uses (grep nsa-fastpath: server.log)")
     return 0

@@ -79,3 +79,20 @@ def patched_template(pristine_template, tmp_path_factory) -> Path:
     shutil.copytree(pristine_template, dst, symlinks=True)
     run_apply("apply", "--target", str(dst))
     return dst
+
+
+@pytest.fixture(scope="session")
+def nsa_modules(patched_template):
+    """nsa-fastpath's NSA modules imported in this process from the patched tree, with the
+    test-only stand-ins the runner uses (tests/README.md), for the kernel unit tests."""
+    from types import SimpleNamespace
+
+    from harness.runner import STANDINS
+
+    kind = "gpu" if _cuda_available() else "cpu"
+    sys.path[:0] = [str(patched_template), str(STANDINS / kind), str(STANDINS)]
+    from sglang.srt.layers.attention.nsa import (
+        cuda_metadata_wrapper, metadata_table, triton_batched_copy, triton_metadata_kernel)
+
+    return SimpleNamespace(table=metadata_table, triton=triton_metadata_kernel,
+                           cuda=cuda_metadata_wrapper, batched_copy=triton_batched_copy)

@@ -4,6 +4,7 @@ Parity through the harness with the metadata kernels off (so the multi-step back
 with SGLang 0.5.8's code and the batched copy does every copy), its verify mode, and a unit test
 of the kernel against the plain `.copy_()` calls it replaces, every element, 1 to 5 backends.
 """
+import os
 import shutil
 from types import SimpleNamespace
 
@@ -11,7 +12,6 @@ import pytest
 import torch
 from harness.parity import compare, run_suite
 from parity_configs import NSA_MULTI_CPU
-from test_metadata_kernel import KERNEL
 
 COPY_ONLY = {"SGLANG_NSA_USE_TRITON_METADATA": "0", "SGLANG_NSA_USE_CUDA_METADATA": "0",
              "SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"}
@@ -61,47 +61,56 @@ def _metadata(rows, cols, bs, page_size, decode):
     return m
 
 
-@pytest.fixture(scope="module")
-def copy_mod(patched_template):
-    """The module from the patched tree, imported in this process (stand-ins as the runner has)."""
-    import os
-    import sys
-
-    from harness.runner import STANDINS
-
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("CPU tensors need TRITON_INTERPRET=1")
-    sys.path[:0] = [str(patched_template), str(STANDINS / "cpu"), str(STANDINS)]
-    from sglang.srt.layers.attention.nsa import triton_batched_copy
-
-    return triton_batched_copy
+def _precomputed(gen, bs, n, used_cols, page_size, size):
+    def rnd(*shape):
+        return torch.randint(0, 10**6, shape, generator=gen, dtype=torch.int32)
+    real = rnd(size, -(-used_cols // page_size)) if page_size > 1 else None
+    return SimpleNamespace(cache_seqlens=rnd(bs), cu_seqlens_k=rnd(bs + 1),
+                           page_indices=rnd(size, used_cols), real_page_table=real,
+                           seqlens_expanded=rnd(size), nsa_cache_seqlens=rnd(size),
+                           nsa_cu_seqlens_k=rnd(size + 1), seqlens_expanded_size=size)
 
 
 @pytest.mark.parametrize("n_dest", [1, 3, 5])
 @pytest.mark.parametrize("decode,page_size", [(True, 1), (False, 1), (False, 64)])
-def test_kernel_matches_plain_copies(copy_mod, n_dest, decode, page_size):
+def test_kernel_matches_plain_copies(nsa_modules, n_dest, decode, page_size):
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("CPU tensors need TRITON_INTERPRET=1")
     gen = torch.Generator().manual_seed(n_dest)
     bs, n, cols = 6, 1 if decode else 4, 700
     rows, used_cols, size = bs * n, 513, bs * n - (0 if decode else 3)
-
-    def rnd(*shape):
-        return torch.randint(0, 10**6, shape, generator=gen, dtype=torch.int32)
-    real = rnd(size, -(-used_cols // page_size)) if page_size > 1 else None
-    pre = SimpleNamespace(cache_seqlens=rnd(bs), cu_seqlens_k=rnd(bs + 1),
-                          page_indices=rnd(size, used_cols), real_page_table=real,
-                          seqlens_expanded=rnd(size), nsa_cache_seqlens=rnd(size),
-                          nsa_cu_seqlens_k=rnd(size + 1), seqlens_expanded_size=size)
+    pre = _precomputed(gen, bs, n, used_cols, page_size, size)
     mode = SimpleNamespace(is_decode_or_idle=lambda: decode)
     fast = [_metadata(rows, cols, bs, page_size, decode) for _ in range(n_dest)]
     plain = [_metadata(rows, cols, bs, page_size, decode) for _ in range(n_dest)]
-    copy_mod.launch(pre, KERNEL.destination_table(fast, "cpu"), fast[0], copy_expanded=not decode)
+    table = nsa_modules.table.plan_table(fast, req_to_token=torch.zeros(1, 1, dtype=torch.int32),
+                                         bs=bs, topk=128, n_draft=n, device="cpu")
+    copy = nsa_modules.batched_copy
+    assert copy.unsupported_source(pre) is None
+    copy.launch(pre, table, fast[0], n_dest, copy_expanded=not decode)
     for m in plain:
-        for dst, src in copy_mod._plain_copy_pairs(m, pre, mode):
+        for dst, src in copy.plain_copy_pairs(m, pre, mode):
             dst.copy_(src)
     for f, p in zip(fast, plain):
         for name in ("cache_seqlens_int32", "cu_seqlens_k", "page_table_1", "real_page_table",
                      "nsa_seqlens_expanded", "nsa_cache_seqlens_int32", "nsa_cu_seqlens_k"):
             assert torch.equal(getattr(f, name), getattr(p, name)), name
+
+
+@pytest.mark.parametrize("field", ["cache_seqlens", "cu_seqlens_k", "seqlens_expanded",
+                                   "nsa_cache_seqlens", "nsa_cu_seqlens_k", "page_indices",
+                                   "real_page_table"])
+def test_sources_the_kernel_cannot_read_are_named(nsa_modules, field):
+    """Every precomputed source is checked (dtype, unit stride along its rows); one the kernel
+    can't read is named, and replay_fastpath then leaves the copy to SGLang."""
+    pre = _precomputed(torch.Generator().manual_seed(0), 4, 4, 130, 64, 16)
+    t = getattr(pre, field)
+    wide = torch.zeros(*t.shape[:-1], t.shape[-1] * 2, dtype=t.dtype)
+    wide[..., ::2] = t
+    setattr(pre, field, wide[..., ::2])
+    assert nsa_modules.batched_copy.unsupported_source(pre).startswith(f"precomputed.{field} ")
+    setattr(pre, field, t.long())
+    assert nsa_modules.batched_copy.unsupported_source(pre).startswith(f"precomputed.{field} ")
 
 
 @pytest.mark.gpu

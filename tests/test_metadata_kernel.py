@@ -4,9 +4,12 @@ The reference below is the replay branch's arithmetic (arange per request + cat,
 int32 cumsum, repeat_interleave of req_to_token rows, `[:, ::page_size] // page_size`); the
 whole-backend parity against SGLang's real methods is in test_parity_nsa.py. Outputs are
 poisoned first and every element is checked (page-table cells past a row's kv length must stay
-poisoned: the kernels skip them).
+poisoned: the kernels skip them). Inputs come as SGLang's CUDA-graph runners pass them (int32
+buffers), and also as int64 (a ScheduleBatch's own tensors), strided, out of range and of the
+wrong dtype: each gives the right output or a clear error.
 
 CPU: Triton under TRITON_INTERPRET=1. GPU (marker gpu): Triton and the CUDA C++ extension.
+The modules come from the tree scripts/apply.sh patched (fixture `nsa_modules`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ DECODE, VERIFY, DRAFT_EXTEND = 0, 1, 2
 
 
 def load(name):
+    """A torch-only overlay module (cuda_metadata_wrapper) loaded by path, without SGLang."""
     spec = importlib.util.spec_from_file_location(f"nsa_fastpath_{name}", NSA_DIR / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -32,7 +36,9 @@ def load(name):
     return mod
 
 
-KERNEL = load("triton_metadata_kernel")  # also holds destination_table, shared by both paths
+@pytest.fixture(scope="module")
+def nsa(nsa_modules):
+    return nsa_modules
 
 
 def reference(mode, req_to_token, rpi, seq, accept, n_draft, topk, page_size):
@@ -59,6 +65,7 @@ def reference(mode, req_to_token, rpi, seq, accept, n_draft, topk, page_size):
 
 
 def make_case(gen, mode, bs, n_draft, topk, page_size, ctx, long_tail=True):
+    """req_to_token as an allocator fills it; inputs in the CUDA-graph runners' dtypes (int32)."""
     pool = max(64, 2 * bs)
     pages = ctx // page_size
     page_ids = torch.randperm(pool * pages * 2, generator=gen)[: pool * pages].view(pool, pages, 1)
@@ -68,35 +75,55 @@ def make_case(gen, mode, bs, n_draft, topk, page_size, ctx, long_tail=True):
     seq = torch.randint(lo, (hi if long_tail else min(hi, 3 * topk)) + 1, (bs,), generator=gen)
     rpi = torch.randperm(pool, generator=gen)[:bs]
     accept = torch.randint(1, n_draft + 1, (bs,), generator=gen, dtype=torch.int32)
-    return req_to_token, rpi, seq, accept
+    return req_to_token, rpi.to(torch.int32), seq.to(torch.int32), accept
 
 
-def run_kernel(fill, mode, device, req_to_token, rpi, seq, accept, n_draft, topk, page_size, bs,
-               n_dest=1):
-    """Run `fill` into n_dest poisoned buffer sets; return them (on CPU), checking they agree."""
-    rows = bs * (1 if mode == DECODE else n_draft)
-    ctx = req_to_token.shape[1]
-
+def metadata_buffers(mode, bs, rows, ctx, page_size, device):
+    """Poisoned buffers shaped like a captured NSAMetadata (decode: nsa_seqlens_expanded IS
+    cache_seqlens_int32, as in SGLang)."""
     def buf(*shape):
         return torch.full(shape, POISON, dtype=torch.int32, device=device)
 
-    sets = []
-    for _ in range(n_dest):
-        m = SimpleNamespace(
-            cache_seqlens_int32=buf(bs), cu_seqlens_k=buf(bs + 1),
-            page_table_1=buf(max(rows, 1), ctx),
-            nsa_cache_seqlens_int32=buf(max(rows, 1)), nsa_cu_seqlens_k=buf(rows + 1))
-        m.real_page_table = buf(max(rows, 1), -(-ctx // page_size)) if page_size > 1 else m.page_table_1
-        # decode: SGLang's nsa_seqlens_expanded is the cache_seqlens tensor itself
-        m.nsa_seqlens_expanded = m.cache_seqlens_int32 if mode == DECODE else buf(max(rows, 1))
-        sets.append(m)
-    table = KERNEL.destination_table(sets, device)
-    fill(mode, req_to_token=req_to_token.to(device), req_pool_indices=rpi.to(device),
-         seq_lens=seq.to(device), accept_length=accept.to(device) if mode == DRAFT_EXTEND else None,
-         n_draft=n_draft, topk=topk, page_size=page_size, bs=bs,
-         page_table_shape=tuple(sets[0].page_table_1.shape),
-         page_table_stride=sets[0].page_table_1.stride(0),
-         real_page_table_stride=sets[0].real_page_table.stride(0), dest_table=table)
+    m = SimpleNamespace(
+        cache_seqlens_int32=buf(bs), cu_seqlens_k=buf(bs + 1), page_table_1=buf(max(rows, 1), ctx),
+        nsa_cache_seqlens_int32=buf(max(rows, 1)), nsa_cu_seqlens_k=buf(rows + 1))
+    m.real_page_table = buf(max(rows, 1), -(-ctx // page_size)) if page_size > 1 else m.page_table_1
+    m.nsa_seqlens_expanded = m.cache_seqlens_int32 if mode == DECODE else buf(max(rows, 1))
+    return m
+
+
+def make_fill(nsa, path, sets, *, mode, req_to_token, n_draft, topk, page_size, bs, device):
+    """A plan's fill function for `path`, built the way replay_fastpath builds it at capture."""
+    table = nsa.table.plan_table(sets, req_to_token=req_to_token, bs=bs, topk=topk,
+                                 n_draft=n_draft, device=device)
+    pt = sets[0].page_table_1
+    if path == "triton":
+        if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+            pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
+        dtypes = [(torch.int32, torch.int32, torch.int32 if mode == DRAFT_EXTEND else None)]
+        return nsa.triton.FillPlan(table, mode=mode, n_draft=n_draft, page_size=page_size, bs=bs,
+                               n_dest=len(sets), page_table_shape=tuple(pt.shape),
+                               input_dtypes=dtypes).fill
+    assert nsa.cuda.is_cuda_kernel_available(), nsa.cuda.get_kernel_info()
+    n = len(sets)
+    plan = nsa.cuda.make_plan(
+        req_to_token=req_to_token, dest_table=table[: n * 7].view(n, 7), schedules=[], mode=mode,
+        n_draft=n_draft, topk=topk, page_size=page_size, bs=bs, page_table_shape=tuple(pt.shape),
+        page_table_stride=pt.stride(0), real_page_table_stride=sets[0].real_page_table.stride(0))
+    plan.warm()
+    return plan.fill
+
+
+def run_kernel(nsa, path, mode, device, req_to_token, rpi, seq, accept, n_draft, topk, page_size, bs,
+               n_dest=1):
+    """Fill n_dest poisoned buffer sets in one launch; return them (on CPU), checking they agree.
+    Inputs are used as given (dtype, strides); move them to `device` first."""
+    rows = bs * (1 if mode == DECODE else n_draft)
+    ctx = req_to_token.shape[1]
+    sets = [metadata_buffers(mode, bs, rows, ctx, page_size, device) for _ in range(n_dest)]
+    fill = make_fill(nsa, path, sets, mode=mode, req_to_token=req_to_token, n_draft=n_draft, topk=topk,
+                     page_size=page_size, bs=bs, device=device)
+    fill(rpi, seq, accept if mode == DRAFT_EXTEND else None)
     outs = []
     for m in sets:
         outs.append({
@@ -114,9 +141,11 @@ def run_kernel(fill, mode, device, req_to_token, rpi, seq, accept, n_draft, topk
     return outs[0]
 
 
-def check(out, ref, req_to_token, page_size):
+def check(out, ref, req_to_token, page_size, row_source=None):
+    """Every element: the reference where SGLang reads, poison where nothing may be written.
+    `row_source(request row index) -> expected req_to_token row` overrides the page-table source
+    (for out-of-range request indices)."""
     n = ref["seqlens_expanded"].shape[0]
-    bs = ref["cache_seqlens"].shape[0]
     assert torch.equal(out["cache_seqlens"], ref["cache_seqlens"])
     assert int(out["cu_seqlens_k"][0]) == POISON  # [0] belongs to capture time, never rewritten
     assert torch.equal(out["cu_seqlens_k"][1:], ref["cu_seqlens_k"])
@@ -124,16 +153,16 @@ def check(out, ref, req_to_token, page_size):
     assert torch.equal(out["nsa_cache_seqlens"][:n], ref["nsa_cache_seqlens"])
     assert int(out["nsa_cu_seqlens_k"][0]) == POISON
     assert torch.equal(out["nsa_cu_seqlens_k"][1 : n + 1], ref["nsa_cu_seqlens_k"])
-    rows_total = out["page_table_1"].shape[0]
+    rows_total, width = out["page_table_1"].shape
     # rows past the token count: untouched (SGLang 0.5.8 leaves them stale too)
     if n < rows_total and not out["decode_alias"]:
         assert (out["nsa_cache_seqlens"][n:] == POISON).all()
         assert (out["nsa_cu_seqlens_k"][n + 1 :] == POISON).all()
     assert (out["page_table_1"][n:] == POISON).all()
-    cols = torch.arange(req_to_token.shape[1])
+    cols = torch.arange(width)
     for r in range(n):
-        kv = int(ref["row_kv"][r])
-        src = req_to_token[int(ref["rows"][r])]
+        kv = min(int(ref["row_kv"][r]), width, req_to_token.shape[1])
+        src = row_source(r) if row_source else req_to_token[int(ref["rows"][r])]
         row = out["page_table_1"][r]
         assert torch.equal(row[:kv], src[:kv]), f"row {r}"
         assert (row[cols >= kv] == POISON).all(), f"row {r} written past kv length {kv}"
@@ -144,7 +173,6 @@ def check(out, ref, req_to_token, page_size):
             assert (real[nb:] == POISON).all()
     if page_size > 1:
         assert (out["real_page_table"][n:] == POISON).all()
-    assert bs == ref["cache_seqlens"].shape[0]
 
 
 CASES = [
@@ -171,46 +199,145 @@ def device_for(path):
     return "cpu"
 
 
-def fill_fn(path):
-    if path == "triton":
-        if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
-            pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
-        return KERNEL.fill_replay_metadata
-    wrapper = load("cuda_metadata_wrapper")
-    assert wrapper.is_cuda_kernel_available(), wrapper.get_kernel_info()
-    return wrapper.fill_replay_metadata_cuda
+def seeded(*key):
+    return torch.Generator().manual_seed(hash(key) % 2**31)
 
 
 @pytest.mark.parametrize("path", kernel_params())
 @pytest.mark.parametrize("mode,bs,n_draft,topk,page_size,ctx", CASES)
-def test_kernel_matches_sglang_arithmetic(path, mode, bs, n_draft, topk, page_size, ctx):
+def test_kernel_matches_sglang_arithmetic(nsa, path, mode, bs, n_draft, topk, page_size, ctx):
     device = device_for(path)
-    fill = fill_fn(path)
-    gen = torch.Generator().manual_seed(hash((mode, bs, n_draft, topk, page_size, ctx)) % 2**31)
-    r2t, rpi, seq, accept = make_case(gen, mode, bs, n_draft, topk, page_size, ctx)
-    out = run_kernel(fill, mode, device, r2t, rpi, seq, accept, n_draft, topk, page_size, bs)
+    r2t, rpi, seq, accept = make_case(seeded(mode, bs, n_draft, topk, page_size, ctx),
+                                      mode, bs, n_draft, topk, page_size, ctx)
+    out = run_kernel(nsa, path, mode, device, r2t.to(device), rpi.to(device), seq.to(device),
+                     accept.to(device), n_draft, topk, page_size, bs)
     check(out, reference(mode, r2t, rpi, seq, accept, n_draft, topk, page_size), r2t, page_size)
 
 
 @pytest.mark.parametrize("path", kernel_params())
 @pytest.mark.parametrize("mode,page_size", [(DECODE, 1), (VERIFY, 64), (DRAFT_EXTEND, 64)])
-def test_one_launch_fills_every_destination(path, mode, page_size):
+def test_one_launch_fills_every_destination(nsa, path, mode, page_size):
     """Multi-step backends: one launch writes the same metadata into 3 buffer sets."""
     device = device_for(path)
-    fill = fill_fn(path)
-    gen = torch.Generator().manual_seed(7)
-    r2t, rpi, seq, accept = make_case(gen, mode, 5, 4, 128, page_size, 1024)
-    out = run_kernel(fill, mode, device, r2t, rpi, seq, accept, 4, 128, page_size, 5, n_dest=3)
+    r2t, rpi, seq, accept = make_case(seeded(7), mode, 5, 4, 128, page_size, 1024)
+    out = run_kernel(nsa, path, mode, device, r2t.to(device), rpi.to(device), seq.to(device),
+                     accept.to(device), 4, 128, page_size, 5, n_dest=3)
+    check(out, reference(mode, r2t, rpi, seq, accept, 4, 128, page_size), r2t, page_size)
+
+
+def strided(t: torch.Tensor, step: int = 3) -> torch.Tensor:
+    """The same values as a non-contiguous view (every `step`-th element of a bigger buffer)."""
+    big = torch.full((t.shape[0] * step,), POISON, dtype=t.dtype, device=t.device)
+    view = big[::step]
+    view.copy_(t)
+    assert not view.is_contiguous() or t.shape[0] <= 1
+    return view
+
+
+LAYOUTS = {
+    # name -> (rpi dtype, seq dtype, accept dtype, strided inputs, strided req_to_token)
+    "int32": (torch.int32, torch.int32, torch.int32, False, False),
+    "int64": (torch.int64, torch.int64, torch.int64, False, False),
+    "mixed": (torch.int32, torch.int64, torch.int64, False, False),
+    "strided-inputs": (torch.int32, torch.int64, torch.int32, True, False),
+    "strided-req_to_token": (torch.int64, torch.int32, torch.int32, False, True),
+}
+
+
+@pytest.mark.parametrize("path", kernel_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("mode,page_size", [(DECODE, 64), (VERIFY, 1), (DRAFT_EXTEND, 64)])
+def test_input_dtypes_and_strides(nsa, path, layout, mode, page_size):
+    """int32 (the runners' buffers) and int64 (a ScheduleBatch's tensors), mixed, strided inputs
+    and a req_to_token with a column stride: the same metadata as SGLang computes, no copy."""
+    device = device_for(path)
+    rpi_t, seq_t, acc_t, strided_inputs, strided_r2t = LAYOUTS[layout]
+    bs = 9
+    r2t, rpi, seq, accept = make_case(seeded(layout, mode), mode, bs, 4, 128, page_size, 1024)
+    inputs = [x.to(dt).to(device) for x, dt in ((rpi, rpi_t), (seq, seq_t), (accept, acc_t))]
+    if strided_inputs:
+        inputs = [strided(x) for x in inputs]
+    r2t_dev = r2t.to(device)
+    if strided_r2t:
+        wide = torch.full((r2t.shape[0], r2t.shape[1] * 2), POISON, dtype=torch.int32, device=device)
+        wide[:, ::2] = r2t_dev
+        r2t_dev = wide[:, ::2]
+        assert r2t_dev.stride(1) == 2
+    out = run_kernel(nsa, path, mode, device, r2t_dev, *inputs, 4, 128, page_size, bs)
     check(out, reference(mode, r2t, rpi, seq, accept, 4, 128, page_size), r2t, page_size)
 
 
 @pytest.mark.parametrize("path", kernel_params())
-def test_empty_batch_writes_nothing(path):
-    fill = fill_fn(path)
+@pytest.mark.parametrize("mode,page_size", [(DECODE, 1), (DRAFT_EXTEND, 64)])
+def test_request_index_outside_the_pool_reads_nothing(nsa, path, mode, page_size):
+    """Documented clamp: a request index below 0 or at/above the pool size gets page-table cells
+    of 0 (SGLang's padding slot) and no req_to_token read; its lengths are still written."""
     device = device_for(path)
-    r2t = torch.arange(64, dtype=torch.int32).view(2, 32)
-    empty = torch.empty(0, dtype=torch.int64)
-    out = run_kernel(fill, DRAFT_EXTEND, device, r2t, empty, empty,
-                     torch.empty(0, dtype=torch.int32), 4, 128, 1, 0)
-    assert out["cache_seqlens"].numel() == 0
-    assert (out["cu_seqlens_k"] == POISON).all() and (out["page_table_1"] == POISON).all()
+    bs = 6
+    r2t, rpi, seq, accept = make_case(seeded("oob", mode), mode, bs, 4, 128, page_size, 512)
+    pool = r2t.shape[0]
+    bad = {1: -1, 3: pool, 4: pool + 1000}
+    for i, v in bad.items():
+        rpi[i] = v
+    ref = reference(mode, r2t, rpi.clamp(0, pool - 1), seq, accept, 4, 128, page_size)
+    request_of_row = torch.repeat_interleave(
+        torch.arange(bs), torch.ones(bs, dtype=torch.long) if mode == DECODE else accept.long())
+    zeros = torch.zeros(r2t.shape[1], dtype=torch.int32)
+
+    def row_source(r):
+        i = int(request_of_row[r])
+        return zeros if i in bad else r2t[int(rpi[i])]
+
+    out = run_kernel(nsa, path, mode, device, r2t.to(device), rpi.to(device), seq.to(device),
+                     accept.to(device), 4, 128, page_size, bs)
+    check(out, ref, r2t, page_size, row_source=row_source)
+
+
+@pytest.mark.parametrize("path", kernel_params())
+def test_lengths_above_the_row_width_are_clamped(nsa, path):
+    """Documented clamp: kv lengths above req_to_token's row (and the page table's width) copy the
+    whole row and write nothing past it; the length fields keep SGLang's values."""
+    device = device_for(path)
+    bs, ctx = 4, 256
+    r2t, rpi, seq, accept = make_case(seeded("long"), VERIFY, bs, 4, 128, 64, ctx)
+    seq[1], seq[3] = ctx + 5, 10 * ctx
+    out = run_kernel(nsa, path, VERIFY, device, r2t.to(device), rpi.to(device), seq.to(device),
+                     accept.to(device), 4, 128, 64, bs)
+    check(out, reference(VERIFY, r2t, rpi, seq, accept, 4, 128, 64), r2t, 64)
+
+
+@pytest.mark.parametrize("path", kernel_params())
+def test_wrong_inputs_give_a_clear_error(nsa, path):
+    """An input dtype the kernels don't take is a TypeError naming it (replay_fastpath then lets
+    SGLang's code serve); too few entries is a ValueError naming it."""
+    device = device_for(path)
+    bs = 4
+    r2t, rpi, seq, accept = make_case(seeded("bad"), DRAFT_EXTEND, bs, 4, 128, 1, 256)
+    sets = [metadata_buffers(DRAFT_EXTEND, bs, bs * 4, 256, 1, device)]
+    fill = make_fill(nsa, path, sets, mode=DRAFT_EXTEND, req_to_token=r2t.to(device), n_draft=4,
+                     topk=128, page_size=1, bs=bs, device=device)
+    rpi, seq, accept = rpi.to(device), seq.to(device), accept.to(device)
+    with pytest.raises(TypeError, match="seq_lens must be int32 or int64"):
+        fill(rpi, seq.float(), accept)
+    with pytest.raises(TypeError, match="accept_length must be int32 or int64"):
+        fill(rpi, seq, accept.to(torch.int16))
+    with pytest.raises(ValueError, match="req_pool_indices"):
+        fill(rpi[: bs - 1], seq, accept)
+    with pytest.raises(ValueError, match="accept_length"):
+        fill(rpi, seq, accept[:1])
+    for name, t in vars(sets[0]).items():
+        assert (t == POISON).all(), f"{name} written by a rejected call"
+
+
+def test_unsupported_destination_is_named_at_capture(nsa):
+    """A captured buffer the kernels can't write (not int32 rows) is refused when the plan is
+    built, naming the buffer: replay_fastpath then leaves that bs to SGLang's own code."""
+    sets = [metadata_buffers(VERIFY, 2, 8, 64, 1, "cpu")]
+    sets[0].nsa_cache_seqlens_int32 = sets[0].nsa_cache_seqlens_int32.long()
+    r2t = torch.zeros(4, 64, dtype=torch.int32)
+    with pytest.raises(ValueError, match="metadata.nsa_cache_seqlens_int32"):
+        nsa.table.plan_table(sets, req_to_token=r2t, bs=2, topk=128, n_draft=4, device="cpu")
+    sets = [metadata_buffers(VERIFY, 2, 8, 64, 1, "cpu")]
+    sets[0].page_table_1 = sets[0].page_table_1.t()
+    with pytest.raises(ValueError, match="metadata.page_table_1"):
+        nsa.table.plan_table(sets, req_to_token=r2t, bs=2, topk=128, n_draft=4, device="cpu")

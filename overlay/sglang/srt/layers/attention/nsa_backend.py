@@ -927,7 +927,7 @@ class NativeSparseAttnBackend(
         )
         self.decode_cuda_graph_metadata[bs] = metadata
         self.forward_metadata = metadata
-        replay_fastpath.prepare([self], bs, owner=self)  # nsa-fastpath
+        replay_fastpath.prepare([self], bs, self, forward_mode)  # nsa-fastpath
 
     def init_forward_metadata_replay_cuda_graph(
         self,
@@ -1158,7 +1158,7 @@ class NativeSparseAttnBackend(
         self.set_nsa_prefill_impl(forward_batch=None)
 
         # nsa-fastpath: all copies in one launch (SGLANG_NSA_USE_BATCHED_COPY)
-        if replay_fastpath.copy_precomputed([self], self, bs, precomputed, forward_mode):
+        if replay_fastpath.copy_precomputed(self, bs, precomputed, forward_mode):
             return
 
         metadata = self.decode_cuda_graph_metadata[bs]
@@ -1915,15 +1915,18 @@ class NativeSparseAttnMultiStepBackend:
                 spec_info=forward_batch.spec_info,
             )
         # nsa-fastpath: one replay launch can then fill every step backend
-        replay_fastpath.prepare(self.attn_backends, forward_batch.batch_size, owner=self)
+        replay_fastpath.prepare(
+            self.attn_backends, forward_batch.batch_size, self, ForwardMode.DECODE
+        )
 
     def init_forward_metadata_replay_cuda_graph(
         self, forward_batch: ForwardBatch, bs: int
     ):
+        # nsa-fastpath: one launch fills every step backend (no precompute, no per-backend
+        # replays); otherwise SGLang 0.5.8's code below runs.
+        if replay_fastpath.replay_multi(self, bs, forward_batch):
+            return
         if envs.SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA.get():
-            # nsa-fastpath: one launch fills every step backend (no precompute, no copies)
-            if replay_fastpath.replay_multi(self, bs, forward_batch, ForwardMode.DECODE):
-                return
             # Precompute metadata once (shared across all backends)
             precomputed = self.attn_backends[0]._precompute_replay_metadata(
                 bs=bs,
@@ -1938,7 +1941,7 @@ class NativeSparseAttnMultiStepBackend:
             for b in self.attn_backends:
                 b.set_nsa_prefill_impl(forward_batch=None)
             if replay_fastpath.copy_precomputed(
-                self.attn_backends, self, bs, precomputed, ForwardMode.DECODE
+                self, bs, precomputed, ForwardMode.DECODE
             ):
                 return
 

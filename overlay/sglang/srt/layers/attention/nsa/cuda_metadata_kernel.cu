@@ -4,13 +4,21 @@
 // Python docstring there says what is written). One launch, no host sync, outputs addressed
 // through a device table of buffer pointers ([n_dest, 7] int64, one row per step backend).
 //
+// Inputs are taken as SGLang passes them: req_pool_indices and seq_lens int32 (the CUDA-graph
+// runners' buffers) or int64 (a ScheduleBatch's own tensors), accept_length int32 or int64, each
+// with any stride; req_to_token int32 with any strides. Nothing is copied or converted on the host.
+// Bounds (never an out-of-bounds read): a request index outside [0, pool rows) gets page-table
+// cells of 0 (SGLang's padding slot) instead of a req_to_token read; a kv length above the
+// req_to_token row or the page-table width is clamped to it.
+//
 // Layout: a 2-D grid of (row tiles) x (column tiles). Every block finds, for each of its rows
 // (one per extend token), the request the row belongs to -- by linear search over the requests'
 // row offsets for small batches, binary search for large ones (threshold chosen by the caller
 // from measurements, docs/BENCHMARKS.md) -- then copies its column tile of that request's
 // req_to_token row. Blocks of the first column tile also write the 1-D metadata of their rows,
 // and block (0, 0) the per-request fields. Row offsets and prefix sums over requests come from a
-// block-wide scan in shared memory (bs <= kMaxBs).
+// block-wide scan in shared memory (bs <= kMaxBs). Only portable CUDA (cub, no arch-specific
+// instructions): it builds for sm_80 and up, Hopper and Blackwell included.
 #include <cstdint>
 
 #include <cub/block/block_scan.cuh>
@@ -24,15 +32,26 @@ constexpr int kRowsPerBlock = 8;
 constexpr int kColsPerBlock = 1024;
 constexpr int kFields = 7;  // cache_seqlens, cu_seqlens_k, page_table_1, real_page_table,
                             // nsa_seqlens_expanded, nsa_cache_seqlens, nsa_cu_seqlens_k
+constexpr int kMaxScheduleDests = 16;
 
 enum Mode : int { kDecode = 0, kTargetVerify = 1, kDraftExtend = 2 };
 
+// A 1-D int32 or int64 device array with an element stride.
+struct IndexArray {
+  const void* ptr;
+  int64_t stride;
+  int is64;
+};
+
+__device__ __forceinline__ int64_t load(const IndexArray& a, int64_t i) {
+  return a.is64 ? static_cast<const int64_t*>(a.ptr)[i * a.stride]
+                : static_cast<const int32_t*>(a.ptr)[i * a.stride];
+}
+
 struct Args {
   const int32_t* req_to_token;
-  int64_t req_to_token_stride;
-  const int64_t* req_pool_indices;
-  const int64_t* seq_lens;
-  const int32_t* accept_length;
+  int64_t req_to_token_stride0, req_to_token_stride1, pool_rows, req_to_token_cols;
+  IndexArray req_pool_indices, seq_lens, accept_length;
   const int64_t* dest_table;
   int64_t page_table_stride;
   int64_t real_page_table_stride;
@@ -61,12 +80,12 @@ struct Shared {
 };
 
 __device__ __forceinline__ int64_t kv_len(const Args& a, int i) {
-  const int64_t s = a.seq_lens[i];
+  const int64_t s = load(a.seq_lens, i);
   return a.mode == kTargetVerify ? s + a.n_draft : s;
 }
 
 __device__ __forceinline__ int64_t ext_len(const Args& a, int i) {
-  return a.mode == kDecode ? 1 : (a.mode == kTargetVerify ? a.n_draft : a.accept_length[i]);
+  return a.mode == kDecode ? 1 : (a.mode == kTargetVerify ? a.n_draft : load(a.accept_length, i));
 }
 
 __device__ void scan_requests(const Args& a, Shared& sh) {
@@ -154,12 +173,15 @@ __global__ void __launch_bounds__(kThreads) fill_replay_metadata_kernel(const Ar
     const int i = sh.row_req[k];
     if (i < 0) continue;
     const int64_t r = row0 + k;
-    const int64_t kv = kv_len(a, i);
-    const int64_t limit = kv < a.max_cols ? kv : a.max_cols;
+    int64_t limit = kv_len(a, i);
+    limit = limit < a.max_cols ? limit : a.max_cols;
+    limit = limit < a.req_to_token_cols ? limit : a.req_to_token_cols;
     if (col0 >= limit) continue;
-    const int32_t* src = a.req_to_token + a.req_pool_indices[i] * a.req_to_token_stride;
+    const int64_t req = load(a.req_pool_indices, i);
+    const bool in_pool = req >= 0 && req < a.pool_rows;  // else: padding slot 0, no read
+    const int32_t* src = a.req_to_token + (in_pool ? req : 0) * a.req_to_token_stride0;
     for (int64_t c = col0 + threadIdx.x; c < col0 + kColsPerBlock && c < limit; c += kThreads) {
-      const int32_t v = src[c];
+      const int32_t v = in_pool ? src[c * a.req_to_token_stride1] : 0;
       for (int d = 0; d < a.n_dest; ++d) {
         dest(a, d, 2)[r * a.page_table_stride + c] = v;
         if (a.page_size > 1 && c % a.page_size == 0) {
@@ -167,6 +189,20 @@ __global__ void __launch_bounds__(kThreads) fill_replay_metadata_kernel(const Ar
         }
       }
     }
+  }
+}
+
+// The DeepGEMM schedule computed once, copied into every step backend's captured buffer.
+struct ScheduleDests {
+  int32_t* ptr[kMaxScheduleDests];
+  int n;
+};
+
+__global__ void copy_schedule_kernel(const int32_t* src, int64_t numel, ScheduleDests dests) {
+  for (int64_t k = blockIdx.x * blockDim.x + threadIdx.x; k < numel;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t v = src[k];
+    for (int d = 0; d < dests.n; ++d) dests.ptr[d][k] = v;
   }
 }
 
@@ -185,53 +221,143 @@ int launch_fill_replay_metadata(const Args& a, cudaStream_t stream) {
 }  // namespace nsa_fastpath
 
 #ifdef TORCH_EXTENSION_NAME
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
+
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace {
 
-void fill_replay_metadata(int64_t mode, torch::Tensor req_to_token, torch::Tensor req_pool_indices,
-                          torch::Tensor seq_lens, torch::Tensor accept_length,
-                          torch::Tensor dest_table, int64_t n_draft, int64_t topk,
-                          int64_t page_size, int64_t bs, int64_t max_rows, int64_t max_cols,
-                          int64_t page_table_stride, int64_t real_page_table_stride,
-                          bool binary_search) {
-  TORCH_CHECK(req_to_token.is_cuda() && req_to_token.scalar_type() == torch::kInt32,
-              "req_to_token must be a CUDA int32 tensor");
-  TORCH_CHECK(req_pool_indices.scalar_type() == torch::kInt64 &&
-                  seq_lens.scalar_type() == torch::kInt64,
-              "req_pool_indices and seq_lens must be int64");
-  TORCH_CHECK(accept_length.scalar_type() == torch::kInt32, "accept_length must be int32");
-  TORCH_CHECK(dest_table.scalar_type() == torch::kInt64 && dest_table.size(1) == 7,
-              "dest_table must be [n_dest, 7] int64");
-  TORCH_CHECK(bs <= nsa_fastpath::kMaxBs, "bs ", bs, " above the CUDA kernel's limit ",
-              nsa_fastpath::kMaxBs);
-  TORCH_CHECK(req_pool_indices.numel() >= bs && seq_lens.numel() >= bs,
-              "replay inputs hold fewer than bs requests");
-  nsa_fastpath::Args a{req_to_token.data_ptr<int32_t>(), req_to_token.stride(0),
-                       req_pool_indices.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(),
-                       accept_length.data_ptr<int32_t>(), dest_table.data_ptr<int64_t>(),
-                       page_table_stride, real_page_table_stride,
-                       static_cast<int>(bs), static_cast<int>(topk), static_cast<int>(n_draft),
-                       static_cast<int>(max_rows), static_cast<int>(max_cols),
-                       static_cast<int>(mode), static_cast<int>(page_size),
-                       static_cast<int>(dest_table.size(0)), binary_search ? 1 : 0};
-  const int err = nsa_fastpath::launch_fill_replay_metadata(
-      a, at::cuda::getCurrentCUDAStream(req_to_token.get_device()).stream());
-  TORCH_CHECK(err == 0, "fill_replay_metadata launch failed: ",
-              cudaGetErrorString(static_cast<cudaError_t>(err)));
+namespace nf = nsa_fastpath;
+
+nf::IndexArray index_array(const torch::Tensor& t, const char* name, int64_t bs, int device) {
+  if (!t.is_cuda() || t.get_device() != device) {
+    throw pybind11::value_error(std::string("nsa-fastpath: ") + name + " must be on the backend's GPU");
+  }
+  const auto type = t.scalar_type();
+  if (type != torch::kInt32 && type != torch::kInt64) {
+    throw pybind11::type_error(std::string("nsa-fastpath: ") + name + " must be int32 or int64, got " +
+                               std::string(c10::toString(type)));
+  }
+  if (t.dim() != 1 || t.size(0) < bs) {
+    throw pybind11::value_error(std::string("nsa-fastpath: ") + name + " holds " +
+                                std::to_string(t.dim() == 1 ? t.size(0) : -1) +
+                                " entries (1-D expected), fewer than bs=" + std::to_string(bs));
+  }
+  return {t.data_ptr(), t.stride(0), type == torch::kInt64 ? 1 : 0};
 }
 
-// Benchmark floor: this binding's call cost plus one empty kernel launch.
+// Everything of one captured (backend set, bs, mode) that does not change between replays, so a
+// replay passes only its three inputs. Built at capture time by cuda_metadata_wrapper.py.
+class FillPlan {
+ public:
+  FillPlan(torch::Tensor req_to_token, torch::Tensor dest_table, std::vector<torch::Tensor> schedules,
+           int64_t mode, int64_t n_draft, int64_t topk, int64_t page_size, int64_t bs,
+           int64_t max_rows, int64_t max_cols, int64_t page_table_stride,
+           int64_t real_page_table_stride, bool binary_search)
+      : req_to_token_(std::move(req_to_token)), dest_table_(std::move(dest_table)),
+        schedules_(std::move(schedules)) {
+    TORCH_CHECK(req_to_token_.is_cuda() && req_to_token_.scalar_type() == torch::kInt32 &&
+                    req_to_token_.dim() == 2,
+                "nsa-fastpath: req_to_token must be a 2-D CUDA int32 tensor");
+    TORCH_CHECK(dest_table_.is_cuda() && dest_table_.scalar_type() == torch::kInt64 &&
+                    dest_table_.dim() == 2 && dest_table_.size(1) == nf::kFields,
+                "nsa-fastpath: dest_table must be [n_dest, 7] int64 on the GPU");
+    TORCH_CHECK(bs <= nf::kMaxBs, "nsa-fastpath: bs ", bs, " above the CUDA kernel's limit ",
+                nf::kMaxBs);
+    TORCH_CHECK(schedules_.size() <= static_cast<size_t>(nf::kMaxScheduleDests),
+                "nsa-fastpath: more than ", nf::kMaxScheduleDests, " schedule buffers");
+    for (const auto& s : schedules_) {
+      TORCH_CHECK(s.is_cuda() && s.scalar_type() == torch::kInt32 && s.is_contiguous() &&
+                      s.sizes() == schedules_[0].sizes(),
+                  "nsa-fastpath: schedule buffers must be contiguous int32 of one shape");
+    }
+    device_ = req_to_token_.get_device();
+    args_ = nf::Args{req_to_token_.data_ptr<int32_t>(), req_to_token_.stride(0),
+                     req_to_token_.stride(1), req_to_token_.size(0), req_to_token_.size(1),
+                     {}, {}, {}, dest_table_.data_ptr<int64_t>(),
+                     page_table_stride, real_page_table_stride,
+                     static_cast<int>(bs), static_cast<int>(topk), static_cast<int>(n_draft),
+                     static_cast<int>(max_rows), static_cast<int>(max_cols),
+                     static_cast<int>(mode), static_cast<int>(page_size),
+                     static_cast<int>(dest_table_.size(0)), binary_search ? 1 : 0};
+    dests_.n = static_cast<int>(schedules_.size());
+    for (size_t d = 0; d < schedules_.size(); ++d) dests_.ptr[d] = schedules_[d].data_ptr<int32_t>();
+  }
+
+  // One launch on the current stream; no host sync.
+  void fill(const torch::Tensor& req_pool_indices, const torch::Tensor& seq_lens,
+            const std::optional<torch::Tensor>& accept_length) {
+    nf::Args a = args_;
+    a.req_pool_indices = index_array(req_pool_indices, "req_pool_indices", a.bs, device_);
+    a.seq_lens = index_array(seq_lens, "seq_lens", a.bs, device_);
+    if (a.mode == nf::kDraftExtend) {
+      if (!accept_length.has_value()) {
+        throw pybind11::value_error("nsa-fastpath: draft_extend needs spec_info.accept_length");
+      }
+      a.accept_length = index_array(*accept_length, "accept_length", a.bs, device_);
+    }
+    const int err = nf::launch_fill_replay_metadata(a, c10::cuda::getCurrentCUDAStream(device_).stream());
+    TORCH_CHECK(err == 0, "fill_replay_metadata launch failed: ",
+                cudaGetErrorString(static_cast<cudaError_t>(err)));
+  }
+
+  // Both kernels launched once with nothing to do (no request, no element), so that their lazy
+  // module load happens at capture time rather than on the first replay.
+  void warm() {
+    nf::Args a = args_;
+    a.bs = 0;
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device_).stream();
+    nf::fill_replay_metadata_kernel<<<1, nf::kThreads, 0, stream>>>(a);
+    nf::copy_schedule_kernel<<<1, 256, 0, stream>>>(nullptr, 0, dests_);
+    const cudaError_t err = cudaGetLastError();
+    TORCH_CHECK(err == cudaSuccess, "nsa-fastpath: warm-up launch failed: ", cudaGetErrorString(err));
+  }
+
+  // The fresh DeepGEMM schedule into every captured schedule buffer, one launch.
+  void copy_schedule(const torch::Tensor& src) {
+    if (!src.is_cuda() || src.scalar_type() != torch::kInt32 || !src.is_contiguous() ||
+        schedules_.empty() || src.sizes() != schedules_[0].sizes()) {
+      throw pybind11::value_error("nsa-fastpath: DeepGEMM schedule shape/dtype differs from the captured one");
+    }
+    const int64_t numel = src.numel();
+    const int blocks = static_cast<int>((numel + 255) / 256 < 64 ? (numel + 255) / 256 : 64);
+    nf::copy_schedule_kernel<<<blocks > 0 ? blocks : 1, 256, 0,
+                               c10::cuda::getCurrentCUDAStream(device_).stream()>>>(
+        src.data_ptr<int32_t>(), numel, dests_);
+    const cudaError_t err = cudaGetLastError();
+    TORCH_CHECK(err == cudaSuccess, "copy_schedule launch failed: ", cudaGetErrorString(err));
+  }
+
+ private:
+  torch::Tensor req_to_token_, dest_table_;  // kept alive: args_ holds their pointers
+  std::vector<torch::Tensor> schedules_;
+  nf::Args args_;
+  nf::ScheduleDests dests_{};
+  int device_ = 0;
+};
+
+// Benchmark floor: this extension's call cost plus one empty kernel launch.
 void empty_launch() {
-  nsa_fastpath::empty_kernel<<<1, 1, 0, at::cuda::getCurrentCUDAStream().stream()>>>();
+  nf::empty_kernel<<<1, 1, 0, c10::cuda::getCurrentCUDAStream().stream()>>>();
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("fill_replay_metadata", &fill_replay_metadata, "nsa-fastpath replay metadata (CUDA)");
+  pybind11::class_<FillPlan>(m, "FillPlan")
+      .def(pybind11::init<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>, int64_t,
+                          int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, bool>())
+      .def("fill", &FillPlan::fill, "nsa-fastpath replay metadata: one launch",
+           pybind11::arg("req_pool_indices"), pybind11::arg("seq_lens"),
+           pybind11::arg("accept_length") = pybind11::none())
+      .def("copy_schedule", &FillPlan::copy_schedule)
+      .def("warm", &FillPlan::warm);
   m.def("empty_launch", &empty_launch, "empty kernel launch (benchmark floor)");
-  m.attr("max_bs") = nsa_fastpath::kMaxBs;
+  m.attr("max_bs") = nf::kMaxBs;
+  m.attr("max_schedule_dests") = nf::kMaxScheduleDests;
 }
 #endif

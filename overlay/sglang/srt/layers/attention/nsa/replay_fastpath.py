@@ -1,19 +1,28 @@
 # Copyright 2026 nsa-fastpath authors. Licensed under the Apache License, Version 2.0.
 """nsa-fastpath: choose and run the fast path for NSA CUDA-graph replay metadata.
 
-Everything the forked nsa_backend.py calls lives here and imports our kernel modules lazily: a
-kernel module that can't load disables its path (logged once), never the backend's import.
+This module orchestrates; the kernel modules (cuda_metadata_wrapper, triton_metadata_kernel,
+triton_batched_copy) are leaves that it loads lazily: a kernel module that can't load disables
+its path (logged once), never the backend's import. The forked nsa_backend.py calls:
 
-`replay(backend, ...)` is called first thing by the forked
-`NativeSparseAttnBackend.init_forward_metadata_replay_cuda_graph`. It fills the capture-time
-metadata buffers with one fused kernel launch and no host sync, then refreshes the DeepGEMM
-schedule (and FlashMLA metadata) exactly as SGLang 0.5.8 does; it returns False to let
-SGLang's own code run instead.
+- `prepare(backends, bs, owner, forward_mode)` from init_forward_metadata_capture_cuda_graph (a
+  backend, or a NativeSparseAttnMultiStepBackend for all its step backends). At capture time it
+  reads the flags, picks the path, and builds a plan for that bs: the device table of every
+  buffer the replay writes, the CUDA extension loaded (built if need be) or every Triton variant
+  a replay can launch compiled and loaded, and the DeepGEMM schedule step resolved. Capture runs
+  at server start; a replay then never compiles, loads or reads a flag.
+- `replay(...)` / `replay_multi(...)` first thing in the replay methods: one fused launch fills
+  the captured buffers of every backend (no host sync), then the DeepGEMM schedule (and FlashMLA
+  metadata) is refreshed as SGLang 0.5.8 does it. False lets SGLang's own code run instead.
+- `copy_precomputed(...)` in the precomputed multi-step path, when the fused fill is off: every
+  copy into every step backend by one launch (triton_batched_copy) or one `_foreach_copy_`.
 
-Paths, in priority order, each behind its flag (read on every call, so tests and operators can
-flip them): CUDA C++ (`SGLANG_NSA_USE_CUDA_METADATA`, when the extension is built), Triton
-(`SGLANG_NSA_USE_TRITON_METADATA`), then SGLang's own Python. A path that raises is logged once
-with the reason and skipped for the rest of the process.
+Paths, in priority order, each behind its flag: CUDA C++ (`SGLANG_NSA_USE_CUDA_METADATA`, when
+the extension loads), Triton (`SGLANG_NSA_USE_TRITON_METADATA`), then SGLang's own Python. The
+flags are read when the CUDA graphs are captured (server start). A path that raises on a replay
+is logged once with the reason and skipped for the rest of the process. `served` counts the
+replays each path served and `path_report()` returns it; `describe()` says what this Python
+would use (apply.sh status).
 
 The one host value the fast path needs is draft_extend's token count, for slicing the seqlens
 handed to DeepGEMM (and FlashMLA). SGLang 0.5.8 gets it with `accept_length.tolist()`, a sync.
@@ -34,16 +43,18 @@ from collections import Counter
 import torch
 
 from sglang.srt.environ import envs
+from sglang.srt.utils import is_cuda
 
 logger = logging.getLogger(__name__)
 
 MODE_DECODE, MODE_TARGET_VERIFY, MODE_DRAFT_EXTEND = 0, 1, 2
+INDEX_DTYPES = (torch.int32, torch.int64)
 
-_failed: dict[str, str] = {}  # path name -> reason it was disabled for this process
-_announced: set[str] = set()
 # Replay calls served, per path: "metadata.cuda" / "metadata.triton" / "metadata.upstream" for the
 # replay entry points, "copy.triton" / "copy.foreach" / "copy.upstream" for the precomputed copy.
 served: Counter = Counter()
+_failed: dict[str, str] = {}  # path name -> reason it was disabled for this process
+_logged: set[str] = set()
 
 
 def path_report() -> dict:
@@ -51,33 +62,29 @@ def path_report() -> dict:
     return {"served": dict(served), "disabled": dict(_failed)}
 
 
-def _triton_fill():
-    from sglang.srt.layers.attention.nsa.triton_metadata_kernel import fill_replay_metadata
-
-    return fill_replay_metadata
-
-
-def _cuda_fill():
-    from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as w
-
-    if not w.is_cuda_kernel_available():
-        return None
-    return w.fill_replay_metadata_cuda
+def reset_for_tests() -> None:
+    served.clear()
+    _failed.clear()
+    _logged.clear()
 
 
-def _candidates(device):
-    on_gpu = torch.device(device).type == "cuda"  # SGLang passes a str, e.g. "cuda"
-    if on_gpu and envs.SGLANG_NSA_USE_CUDA_METADATA.get():
-        yield "cuda", _cuda_fill
-    triton_runs_here = on_gpu or os.environ.get("TRITON_INTERPRET") == "1"
-    if triton_runs_here and envs.SGLANG_NSA_USE_TRITON_METADATA.get():
-        yield "triton", _triton_fill
+def _log_once(key: str, level: int, msg: str, *args) -> None:
+    if key not in _logged:
+        _logged.add(key)
+        logger.log(level, msg, *args)
 
 
-def _announce(name: str, detail: str = "") -> None:
-    if name not in _announced:
-        _announced.add(name)
-        logger.info("nsa-fastpath: NSA replay metadata path: %s%s", name, detail)
+def _disable(name: str, error: Exception) -> None:
+    if name not in _failed:
+        _failed[name] = f"{type(error).__name__}: {error}"
+        logger.warning("nsa-fastpath: %s replay path disabled for this process: %s",
+                       name, _failed[name])
+
+
+def _serve(key: str) -> None:
+    if not served[key]:
+        logger.info("nsa-fastpath: NSA replay path: %s", key)
+    served[key] += 1
 
 
 def _mode_of(forward_mode) -> int | None:
@@ -90,185 +97,338 @@ def _mode_of(forward_mode) -> int | None:
     return None
 
 
-def _draft_extend_tokens(backend, bs: int, forward_mode, spec_info, capacity: int):
-    """Host token count for draft_extend, or None when it can't be had without a sync."""
-    needs_count = backend.nsa_decode_impl == "flashmla_kv" or forward_mode.is_draft_extend()
-    if not needs_count:
-        return 0  # DRAFT_EXTEND_V2 without FlashMLA: nothing on the host needs the count
-    if forward_mode.is_draft_extend_v2():
-        return None
-    hint = getattr(spec_info, "extend_seq_lens_cpu", None)
-    if hint is None or len(hint) < bs:
-        return None
-    total = sum(hint[:bs])
-    if total > capacity:
-        raise ValueError(
-            f"nsa-fastpath: draft_extend has {total} tokens for bs={bs}, above the "
-            f"{capacity} rows captured for it (bs * speculative_num_draft_tokens)"
-        )
-    return total
+# ------------------------------------------------------------------ capture time
+def prepare(backends, bs: int, owner, forward_mode) -> None:
+    """At capture time: the replay plan of `owner` for `bs` (see the module docstring).
+
+    `owner` (the backend, or the multi-step backend for all its step backends) keeps the plan.
+    A plan that can't be built is logged and SGLang's own replay code serves that bs.
+    """
+    plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
+    plans.pop(bs, None)
+    mode = _mode_of(forward_mode)
+    if mode is None:
+        return
+    if torch.device(backends[0].device).type == "cuda" and torch.cuda.is_current_stream_capturing():
+        logger.warning("nsa-fastpath: capture metadata for bs=%d was initialized inside a CUDA "
+                       "graph capture; SGLang's own replay code serves it", bs)
+        return
+    try:
+        plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0])
+    except Exception as e:
+        logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-_resolved: dict = {}  # (device, flag values) -> [(name, fill)], so replays skip the lookups
+def _input_dtypes(mode: int):
+    """Input dtype combinations a replay can bring: the CUDA-graph runners' int32 buffers, a
+    ScheduleBatch's int64 tensors (the draft runner passes them unpadded), and mixes of both."""
+    accepts = INDEX_DTYPES if mode == MODE_DRAFT_EXTEND else (None,)
+    return [(r, s, a) for r in INDEX_DTYPES for s in INDEX_DTYPES for a in accepts]
 
 
-def _fast_fills(backend) -> list:
-    """The fast-path fill functions to try for this backend, in priority order."""
-    key = (backend.device, envs.SGLANG_NSA_USE_CUDA_METADATA.get(),
-           envs.SGLANG_NSA_USE_TRITON_METADATA.get(), len(_failed))
-    fills = _resolved.get(key)
-    if fills is None:
-        fills = []
-        for name, load in _candidates(backend.device):
-            if name in _failed:
+class _Plan:
+    """Everything one captured (backends, bs) replay needs, resolved at capture time."""
+
+    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool):
+        first = backends[0]
+        self.backends = backends
+        self.bs, self.mode, self.forward_mode = bs, mode, forward_mode
+        self.metadatas = [b.decode_cuda_graph_metadata[bs] for b in backends]
+        self.metadata = self.metadatas[0]
+        self.pairs = list(zip(backends, self.metadatas))
+        self.resets = backends if multi else ()  # see replay_multi
+        self.n_draft = first.speculative_num_draft_tokens or 0
+        self.rows = self.metadata.page_table_1.shape[0]
+        self.n_tokens = {MODE_DECODE: bs, MODE_TARGET_VERIFY: bs * self.n_draft}.get(mode)
+        self.flashmla = first.nsa_decode_impl == "flashmla_kv"
+        self.on_gpu = torch.device(first.device).type == "cuda"
+        from sglang.srt.layers.attention.nsa.metadata_table import plan_table
+
+        self.table = plan_table(
+            self.metadatas, req_to_token=first.req_to_token, bs=bs, topk=first.nsa_index_topk,
+            n_draft=self.n_draft, device=first.device)
+        self._schedule_init(forward_mode)
+        self.verify_copy = envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get()
+        self.copy_on = envs.SGLANG_NSA_USE_BATCHED_COPY.get()
+        self.launchers = []  # [name, fill, copy_schedule or None]: the first one serves
+        if self.on_gpu and envs.SGLANG_NSA_USE_CUDA_METADATA.get():
+            self.launchers.append(["cuda", None, None])
+        if (self.on_gpu or os.environ.get("TRITON_INTERPRET") == "1") and \
+                envs.SGLANG_NSA_USE_TRITON_METADATA.get():
+            self.launchers.append(["triton", None, None])
+        self._load_first_launcher()
+        if not self.launchers and self.copy_on and multi:
+            self._warm_copy()
+
+    # -------------------------------------------------------------- launchers
+    def _load_first_launcher(self) -> None:
+        """Drop launchers that are disabled or can't load, until the first one is ready."""
+        while self.launchers and self.launchers[0][1] is None:
+            name = self.launchers[0][0]
+            try:
+                if name in _failed:
+                    raise RuntimeError(_failed[name])
+                self.launchers[0][1:] = self._cuda() if name == "cuda" else self._triton()
+            except Exception as e:  # extension can't build/load, Triton missing or failing ...
+                if name not in _failed:
+                    _disable(name, e)
+                self.launchers.pop(0)
+
+    def _cuda(self):
+        from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
+
+        if not cw.is_cuda_kernel_available():
+            raise RuntimeError(cw.get_kernel_info()["error"])
+        m = self.metadata
+        plan = cw.make_plan(
+            req_to_token=self.backends[0].req_to_token, dest_table=self._dest_table(),
+            schedules=self.schedules or [], mode=self.mode, n_draft=self.n_draft,
+            topk=self.backends[0].nsa_index_topk, page_size=self.backends[0].real_page_size,
+            bs=self.bs, page_table_shape=tuple(m.page_table_1.shape),
+            page_table_stride=m.page_table_1.stride(0),
+            real_page_table_stride=m.real_page_table.stride(0))
+        plan.warm()  # CUDA loads kernels lazily, at their first launch: do that now
+        return plan.fill, plan.copy_schedule if self.schedules else None
+
+    def _triton(self):
+        from sglang.srt.layers.attention.nsa import triton_metadata_kernel as tk
+
+        b = self.backends[0]
+        plan = tk.FillPlan(
+            self.table, mode=self.mode, n_draft=self.n_draft, page_size=b.real_page_size,
+            bs=self.bs, n_dest=len(self.backends),
+            page_table_shape=tuple(self.metadata.page_table_1.shape),
+            input_dtypes=_input_dtypes(self.mode))
+        return plan.fill, None
+
+    def _dest_table(self) -> torch.Tensor:
+        """The destination rows of the plan table as [n_dest, 7] (a view, no copy)."""
+        from sglang.srt.layers.attention.nsa.metadata_table import N_FIELDS
+
+        n = len(self.backends)
+        return self.table[: n * N_FIELDS].view(n, N_FIELDS)
+
+    def _warm_copy(self) -> None:
+        from sglang.srt.layers.attention.nsa import triton_batched_copy as bc
+
+        try:
+            bc.warm(self.table, self.metadata, len(self.backends), copy_expanded=False,
+                    has_real=self.backends[0].real_page_size > 1)
+        except Exception as e:
+            _disable("batched-copy", e)
+
+    # -------------------------------------------------------------- DeepGEMM schedule
+    def _schedule_init(self, forward_mode) -> None:
+        """Resolve SGLang 0.5.8's `_refresh_paged_mqa_schedule` once: None = nothing to do;
+        otherwise DeepGEMM's function and the captured buffers it refreshes."""
+        self.schedule_fn = self.num_sms_fn = self.schedules = None
+        self._seqlens_views: dict = {}
+        if not (is_cuda() and (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
+                               or forward_mode.is_draft_extend())):
+            return  # 0.5.8 refreshes nothing here
+        try:
+            import deep_gemm
+        except (ImportError, ModuleNotFoundError):
+            self.schedules = []  # 0.5.8 sets the schedule to None on every replay
+            return
+        self.schedule_fn = deep_gemm.get_paged_mqa_logits_metadata
+        self.num_sms_fn = deep_gemm.get_num_sms
+        self.schedules = [m.paged_mqa_schedule_metadata for m in self.metadatas]
+        if any(s is None for s in self.schedules):
+            raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
+
+    def _seqlens_for_schedule(self, n: int) -> torch.Tensor:
+        view = self._seqlens_views.get(n)
+        if view is None:
+            m = self.metadata
+            view = m.cache_seqlens_int32 if self.mode == MODE_DECODE else m.nsa_seqlens_expanded[:n]
+            self._seqlens_views[n] = view
+        return view
+
+    def _refresh_schedule(self, n: int, copy_schedule) -> None:
+        if self.schedule_fn is None:
+            if self.schedules is not None:  # deep_gemm not importable
+                for m in self.metadatas:
+                    m.paged_mqa_schedule_metadata = None
+            return
+        new = self.schedule_fn(self._seqlens_for_schedule(n), 64, self.num_sms_fn())
+        if copy_schedule is not None:
+            copy_schedule(new)
+        elif len(self.schedules) == 1:
+            self.schedules[0].copy_(new)
+        else:
+            torch._foreach_copy_(self.schedules, [new] * len(self.schedules))
+
+    def _refresh_flashmla(self, n: int) -> None:
+        first, m = self.backends[0], self.metadata
+        first._refresh_flashmla_metadata(m, m.nsa_cache_seqlens_int32[:n])
+        for other in self.metadatas[1:]:
+            other.flashmla_metadata.slice(slice(0, n + 1)).copy_(
+                m.flashmla_metadata.slice(slice(0, n + 1)))
+
+    # -------------------------------------------------------------- replay
+    def run(self, req_pool_indices, seq_lens, spec_info) -> bool:
+        for b in self.resets:
+            b.set_nsa_prefill_impl(forward_batch=None)
+        n, accept = self.n_tokens, None
+        if n is None:  # draft_extend
+            n = self._draft_extend_tokens(spec_info)
+            if n is None:
+                _serve("metadata.upstream")
+                return False
+            accept = spec_info.accept_length
+        while self.launchers:
+            name, fill, copy_schedule = self.launchers[0]
+            if name in _failed:  # another plan's launch of this path failed
+                self.launchers.pop(0)
+                self._load_first_launcher()
                 continue
             try:
-                fill = load()
-            except Exception as e:  # extension failed to build/load, Triton missing ...
+                fill(req_pool_indices, seq_lens, accept)
+            except ValueError:
+                raise  # bad input: report it, don't mask it by falling back
+            except TypeError as e:  # an input dtype the kernels don't take: SGLang's code
+                _log_once(f"type:{e}", logging.WARNING, "nsa-fastpath: %s; SGLang's own replay "
+                          "code serves such inputs", e)
+                break
+            except Exception as e:  # launch failure: the next path from now on
                 _disable(name, e)
                 continue
-            if fill is not None:
-                fills.append((name, fill))
-        _resolved[(*key[:3], len(_failed))] = fills
-    return fills
+            if self.flashmla:
+                self._refresh_flashmla(n)
+            self._refresh_schedule(n, copy_schedule)
+            for b, m in self.pairs:
+                b.forward_metadata = m
+            _serve(f"metadata.{name}")
+            return True
+        _serve("metadata.upstream")
+        return False
+
+    def _draft_extend_tokens(self, spec_info) -> int | None:
+        """Host token count for draft_extend, or None when it can't be had without a sync."""
+        needs_count = self.flashmla or self.forward_mode.is_draft_extend()
+        if not needs_count:
+            return 0  # DRAFT_EXTEND_V2 without FlashMLA: nothing on the host needs the count
+        if self.forward_mode.is_draft_extend_v2():
+            return None
+        hint = getattr(spec_info, "extend_seq_lens_cpu", None)
+        if hint is None or len(hint) < self.bs:
+            return None
+        hint = hint[: self.bs]
+        total = sum(hint)
+        if total > self.rows or max(hint) > self.n_draft:
+            raise ValueError(
+                f"nsa-fastpath: draft_extend has {total} tokens for bs={self.bs} (at most "
+                f"{max(hint)} for one request), above the {self.rows} rows captured for it "
+                f"(bs * speculative_num_draft_tokens, {self.n_draft} per request)")
+        return total
+
+    def copy(self, precomputed, forward_mode) -> str | None:
+        """The precomputed copies into every backend; the path that did them, None = declined."""
+        from sglang.srt.layers.attention.nsa import triton_batched_copy as bc
+
+        m = self.metadata
+        if precomputed.page_indices.shape[0] > self.rows:
+            raise ValueError(
+                f"nsa-fastpath: {precomputed.page_indices.shape[0]} precomputed page-table rows "
+                f"for bs={self.bs}, above the {self.rows} captured")
+        if bc.destinations_contiguous(m, precomputed):  # _foreach_copy_ is one launch, cheaper
+            bc.copy_with_foreach(self.metadatas, precomputed, forward_mode)
+            path = "foreach"
+        else:
+            why = bc.unsupported_source(precomputed)
+            if why is not None:
+                _log_once(f"copy-source:{why}", logging.WARNING, "nsa-fastpath: %s; SGLang's "
+                          "per-tensor copies serve such sources", why)
+                return None
+            try:
+                bc.launch(precomputed, self.table, m, len(self.backends),
+                          copy_expanded=not forward_mode.is_decode_or_idle())
+            except Exception as e:  # compile error, launch failure: plain copies from now on
+                _disable("batched-copy", e)
+                return None
+            path = "triton"
+        size = precomputed.seqlens_expanded_size
+        if precomputed.flashmla_metadata is not None:
+            for other in self.metadatas:
+                other.flashmla_metadata.slice(slice(0, size + 1)).copy_(precomputed.flashmla_metadata)
+        self._refresh_schedule(size, None)
+        for b, md in self.pairs:
+            b.forward_metadata = md
+        if self.verify_copy:
+            bc.verify(self.metadatas, precomputed, forward_mode)
+        return path
 
 
-def prepare(backends, bs: int, owner) -> None:
-    """At capture time: the device table of every backend's buffers for `bs`, and the CUDA
-    extension loaded (or built).
+# ------------------------------------------------------------------ replay time
+_NO_PLANS: dict = {}
 
-    `owner` (the backend, or the multi-step backend for all its step backends) keeps the table.
-    Capture may sync; replay must not, so everything that needs the host happens here. (A Triton
-    kernel still compiles on its first launch per mode and batch-size bucket; Triton caches it
-    on disk for later starts.)
-    """
-    tables = owner.__dict__.setdefault("_nsa_fastpath_dest", {})
-    _fast_fills(backends[0])  # load (or build) the CUDA extension now, not on a replay
-    try:
-        from sglang.srt.layers.attention.nsa.triton_metadata_kernel import destination_table
 
-        tables[bs] = destination_table(
-            [b.decode_cuda_graph_metadata[bs] for b in backends], backends[0].device
-        )
-    except Exception as e:
-        tables.pop(bs, None)
-        logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
+def _plan_for(owner, bs: int, forward_mode):
+    plan = owner.__dict__.get("_nsa_fastpath_plans", _NO_PLANS).get(bs)
+    if plan is not None and forward_mode is not plan.forward_mode and \
+            _mode_of(forward_mode) != plan.mode:
+        return None  # replayed in another mode than captured: SGLang's own code
+    return plan
 
 
 def replay(backend, bs, req_pool_indices, seq_lens, forward_mode, spec_info) -> bool:
     """Fill backend.decode_cuda_graph_metadata[bs] for this replay; False = not handled."""
-    return _replay([backend], backend, bs, req_pool_indices, seq_lens, forward_mode, spec_info)
-
-
-def replay_multi(multi, bs, forward_batch, forward_mode) -> bool:
-    """One launch fills every step backend of a NativeSparseAttnMultiStepBackend."""
-    return _replay(multi.attn_backends, multi, bs, forward_batch.req_pool_indices,
-                   forward_batch.seq_lens, forward_mode, forward_batch.spec_info)
-
-
-def _replay(backends, owner, bs, req_pool_indices, seq_lens, forward_mode, spec_info) -> bool:
-    mode = _mode_of(forward_mode)
-    if mode is None:
+    plan = _plan_for(backend, bs, forward_mode)
+    if plan is None:
+        _serve("metadata.upstream")
         return False
-    table = getattr(owner, "_nsa_fastpath_dest", {}).get(bs)
-    for name, fill in _fast_fills(backends[0]) if table is not None else ():
-        try:
-            handled = _run(backends, table, fill, mode, bs, req_pool_indices, seq_lens,
-                           forward_mode, spec_info)
-        except ValueError:
-            raise  # bad input: report it, don't mask it by falling back
-        except Exception as e:  # compile error, launch failure: next path from now on
-            _disable(name, e)
-            continue
-        if handled:
-            _announce(name)
-            served[f"metadata.{name}"] += 1
-            return True
-        break
-    _announce("upstream (SGLang 0.5.8)", "" if not _failed else f"; disabled: {_failed}")
-    served["metadata.upstream"] += 1
-    return False
+    return plan.run(req_pool_indices, seq_lens, spec_info)
 
 
-def copy_precomputed(backends, owner, bs, precomputed, forward_mode) -> bool:
-    """The batched copy of precomputed metadata (triton_batched_copy.copy_precomputed), loaded
-    lazily so that a module that can't load costs only this path, never the backend's import."""
+def replay_multi(multi, bs, forward_batch) -> bool:
+    """One launch fills every step backend of a NativeSparseAttnMultiStepBackend (with or without
+    SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA: the result is the same). Each step backend's
+    `set_nsa_prefill_impl(None)` runs first, as in every 0.5.8 replay path."""
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    plan = _plan_for(multi, bs, ForwardMode.DECODE)
+    if plan is None:
+        _serve("metadata.upstream")
+        return False
+    return plan.run(forward_batch.req_pool_indices, forward_batch.seq_lens, forward_batch.spec_info)
+
+
+def copy_precomputed(owner, bs, precomputed, forward_mode) -> bool:
+    """The precomputed metadata copied into every backend of `owner` by one launch (or one
+    `_foreach_copy_`); False = SGLang 0.5.8's per-tensor copies run instead."""
+    plan = _plan_for(owner, bs, forward_mode)
     path = None
-    if "batched-copy" not in _failed and envs.SGLANG_NSA_USE_BATCHED_COPY.get():
-        try:
-            from sglang.srt.layers.attention.nsa.triton_batched_copy import copy_precomputed as impl
-        except Exception as e:
-            _disable("batched-copy", e)
-        else:
-            path = impl(backends, owner, bs, precomputed, forward_mode)
-    served[f"copy.{path or 'upstream'}"] += 1
+    if plan is not None and plan.copy_on and "batched-copy" not in _failed:
+        path = plan.copy(precomputed, forward_mode)
+    _serve(f"copy.{path or 'upstream'}")
     return path is not None
 
 
-def _disable(name: str, error: Exception) -> None:
-    _failed[name] = f"{type(error).__name__}: {error}"
-    logger.warning("nsa-fastpath: %s replay-metadata path disabled for this process: %s",
-                   name, _failed[name])
+# ------------------------------------------------------------------ apply.sh status
+def describe() -> str:
+    """The replay-metadata path this Python would use on this machine; builds and loads nothing."""
+    cuda_on = envs.SGLANG_NSA_USE_CUDA_METADATA.get()
+    triton_on = envs.SGLANG_NSA_USE_TRITON_METADATA.get()
+    notes = []
+    if cuda_on and torch.cuda.is_available():
+        from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
+        built = cw.built_extension()
+        if built is not None:
+            return f"cuda (CUDA C++ extension built: {built})"
+        if os.environ.get("NSA_FASTPATH_CUDA_JIT", "1") != "0":
+            return ("cuda (the CUDA C++ extension is not built yet: it builds at the first "
+                    "CUDA-graph capture, about a minute, or now with `python -m "
+                    "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build`)")
+        notes.append("CUDA extension not built and NSA_FASTPATH_CUDA_JIT=0")
+    elif cuda_on:
+        notes.append("no CUDA device for the CUDA C++ path")
+    if triton_on:
+        try:
+            import triton
 
-def _run(backends, table, fill, mode, bs, req_pool_indices, seq_lens, forward_mode,
-         spec_info) -> bool:
-    first = backends[0]
-    metadata = first.decode_cuda_graph_metadata[bs]
-    rows = metadata.page_table_1.shape[0]
-    n_draft = first.speculative_num_draft_tokens or 0
-    accept_length = None
-    n_tokens = bs if mode == MODE_DECODE else bs * n_draft
-    if mode == MODE_DRAFT_EXTEND:
-        n_tokens = _draft_extend_tokens(first, bs, forward_mode, spec_info, rows)
-        if n_tokens is None:
-            return False
-        accept_length = spec_info.accept_length
-    if req_pool_indices.shape[0] < bs or seq_lens.shape[0] < bs:
-        raise ValueError(f"nsa-fastpath: replay inputs hold fewer than bs={bs} requests")
-
-    fill(
-        mode,
-        req_to_token=first.req_to_token,
-        req_pool_indices=req_pool_indices,
-        seq_lens=seq_lens,
-        accept_length=accept_length,
-        n_draft=n_draft,
-        topk=first.nsa_index_topk,
-        page_size=first.real_page_size,
-        bs=bs,
-        page_table_shape=tuple(metadata.page_table_1.shape),
-        page_table_stride=metadata.page_table_1.stride(0),
-        real_page_table_stride=metadata.real_page_table.stride(0),
-        dest_table=table,
-    )
-    # FlashMLA metadata: computed once from the first backend's buffers, exactly as SGLang
-    # 0.5.8's replay does, then copied to the other step backends.
-    first._refresh_flashmla_metadata(metadata, metadata.nsa_cache_seqlens_int32[:n_tokens])
-    if first.nsa_decode_impl == "flashmla_kv":
-        for b in backends[1:]:
-            b.decode_cuda_graph_metadata[bs].flashmla_metadata.slice(slice(0, n_tokens + 1)).copy_(
-                metadata.flashmla_metadata.slice(slice(0, n_tokens + 1)))
-    finish(backends, bs, forward_mode, n_tokens)
-    return True
-
-
-def finish(backends, bs, forward_mode, n_tokens) -> None:
-    """After the metadata is in place: the DeepGEMM schedule, refreshed once from the first
-    backend's seqlens as SGLang 0.5.8's replay does, copied to the other step backends; and
-    every backend's forward_metadata set. Shared by the fused fill and the batched copy."""
-    metadata = backends[0].decode_cuda_graph_metadata[bs]
-    backends[0]._refresh_paged_mqa_schedule(
-        metadata, forward_mode, metadata.nsa_seqlens_expanded[:n_tokens])
-    for b in backends:
-        m = b.decode_cuda_graph_metadata[bs]
-        if m is not metadata and m.paged_mqa_schedule_metadata is not None:
-            m.paged_mqa_schedule_metadata.copy_(metadata.paged_mqa_schedule_metadata)
-        b.forward_metadata = m
-
-
-def reset_for_tests() -> None:
-    served.clear()
-    _failed.clear()
-    _announced.clear()
-    _resolved.clear()
+            return f"triton {triton.__version__}" + (f" ({'; '.join(notes)})" if notes else "")
+        except Exception as e:
+            notes.append(f"Triton not importable: {type(e).__name__}: {e}")
+    return "upstream (SGLang 0.5.8's own replay code)" + (f" ({'; '.join(notes)})" if notes else "")

@@ -4,54 +4,35 @@
 SGLang 0.5.8's `init_forward_metadata_replay_cuda_graph_from_precomputed` issues 6-8 `.copy_()`
 calls per step backend (1-D seqlens and cu_seqlens slices, the 2-D strided `page_table_1[:, :max_len]`,
 `real_page_table` when page_size > 1), and NativeSparseAttnMultiStepBackend repeats that for
-each of its N step backends. `copy_precomputed` does all of it, for all N backends, in one
-Triton launch: every field of one precomputed source into every backend's buffers, 2-D strided
-sources and destinations handled in the kernel (row strides as arguments). Destination buffers
-are addressed through the device pointer table built at capture time
-(triton_metadata_kernel.destination_table), so a replay passes only the sources.
+each of its N step backends. `launch` does all of it, for all N backends, in one Triton launch:
+every field of one precomputed source into every backend's buffers, 2-D strided sources and
+destinations handled in the kernel (row strides as arguments). Destination buffers are addressed
+through the table built at capture time (metadata_table.plan_table), so a replay
+passes only the sources. replay_fastpath decides when this runs; this module only copies.
 
 Why our own kernel and not only `torch._foreach_copy_`: its fast path (one multi-tensor-apply
 launch) needs contiguous destinations; the page-table slice `page_table_1[:rows, :max_len]` is
 strided whenever rows > 1, and it then falls back to one copy per tensor (N backends x 6-8
 launches). Measured on an H200 (docs/BENCHMARKS.md): at bs 1, where every slice is contiguous,
 `_foreach_copy_` takes 8 us against the kernel's 24 us; from bs 2 on it takes 35-47 us (0.5-0.8 ms
-for 8 backends) against 25 us. So `copy_precomputed` uses `_foreach_copy_` exactly when every
-destination slice is contiguous, and this kernel otherwise.
-
-FlashMLA metadata (only with nsa_decode_backend=flashmla_kv) is not a plain int32 table; it is
-copied with `.copy_()` after the launch (logged once).
-
-Deliberate difference from SGLang 0.5.8 (docs/DIFFERENCES.md): after the copy, the DeepGEMM
-paged-MQA schedule is refreshed from the new seqlens when deep_gemm is importable, as 0.5.8's
-non-precomputed replay does; 0.5.8's precomputed path leaves it stale, which later SGLang
-versions fixed because a stale schedule can deadlock DeepGEMM.
+for 8 backends) against 25 us. So replay_fastpath uses `_foreach_copy_` exactly when every
+destination slice is contiguous (`destinations_contiguous`), and this kernel otherwise.
 """
 from __future__ import annotations
-
-import logging
 
 import torch
 import triton
 import triton.language as tl
 
-from sglang.srt.environ import envs
-from sglang.srt.layers.attention.nsa import replay_fastpath
-from sglang.srt.layers.attention.nsa.triton_metadata_kernel import _dest
-
-logger = logging.getLogger(__name__)
+from sglang.srt.layers.attention.nsa.triton_metadata_kernel import _dest, _jit
 
 BLOCK = 1024
-_logged: set[str] = set()
-_failed: list[str] = []  # reason the kernel was disabled for this process, if it was
+_SOURCES = ["cache_src", "cu_src", "pt_src", "real_src", "expanded_src", "nsa_src", "nsa_cu_src"]
 
 
-def _log_once(key: str, msg: str, *args) -> None:
-    if key not in _logged:
-        _logged.add(key)
-        logger.info(msg, *args)
-
-
-@triton.jit
+@_jit(do_not_specialize=["pt_src_stride", "real_src_stride", "pt_dst_stride", "real_dst_stride",
+                         "bs", "rows", "cols", "real_cols", "size"],
+      do_not_specialize_on_alignment=_SOURCES)
 def _batched_copy_kernel(
     cache_src, cu_src, pt_src, pt_src_stride, real_src, real_src_stride,
     expanded_src, nsa_src, nsa_cu_src,
@@ -90,14 +71,29 @@ def _batched_copy_kernel(
                 tl.store(_dest(dest_table_ptr, d, 4) + offs, expanded, mask=ms)
 
 
-def launch(precomputed, dest_table: torch.Tensor, metadata, copy_expanded: bool) -> None:
-    """One launch: every field of `precomputed` into every backend row of `dest_table`."""
+def unsupported_source(precomputed) -> str | None:
+    """Why the kernel can't read these precomputed sources (None: it can). 1-D sources must be
+    contiguous int32, 2-D ones int32 rows with unit column stride."""
+    sources = {
+        "cache_seqlens": precomputed.cache_seqlens, "cu_seqlens_k": precomputed.cu_seqlens_k,
+        "seqlens_expanded": precomputed.seqlens_expanded,
+        "nsa_cache_seqlens": precomputed.nsa_cache_seqlens,
+        "nsa_cu_seqlens_k": precomputed.nsa_cu_seqlens_k,
+        "page_indices": precomputed.page_indices, "real_page_table": precomputed.real_page_table,
+    }
+    for name, t in sources.items():
+        if t is None:
+            continue
+        if t.dtype != torch.int32 or t.stride(-1) != 1 or (t.dim() == 1) != (name not in (
+                "page_indices", "real_page_table")):
+            return f"precomputed.{name} is {t.dtype} {tuple(t.shape)} strides {t.stride()}"
+    return None
+
+
+def launch(precomputed, table: torch.Tensor, metadata, n_dest: int, copy_expanded: bool) -> None:
+    """One launch: every field of `precomputed` into every backend row of `table`."""
     pages = precomputed.page_indices
     real = precomputed.real_page_table
-    for t in (pages, precomputed.cache_seqlens, precomputed.cu_seqlens_k,
-              precomputed.nsa_cache_seqlens, precomputed.nsa_cu_seqlens_k):
-        if t.dtype != torch.int32 or t.stride(-1) != 1:
-            raise ValueError(f"nsa-fastpath: batched copy needs int32 rows, got {t.dtype} {t.stride()}")
     rows, cols = pages.shape
     real_cols = real.shape[1] if real is not None else 0
     size = precomputed.seqlens_expanded_size
@@ -107,65 +103,25 @@ def launch(precomputed, dest_table: torch.Tensor, metadata, copy_expanded: bool)
         precomputed.cache_seqlens, precomputed.cu_seqlens_k, pages, pages.stride(0),
         real if real is not None else pages, real.stride(0) if real is not None else 0,
         precomputed.seqlens_expanded, precomputed.nsa_cache_seqlens, precomputed.nsa_cu_seqlens_k,
-        dest_table, metadata.page_table_1.stride(0), metadata.real_page_table.stride(0),
+        table, metadata.page_table_1.stride(0), metadata.real_page_table.stride(0),
         bs, rows, cols, real_cols, size,
-        COPY_EXPANDED=copy_expanded, HAS_REAL=real is not None, N_DEST=dest_table.shape[0],
-        BLOCK=BLOCK,
+        COPY_EXPANDED=copy_expanded, HAS_REAL=real is not None, N_DEST=n_dest, BLOCK=BLOCK,
     )
 
 
-def copy_precomputed(backends, owner, bs: int, precomputed, forward_mode) -> str | None:
-    """Fill every backend's replay metadata from `precomputed`; returns the path that did it
-    ("foreach" or "triton"), None = not handled (use 0.5.8's).
-
-    `owner` holds the capture-time destination table (replay_fastpath.prepare).
-    """
-    if _failed or not envs.SGLANG_NSA_USE_BATCHED_COPY.get():
-        return None
-    table = getattr(owner, "_nsa_fastpath_dest", {}).get(bs)
-    first = backends[0]
-    if table is None or not (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
-                             or forward_mode.is_draft_extend()):
-        return None
-    metadata = first.decode_cuda_graph_metadata[bs]
-    if precomputed.page_indices.shape[0] > metadata.page_table_1.shape[0]:
-        raise ValueError(
-            f"nsa-fastpath: {precomputed.page_indices.shape[0]} precomputed page-table rows for "
-            f"bs={bs}, above the {metadata.page_table_1.shape[0]} captured")
-    rows, cols = precomputed.page_indices.shape
-    real = precomputed.real_page_table
-    if metadata.page_table_1[:rows, :cols].is_contiguous() and (
-        real is None or metadata.real_page_table[: real.shape[0], : real.shape[1]].is_contiguous()
-    ):  # every destination contiguous: _foreach_copy_'s single launch is the cheaper one
-        copy_with_foreach(backends, bs, precomputed, forward_mode)
-        path = "foreach"
-        _log_once("foreach", "nsa-fastpath: precomputed replay copy path: torch._foreach_copy_ "
-                  "(contiguous destinations) for %d backend(s)", len(backends))
-    else:
-        try:
-            launch(precomputed, table, metadata, copy_expanded=not forward_mode.is_decode_or_idle())
-        except ValueError:
-            raise
-        except Exception as e:  # compile error, launch failure: plain copies from now on
-            _failed.append(f"{type(e).__name__}: {e}")
-            logger.warning("nsa-fastpath: batched copy disabled for this process: %s", _failed[0])
-            return None
-        path = "triton"
-        _log_once("kernel", "nsa-fastpath: precomputed replay copy path: one Triton launch for "
-                  "%d backend(s)", len(backends))
-    size = precomputed.seqlens_expanded_size
-    if precomputed.flashmla_metadata is not None:
-        _log_once("flashmla", "nsa-fastpath: FlashMLA metadata copied with .copy_() (not int32 rows)")
-        for b in backends:
-            b.decode_cuda_graph_metadata[bs].flashmla_metadata.slice(slice(0, size + 1)).copy_(
-                precomputed.flashmla_metadata)
-    replay_fastpath.finish(backends, bs, forward_mode, size)
-    if envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get():
-        verify(backends, bs, precomputed, forward_mode)
-    return path
+def warm(table: torch.Tensor, metadata, n_dest: int, copy_expanded: bool, has_real: bool) -> None:
+    """Compile and load the kernel variant a replay will launch, at capture time: a launch of
+    empty sources (rows = bs = size = 0), which writes nothing."""
+    one = torch.zeros(2, dtype=torch.int32, device=table.device)
+    _batched_copy_kernel[(1, 1)](
+        one, one, one, 1, one, 1, one, one, one,
+        table, metadata.page_table_1.stride(0), metadata.real_page_table.stride(0),
+        0, 0, 0, 0, 0,
+        COPY_EXPANDED=copy_expanded, HAS_REAL=has_real, N_DEST=n_dest, BLOCK=BLOCK,
+    )
 
 
-def _plain_copy_pairs(metadata, precomputed, forward_mode):
+def plain_copy_pairs(metadata, precomputed, forward_mode):
     """(destination view, source) pairs of SGLang 0.5.8's from-precomputed copies."""
     rows, cols = precomputed.page_indices.shape
     size = precomputed.seqlens_expanded_size
@@ -184,22 +140,30 @@ def _plain_copy_pairs(metadata, precomputed, forward_mode):
     return pairs
 
 
-def verify(backends, bs, precomputed, forward_mode) -> None:
-    """SGLANG_NSA_BATCHED_COPY_VERIFY=1: check every copied field against its source (syncs)."""
-    for i, b in enumerate(backends):
-        for dst, src in _plain_copy_pairs(b.decode_cuda_graph_metadata[bs], precomputed, forward_mode):
-            if not torch.equal(dst, src):
-                raise RuntimeError(
-                    f"nsa-fastpath: batched copy mismatch in step backend {i}, bs={bs}, "
-                    f"shape {tuple(src.shape)}; set SGLANG_NSA_USE_BATCHED_COPY=0 and report it")
+def destinations_contiguous(metadata, precomputed) -> bool:
+    """Every destination slice contiguous: then `_foreach_copy_` is one launch, and cheaper."""
+    rows, cols = precomputed.page_indices.shape
+    real = precomputed.real_page_table
+    return metadata.page_table_1[:rows, :cols].is_contiguous() and (
+        real is None or metadata.real_page_table[: real.shape[0], : real.shape[1]].is_contiguous())
 
 
-def copy_with_foreach(backends, bs, precomputed, forward_mode) -> None:
+def copy_with_foreach(metadatas, precomputed, forward_mode) -> None:
     """The same copies through torch._foreach_copy_: one launch when every destination is
-    contiguous (copy_precomputed uses it then), one copy per tensor otherwise."""
+    contiguous, one copy per tensor otherwise."""
     dsts, srcs = [], []
-    for b in backends:
-        for dst, src in _plain_copy_pairs(b.decode_cuda_graph_metadata[bs], precomputed, forward_mode):
+    for m in metadatas:
+        for dst, src in plain_copy_pairs(m, precomputed, forward_mode):
             dsts.append(dst)
             srcs.append(src)
     torch._foreach_copy_(dsts, srcs)
+
+
+def verify(metadatas, precomputed, forward_mode) -> None:
+    """SGLANG_NSA_BATCHED_COPY_VERIFY=1: check every copied field against its source (syncs)."""
+    for i, m in enumerate(metadatas):
+        for dst, src in plain_copy_pairs(m, precomputed, forward_mode):
+            if not torch.equal(dst, src):
+                raise RuntimeError(
+                    f"nsa-fastpath: batched copy mismatch in step backend {i}, shape "
+                    f"{tuple(src.shape)}; set SGLANG_NSA_USE_BATCHED_COPY=0 and report it")
