@@ -67,32 +67,40 @@ def main() -> None:
             bs=bs, req_pool_indices=batch.req_pool_indices, seq_lens=batch.seq_lens,
             seq_lens_cpu=batch.seq_lens_cpu, forward_mode=ForwardMode.DECODE,
             spec_info=batch.spec_info)
-        bc.copy_with_foreach(mb.attn_backends, bs, pre, ForwardMode.DECODE)
+        bc.copy_with_foreach([b.decode_cuda_graph_metadata[bs] for b in mb.attn_backends], pre,
+                             ForwardMode.DECODE)
+
+    def captured(cls, steps, bs, batch, flags):
+        """A multi-step backend captured at bs with `flags` (read at capture)."""
+        os.environ.update(flags)
+        mb = cls(ns.make_model_runner("cuda", args.page_size, args.topk, 0), topk=1,
+                 speculative_num_steps=steps)
+        mb.init_cuda_graph_state(256, 256)
+        mb.init_forward_metadata_capture_cuda_graph(batch)
+        for k in flags:
+            os.environ.pop(k)
+        return mb
 
     for steps in (2, 3, 4, 8):
-        multis = {}
-        for name, cls in (("sglang-0.5.8", Pristine), ("patched", Patched)):
-            mb = cls(ns.make_model_runner("cuda", args.page_size, args.topk, 0), topk=1,
-                     speculative_num_steps=steps)
-            mb.init_cuda_graph_state(256, 256)
-            multis[name] = mb
         for bs in (1, 32, 256):
             inputs = ns.make_replay_inputs(gen, "decode", bs, bs, args.topk, 1, "cuda")
-            batch = SimpleNamespace(batch_size=bs, req_pool_indices=inputs.req_pool_indices,
-                                    seq_lens=inputs.seq_lens, seq_lens_cpu=inputs.seq_lens_cpu,
+            # the draft runner's int32 buffers (EAGLEDraftCudaGraphRunner)
+            batch = SimpleNamespace(batch_size=bs,
+                                    req_pool_indices=inputs.req_pool_indices.to(torch.int32),
+                                    seq_lens=inputs.seq_lens.to(torch.int32),
+                                    seq_lens_cpu=inputs.seq_lens_cpu.to(torch.int32),
                                     seq_lens_sum=int(inputs.seq_lens_cpu.sum()),
-                                    spec_info=ns.spec_info_for(inputs))
-            for mb in multis.values():
-                mb.init_forward_metadata_capture_cuda_graph(batch)
+                                    spec_info=None)
             row = {"steps": steps, "bs": bs}
-            runs = [("sglang-0.5.8", {}, lambda: Pristine.init_forward_metadata_replay_cuda_graph(
-                multis["sglang-0.5.8"], batch, bs))]
+            pristine = captured(Pristine, steps, bs, batch, {})
+            runs = [("sglang-0.5.8", lambda: Pristine.init_forward_metadata_replay_cuda_graph(
+                pristine, batch, bs))]
             for name, flags in VARIANTS.items():
-                fn = (lambda: foreach_replay(multis["patched"], batch, bs)) if name == "foreach" else (
-                    lambda: Patched.init_forward_metadata_replay_cuda_graph(multis["patched"], batch, bs))
-                runs.append((name, flags, fn))
-            for name, flags, fn in runs:
-                os.environ.update(flags)
+                mb = captured(Patched, steps, bs, batch, flags)
+                fn = (lambda mb=mb: foreach_replay(mb, batch, bs)) if name == "foreach" else (
+                    lambda mb=mb: Patched.init_forward_metadata_replay_cuda_graph(mb, batch, bs))
+                runs.append((name, fn))
+            for name, fn in runs:
                 rf.reset_for_tests()
                 row[f"{name}_idle_us"] = host_time_us(fn, iters=args.iters, warmup=args.warmup,
                                                       before=sync)
@@ -103,19 +111,20 @@ def main() -> None:
 
             # one backend's copies alone (from the same precomputed source)
             if steps == 3:
-                b = multis["patched"].attn_backends[0]
+                b = mb.attn_backends[0]
                 pre = b._precompute_replay_metadata(
                     bs=bs, req_pool_indices=batch.req_pool_indices, seq_lens=batch.seq_lens,
                     seq_lens_cpu=batch.seq_lens_cpu, forward_mode=ForwardMode.DECODE,
                     spec_info=batch.spec_info)
                 m = b.decode_cuda_graph_metadata[bs]
-                pairs = bc._plain_copy_pairs(m, pre, ForwardMode.DECODE)
+                table = b._nsa_fastpath_plans[bs].table
+                pairs = bc.plain_copy_pairs(m, pre, ForwardMode.DECODE)
                 one = {"bs": bs}
                 one["plain_copies_us"] = host_time_us(
                     lambda: [d.copy_(s) for d, s in pairs], iters=args.iters, warmup=args.warmup,
                     before=sync)
                 one["batched_us"] = host_time_us(
-                    lambda: bc.launch(pre, b._nsa_fastpath_dest[bs], m, copy_expanded=False),
+                    lambda: bc.launch(pre, table, m, 1, copy_expanded=False),
                     iters=args.iters, warmup=args.warmup, before=sync)
                 one["foreach_us"] = host_time_us(
                     lambda: torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs]),

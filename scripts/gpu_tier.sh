@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # GPU tier on the device machine (docs/GPU_TIER.md). From the repo root, through the device tool:
 #   run(command="bash scripts/gpu_tier.sh tests", carry=[".whl", ".cache/wheels"])
+#   run(command="bash scripts/gpu_tier.sh multi", carry=[".whl", ".cache/wheels"])
 #   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
-# `tests`: pre-builds the CUDA extension with the operator's command, then the gpu-marked tests
-# (parity with CUDA-graph capture/replay, CUDA C++ and Triton kernel tests) and the Triton
-# kernel tests compiled for the GPU. `bench`: the side-by-side benchmarks.
+# `tests`: pre-builds the CUDA extension with the operator's command (for this GPU), compiles the
+# kernel for sm_90 + sm_100 (test_cuda_build.py), the Triton kernel tests compiled for the GPU,
+# then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
+# C++ kernel tests, first replay after capture). `multi`: the multi-step parity tests.
+# `bench`: the side-by-side benchmarks. Each stage fits the device tool's 10-minute limit.
 # Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
 # travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
 set -uo pipefail
@@ -28,16 +31,22 @@ trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + 
 patched=${trees#*$'\n'}
 status=0
 case "$stage" in
-tests)
+tests)  # build, kernel tests, single-backend parity, first-replay check
     start=$(date +%s)
     PYTHONPATH=$patched:tests/standins/gpu:tests/standins:$PYTHONPATH \
         python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build 2>&1 \
         | tee "$out/cuda_build.log" || status=1
     echo "CUDA extension build/load: $(( $(date +%s) - start )) s" | tee -a "$out/cuda_build.log"
+    python3 -m pytest -p no:cacheprovider -q -rA tests/test_cuda_build.py 2>&1 \
+        | tee -a "$out/cuda_build.log" || status=1
     NSA_FASTPATH_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -q -rA \
         tests/test_metadata_kernel.py -k triton 2>&1 | tee "$out/triton_kernel_tests.log" || status=1
-    python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/ "$@" 2>&1 \
-        | tee "$out/gpu_tests.log" || status=1
+    python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
+        -k "not multi_step" "$@" 2>&1 | tee "$out/gpu_tests.log" || status=1
+    ;;
+multi)  # multi-step parity (fused fill and batched copy)
+    python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
+        -k "multi_step" "$@" 2>&1 | tee "$out/gpu_tests_multi.log" || status=1
     ;;
 bench)
     python3 bench/bench_replay_metadata.py "$@" 2>&1 | tee "$out/bench_replay_metadata.log" || status=1
@@ -47,6 +56,6 @@ bench)
             | tee "$out/bench_radix_match.log" || status=1
     fi
     ;;
-*) echo "usage: gpu_tier.sh tests|bench [args]" >&2; exit 2 ;;
+*) echo "usage: gpu_tier.sh tests|multi|bench [args]" >&2; exit 2 ;;
 esac
 exit $status

@@ -236,6 +236,9 @@ class _Plan:
         self.schedules = [m.paged_mqa_schedule_metadata for m in self.metadatas]
         if any(s is None for s in self.schedules):
             raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
+        if len(self.schedules) > 1:  # load torch's multi-tensor copy now, not on a replay
+            src = self.schedules[0].clone()  # the step backends captured equal schedules
+            torch._foreach_copy_(self.schedules, [src] * len(self.schedules))
 
     def _seqlens_for_schedule(self, n: int) -> torch.Tensor:
         view = self._seqlens_views.get(n)

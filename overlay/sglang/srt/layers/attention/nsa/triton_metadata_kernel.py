@@ -235,7 +235,7 @@ class FillPlan:
     def _warm(self, scratch_table, dtypes) -> None:
         rpi, seq = (torch.zeros(self.bs, dtype=dt, device=scratch_table.device) for dt in dtypes[:2])
         acc = seq if dtypes[2] is None else torch.zeros(self.bs, dtype=dtypes[2], device=seq.device)
-        compiled = _fill_replay_metadata_kernel[self.grid[:2]](
+        compiled = _fill_replay_metadata_kernel[(self.bs, 1)](  # the grid is not compiled in
             scratch_table, rpi, 1, seq, 1, acc, 1, **self.constexprs)
         if hasattr(compiled, "__getitem__"):  # a GPU build (the interpreter returns nothing)
             self._compiled[dtypes] = compiled[self.grid]

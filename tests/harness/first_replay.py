@@ -1,0 +1,109 @@
+"""Time the first replays after capture, per path (GPU tier; tests/test_first_replay.py).
+
+    python tests/harness/first_replay.py --tree PATCHED_SITE --out FILE.json
+
+In this fresh process (the caller points TRITON_CACHE_DIR at an empty directory), for each path
+(cuda, triton, the multi-step batched copy) and mode: build SGLang's backend, capture batch sizes
+1, 4 and 32 the way the runners do (int32 buffers), then replay each bs 6 times and record the
+host time of every call (synchronized). Nothing a replay launches may compile or load then: the
+first replay must cost what the later ones do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+HERE = Path(__file__).resolve().parent
+PATHS = {
+    "cuda": {"SGLANG_NSA_USE_CUDA_METADATA": "1", "SGLANG_NSA_USE_TRITON_METADATA": "1"},
+    "triton": {"SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "1"},
+    "copy": {"SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "0",
+             "SGLANG_NSA_USE_BATCHED_COPY": "1", "SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"},
+}
+CAPTURE_BS = (1, 4, 32)
+REPLAYS = 6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tree", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    from runner import setup_paths
+
+    setup_paths(args.tree, "cuda")
+    import torch
+
+    import nsa_scenarios as ns
+    from sglang.srt.layers.attention.nsa import replay_fastpath as rf
+    from sglang.srt.layers.attention.nsa_backend import (
+        NativeSparseAttnBackend, NativeSparseAttnMultiStepBackend)
+
+    ns.prepare_sglang_globals("cuda")
+    gen = torch.Generator().manual_seed(0)
+    results = []
+    for path, flags in PATHS.items():
+        os.environ.update(flags)
+        modes = ("multi",) if path == "copy" else ("decode", "target_verify", "draft_extend", "multi")
+        for mode in modes:
+            tokens = 1 if mode in ("decode", "multi") else ns.NUM_DRAFT_TOKENS
+            runner = ns.make_model_runner("cuda", 64, 2048, 0)
+            if mode == "multi":
+                backend = NativeSparseAttnMultiStepBackend(runner, topk=1, speculative_num_steps=3)
+            else:
+                backend = NativeSparseAttnBackend(runner)
+            backend.init_cuda_graph_state(max(CAPTURE_BS), max(CAPTURE_BS) * tokens)
+            inputs = {}
+            for bs in CAPTURE_BS:
+                x = ns.make_replay_inputs(gen, "decode" if mode == "multi" else mode, bs,
+                                          max(bs - 1, 1), 2048, 1, "cuda")
+                x.req_pool_indices = x.req_pool_indices.to(torch.int32)  # the runners' buffers
+                x.seq_lens = x.seq_lens.to(torch.int32)
+                inputs[bs] = x
+                spec = ns.spec_info_for(x)
+                if mode == "multi":
+                    backend.init_forward_metadata_capture_cuda_graph(SimpleNamespace(
+                        batch_size=bs, req_pool_indices=x.req_pool_indices, seq_lens=x.seq_lens,
+                        spec_info=spec))
+                else:
+                    backend.init_forward_metadata_capture_cuda_graph(
+                        bs=bs, num_tokens=bs * tokens, req_pool_indices=x.req_pool_indices,
+                        seq_lens=x.seq_lens, encoder_lens=None,
+                        forward_mode=ns.forward_mode_of(mode), spec_info=spec)
+            torch.cuda.synchronize()
+            rf.reset_for_tests()
+            for bs in CAPTURE_BS:
+                x = inputs[bs]
+                times = []
+                for _ in range(REPLAYS):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    if mode == "multi":
+                        backend.init_forward_metadata_replay_cuda_graph(SimpleNamespace(
+                            req_pool_indices=x.req_pool_indices, seq_lens=x.seq_lens,
+                            seq_lens_cpu=x.seq_lens_cpu, seq_lens_sum=int(x.seq_lens_cpu.sum()),
+                            spec_info=ns.spec_info_for(x)), bs)
+                    else:
+                        backend.init_forward_metadata_replay_cuda_graph(
+                            bs=bs, req_pool_indices=x.req_pool_indices, seq_lens=x.seq_lens,
+                            seq_lens_sum=int(x.seq_lens_cpu.sum()), encoder_lens=None,
+                            forward_mode=ns.forward_mode_of(mode), spec_info=ns.spec_info_for(x),
+                            seq_lens_cpu=x.seq_lens_cpu)
+                    torch.cuda.synchronize()
+                    times.append((time.perf_counter() - t0) * 1e6)
+                results.append({"path": path, "mode": mode, "bs": bs, "times_us": times,
+                                "served": dict(rf.served), "failed": dict(rf._failed)})
+                print(results[-1], flush=True)
+        for k in flags:
+            os.environ.pop(k)
+    args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()
