@@ -59,14 +59,10 @@ def main() -> None:
 
         radix_scenarios.run(out, args.seed, configs)
     fastpath = sys.modules.get("sglang.srt.layers.attention.nsa.replay_fastpath")
-    if fastpath is not None:  # patched tree: which replay-metadata paths ran, and any fallback
-        out["_meta/nsa_paths"] = sorted(fastpath._announced)
-        out["_meta/nsa_failed"] = dict(fastpath._failed)
-        out["_meta/served"] = fastpath.path_report()["served"]
-    copy = sys.modules.get("sglang.srt.layers.attention.nsa.triton_batched_copy")
-    if copy is not None:
-        out["_meta/batched_copy"] = sorted(copy._logged)
-        out["_meta/batched_copy_failed"] = list(copy._failed)
+    if fastpath is not None:  # patched tree: replays served per path, paths disabled (and why)
+        report = fastpath.path_report()
+        out["_meta/served"] = dict(report["served"])
+        out["_meta/nsa_failed"] = dict(report["disabled"])
     torch.save(out, args.out)
     print(f"runner: {len(out)} outputs from {args.suite} on {args.tree} -> {args.out}")
 
