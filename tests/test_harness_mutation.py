@@ -7,9 +7,11 @@ import shutil
 
 import pytest
 from harness.parity import compare, run_suite
+from harness.served import expected_served, served_problems
 from parity_configs import FLAGS_OFF
 
-SMALL_NSA = [{"kind": "single", "page_size": 1, "topk": 128}]
+SMALL_NSA = [{"kind": "single", "page_size": 1, "topk": 128, "capture_bs": [1, 3, 8],
+              "replays_per_bs": 2}]
 SMALL_RADIX = [{"page_size": 1, "bigram": False, "n_requests": 300, "max_prefix": 4096,
                 "budget_tokens": 20_000}]
 
@@ -38,6 +40,13 @@ MUTATIONS = [
         id="triton-page-table-last-column-dropped",
     ),
     pytest.param(
+        "sglang/srt/layers/attention/nsa_backend.py",
+        "        assert seq_lens_cpu is not None\n\n        self.set_nsa_prefill_impl(forward_batch=None)\n",
+        "        assert seq_lens_cpu is not None\n",
+        "nsa", SMALL_NSA, {}, "single/", "/backend.use_mha",
+        id="replay-skips-per-replay-state-reset",
+    ),
+    pytest.param(
         "sglang/srt/mem_cache/radix_cache.py",
         "            num_evicted += len(x.value)\n",
         "            num_evicted += len(x.value) + 1\n",
@@ -64,3 +73,15 @@ def test_harness_reports_planted_difference(pristine_template, patched_template,
     problems = compare(expected, run_suite(mutant, suite, configs, env=env), strict=strict)
     assert problems, "harness did not notice the planted change"
     assert any(p.startswith(where) and what in p for p in problems), problems
+
+
+def test_served_check_reports_a_silent_fallback(patched_template):
+    """A fast path that silently falls back still passes parity (SGLang's code gives the same
+    metadata), so only the served counts tell; their check must report it."""
+    configs = [{"kind": "single", "page_size": 1, "topk": 128, "capture_bs": [1, 2],
+                "replays_per_bs": 1, "modes": ["decode"]}]
+    dump = run_suite(patched_template, "nsa", configs, env={"SGLANG_NSA_USE_TRITON_METADATA": "0"})
+    expected = expected_served(dump["_meta/replays"], "triton")
+    assert dump["_meta/replays"]["single"] > 0
+    assert expected == {"metadata.triton": dump["_meta/replays"]["single"]}
+    assert served_problems(dump, expected), dump["_meta/served"]

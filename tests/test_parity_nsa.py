@@ -1,17 +1,24 @@
 """Pristine SGLang 0.5.8 vs the patched tree: NSA backend CUDA-graph replay metadata, exactly.
 
-Each run is a separate process (tests/harness/runner.py) importing one tree; see tests/README.md.
-With the fast paths on, page-table cells that 0.5.8 writes but no reader reads are exempt
-(`strict=False`, see nsa_scenarios.unread_masks); with every flag off the whole buffers must match.
+Each run is a separate process (tests/harness/runner.py) importing one tree; SGLang's own
+CUDA-graph runners call the backend (harness/sglang_runners.py, see tests/README.md). With the
+fast paths on, page-table cells that 0.5.8 writes but no reader reads are exempt (`strict=False`,
+see nsa_scenarios.unread_masks); with every flag off the whole buffers must match. Every patched
+run must also report exactly the served counts its replays call for (harness/served.py).
 """
+import re
 import shutil
+from collections import defaultdict
 
 import pytest
 from harness.parity import compare, run_suite
+from harness.served import expected_served, served_problems
 from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU
 
 _cache: dict = {}
 SCHEDULE = "paged_mqa_schedule_metadata"
+MODES = ("single/decode", "single/target_verify", "single/draft_extend")
+MULTI = ("multi/steps1", "multi/steps3", "multi/steps5")
 
 
 def pristine(tree, name, configs, device="cpu", env=None):
@@ -21,8 +28,15 @@ def pristine(tree, name, configs, device="cpu", env=None):
     return _cache[key]
 
 
-def assert_parity(expected, actual, strict):
+def check_patched(expected, actual, *, strict, served):
+    """Parity with pristine, exactly the expected served counts, no path disabled; every
+    problem is reported at once."""
     problems = compare(expected, actual, strict=strict)
+    if actual["_meta/replays"] != expected["_meta/replays"]:
+        problems.append(f"replays {actual['_meta/replays']} vs {expected['_meta/replays']}")
+    problems += served_problems(actual, served)
+    if actual["_meta/nsa_failed"]:
+        problems.append(f"paths disabled: {actual['_meta/nsa_failed']}")
     assert not problems, "patched tree differs from SGLang 0.5.8:\n" + "\n".join(problems)
 
 
@@ -34,27 +48,55 @@ def assert_meaningful(dump, modes):
         assert any(int(dump[k].max()) > 0 for k in keys), f"{mode}: replays wrote nothing"
 
 
-def assert_path(dump, fast: str | None):
-    """The patched run used the path it was meant to (and never fell back silently)."""
-    paths, failed = dump["_meta/nsa_paths"], dump["_meta/nsa_failed"]
-    if fast is None:
-        assert paths == ["upstream (SGLang 0.5.8)"] and not failed, (paths, failed)
-    else:
-        assert paths == [fast] and not failed, (paths, failed)
+# ---------------------------------------------------------------- what the runners hand the backend
+def server_inputs(mode: str, padded: bool, device: str) -> list[dict]:
+    """The index / length inputs SGLang 0.5.8's runner for `mode` hands the backend (every
+    variant must occur): CudaGraphRunner and the draft-extend runner pass their int32 buffers;
+    the draft runner passes the ScheduleBatch's own int64 tensors when it does not pad; the
+    draft-extend runner passes the batch's accept_length (int32, int64 once a request finished
+    in verify) when it does not pad, its int32 buffer when it does."""
+    buffers = {"req_pool_indices": f"int32@{device}", "seq_lens": f"int32@{device}",
+               "seq_lens_cpu": "int32@cpu"}
+    if mode.startswith("multi/"):
+        if padded:
+            return [buffers]
+        return [{**buffers, "req_pool_indices": f"int64@{device}", "seq_lens": f"int64@{device}"}]
+    if mode == "single/draft_extend":
+        accept = ["int32"] if padded else ["int32", "int64"]
+        return [{**buffers, "spec_info.accept_length": f"{a}@{device}"} for a in accept]
+    return [buffers]
 
 
-MODES = ("single/decode", "single/target_verify", "single/draft_extend")
-MULTI = ("multi/steps1", "multi/steps3", "multi/steps5")
+def assert_server_inputs(dump, modes, device="cpu"):
+    """The backend got what a server's runners give it, padded and unpadded, for every mode."""
+    seen = defaultdict(list)
+    for key, text in dump.items():
+        if not key.endswith("/received"):
+            continue
+        prefix = key.removesuffix("/received")
+        captured = int(re.search(r"/bs(\d+)(/|$)", prefix).group(1))
+        mode = "/".join(prefix.split("/")[:2])
+        inputs = {name: f"{dtype}@{dev}" for name, dtype, dev in
+                  re.findall(r"(\S+)=(\w+)\[[\d, ]*\]@(\w+)", text)}
+        seen[(mode, dump[f"{prefix}/raw_bs"] < captured)].append(inputs)
+    for mode in modes:
+        for padded in (False, True):
+            got, want = seen[(mode, padded)], server_inputs(mode, padded, device)
+            assert got, f"{mode}: no {'padded' if padded else 'unpadded'} replay"
+            assert all(g in want for g in got) and all(w in got for w in want), \
+                f"{mode}, padded={padded}: backend got {got}, a server gives {want}"
 
 
+# ---------------------------------------------------------------- CPU tier
 @pytest.mark.parametrize("env,fast", [({}, "triton"), (FLAGS_OFF, None)],
                          ids=["flags-default", "flags-off"])
 def test_single_backend_replay_parity(pristine_template, patched_template, env, fast):
     expected = pristine(pristine_template, "single", NSA_SINGLE_CPU)
     assert_meaningful(expected, MODES)
+    assert_server_inputs(expected, MODES)
     actual = run_suite(patched_template, "nsa", NSA_SINGLE_CPU, env=env)
-    assert_path(actual, fast)
-    assert_parity(expected, actual, strict=fast is None)
+    check_patched(expected, actual, strict=fast is None,
+                  served=expected_served(actual["_meta/replays"], fast or "upstream"))
 
 
 @pytest.mark.parametrize("precompute", ["1", "0"], ids=["precompute-on", "precompute-off"])
@@ -64,55 +106,63 @@ def test_multi_step_replay_parity(pristine_template, patched_template, precomput
     mtp = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": precompute}
     expected = pristine(pristine_template, "multi", NSA_MULTI_CPU, env=mtp)
     assert_meaningful(expected, MULTI)
+    assert_server_inputs(expected, MULTI)
     actual = run_suite(patched_template, "nsa", NSA_MULTI_CPU, env={**mtp, **env})
-    assert_path(actual, fast)
-    assert_parity(expected, actual, strict=fast is None)
+    check_patched(expected, actual, strict=fast is None,
+                  served=expected_served(actual["_meta/replays"], fast or "upstream",
+                                         precompute=precompute == "1"))
 
 
 def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_template, tmp_path):
     """A fast path that can't load (here: the Triton module raises on import) is logged, disabled,
-    and SGLang 0.5.8's own code gives the exact upstream result."""
+    and SGLang 0.5.8's own code serves every replay with the exact upstream result."""
     broken = tmp_path / "site"
     shutil.copytree(patched_template, broken, symlinks=True)
     kernel = broken / "sglang/srt/layers/attention/nsa/triton_metadata_kernel.py"
     kernel.write_text('raise ImportError("simulated: Triton kernels unavailable")\n')
     configs = NSA_SINGLE_CPU[:1]
     actual = run_suite(broken, "nsa", configs)
-    assert actual["_meta/nsa_paths"] == ["upstream (SGLang 0.5.8)"]
-    assert "simulated" in actual["_meta/nsa_failed"]["triton"]
-    assert_parity(run_suite(pristine_template, "nsa", configs), actual, strict=True)
+    assert "simulated" in actual["_meta/nsa_failed"]["triton"], actual["_meta/nsa_failed"]
+    problems = compare(run_suite(pristine_template, "nsa", configs), actual, strict=True)
+    problems += served_problems(actual, expected_served(actual["_meta/replays"], "upstream"))
+    assert not problems, "\n".join(problems)
 
 
 def test_bad_input_is_reported_not_written(patched_template):
-    """More draft_extend tokens than the rows captured for bs: a clear error, and the fast path
-    stays on (a bad input is not a reason to fall back)."""
+    """More draft_extend tokens than the rows captured for bs, through the real draft-extend
+    runner: a clear error, nothing served, and the fast path stays on (a bad input is not a
+    reason to fall back)."""
     dump = run_suite(patched_template, "nsa", [{"kind": "bad_input"}])
     assert dump["bad/draft_extend_overflow"].startswith("ValueError: nsa-fastpath: draft_extend"), \
         dump["bad/draft_extend_overflow"]
     assert "above the 16 rows captured" in dump["bad/draft_extend_overflow"]
-    assert not dump["_meta/nsa_failed"]
+    assert dump["_meta/replays"] == {"rejected": 1}
+    problems = served_problems(dump, expected_served(dump["_meta/replays"], "triton"))
+    assert not problems and not dump["_meta/nsa_failed"], (problems, dump["_meta/nsa_failed"])
+
+
+# ---------------------------------------------------------------- GPU tier (scripts/gpu_tier.sh)
+GPU_PATHS = [({}, "cuda"), ({"SGLANG_NSA_USE_CUDA_METADATA": "0"}, "triton"), (FLAGS_OFF, None)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("env,fast", [({}, "cuda"), ({"SGLANG_NSA_USE_CUDA_METADATA": "0"}, "triton"),
-                                      (FLAGS_OFF, None)],
-                         ids=["flags-default", "cuda-off", "flags-off"])
+@pytest.mark.parametrize("env,fast", GPU_PATHS, ids=["flags-default", "cuda-off", "flags-off"])
 def test_gpu_single_backend_replay_parity(pristine_template, patched_template, env, fast):
     expected = pristine(pristine_template, "single", NSA_SINGLE, device="cuda")
     assert any(k.endswith("graph_read.nsa_cache_seqlens_int32") for k in expected)
+    assert_server_inputs(expected, MODES, device="cuda")
     actual = run_suite(patched_template, "nsa", NSA_SINGLE, device="cuda", env=env)
-    assert_path(actual, fast)
-    assert_parity(expected, actual, strict=fast is None)
+    check_patched(expected, actual, strict=fast is None,
+                  served=expected_served(actual["_meta/replays"], fast or "upstream"))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precompute", ["1", "0"], ids=["precompute-on", "precompute-off"])
-@pytest.mark.parametrize("env,fast", [({}, "cuda"), ({"SGLANG_NSA_USE_CUDA_METADATA": "0"}, "triton"),
-                                      (FLAGS_OFF, None)],
-                         ids=["flags-default", "cuda-off", "flags-off"])
+@pytest.mark.parametrize("env,fast", GPU_PATHS, ids=["flags-default", "cuda-off", "flags-off"])
 def test_gpu_multi_step_replay_parity(pristine_template, patched_template, precompute, env, fast):
     mtp = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": precompute}
     expected = dict(pristine(pristine_template, "multi", NSA_MULTI, device="cuda", env=mtp))
+    assert_server_inputs(expected, MULTI, device="cuda")
     if precompute == "1" and fast is not None:
         # Deliberate difference (docs/DIFFERENCES.md): 0.5.8's precomputed path leaves the DeepGEMM
         # schedule stale; the fast path refreshes it, exactly as 0.5.8's per-backend path does.
@@ -120,5 +170,6 @@ def test_gpu_multi_step_replay_parity(pristine_template, patched_template, preco
                          env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
         expected.update({k: v for k, v in fresh.items() if k.endswith(SCHEDULE)})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda", env={**mtp, **env})
-    assert_path(actual, fast)
-    assert_parity(expected, actual, strict=fast is None)
+    check_patched(expected, actual, strict=fast is None,
+                  served=expected_served(actual["_meta/replays"], fast or "upstream",
+                                         precompute=precompute == "1"))

@@ -59,18 +59,10 @@ def main() -> None:
 
         radix_scenarios.run(out, args.seed, configs)
     fastpath = sys.modules.get("sglang.srt.layers.attention.nsa.replay_fastpath")
-    if fastpath is not None:  # patched tree: which replay paths served, and any fallback
+    if fastpath is not None:  # patched tree: replays served per path, paths disabled (and why)
         report = fastpath.path_report()
-        out["_meta/served"] = report["served"]
-        out["_meta/nsa_failed"] = report["disabled"]
-        names = {"upstream": "upstream (SGLang 0.5.8)", "triton": "triton", "cuda": "cuda"}
-        out["_meta/nsa_paths"] = sorted(names[k.split(".")[1]] for k in report["served"]
-                                        if k.startswith("metadata."))
-        out["_meta/batched_copy"] = sorted({"foreach": "foreach", "triton": "kernel"}[k.split(".")[1]]
-                                           for k in report["served"]
-                                           if k in ("copy.foreach", "copy.triton"))
-        out["_meta/batched_copy_failed"] = [v for k, v in report["disabled"].items()
-                                            if k == "batched-copy"]
+        out["_meta/served"] = dict(report["served"])
+        out["_meta/nsa_failed"] = dict(report["disabled"])
     torch.save(out, args.out)
     print(f"runner: {len(out)} outputs from {args.suite} on {args.tree} -> {args.out}")
 
