@@ -1,10 +1,11 @@
 """Scenario matrices shared by the CPU parity tests and the GPU tier (scripts/gpu_tier.sh)."""
 
-# GPU tier: the full matrix (topk 128/256/512/2048, page 1/64, captured bs 1..32, 3 replays each).
+# GPU tier: page 1/64, topk 128/2048 (the extremes; 256/512 are in the kernel tests on the GPU),
+# captured bs 1..32, 3 replays each: sized to fit the device tool's 10-minute call.
 NSA_SINGLE = [
     {"kind": "single", "page_size": ps, "topk": topk}
     for ps in (1, 64)
-    for topk in (128, 256, 512, 2048)
+    for topk in (128, 2048)
 ]
 NSA_MULTI = [
     {"kind": "multi", "page_size": ps, "topk": topk} for ps in (1, 64) for topk in (128, 2048)

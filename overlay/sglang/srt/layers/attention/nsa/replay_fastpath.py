@@ -136,6 +136,7 @@ class _Plan:
         self.metadatas = [b.decode_cuda_graph_metadata[bs] for b in backends]
         self.metadata = self.metadatas[0]
         self.pairs = list(zip(backends, self.metadatas))
+        self.multi = multi
         self.resets = backends if multi else ()  # see replay_multi
         self.n_draft = first.speculative_num_draft_tokens or 0
         self.rows = self.metadata.page_table_1.shape[0]
@@ -304,7 +305,8 @@ class _Plan:
                 b.forward_metadata = m
             _serve(f"metadata.{name}")
             return True
-        _serve("metadata.upstream")
+        if not self.multi:  # a declined multi-step replay: what SGLang's code then runs counts
+            _serve("metadata.upstream")
         return False
 
     def _draft_extend_tokens(self, spec_info) -> int | None:
@@ -387,24 +389,27 @@ def replay(backend, bs, req_pool_indices, seq_lens, forward_mode, spec_info) -> 
 def replay_multi(multi, bs, forward_batch) -> bool:
     """One launch fills every step backend of a NativeSparseAttnMultiStepBackend (with or without
     SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA: the result is the same). Each step backend's
-    `set_nsa_prefill_impl(None)` runs first, as in every 0.5.8 replay path."""
+    `set_nsa_prefill_impl(None)` runs first, as in every 0.5.8 replay path. When it declines
+    (False), nothing is counted: SGLang's code then runs the step backends' replays (precompute
+    off) or the precomputed copies, and those count."""
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     plan = _plan_for(multi, bs, ForwardMode.DECODE)
     if plan is None:
-        _serve("metadata.upstream")
         return False
     return plan.run(forward_batch.req_pool_indices, forward_batch.seq_lens, forward_batch.spec_info)
 
 
 def copy_precomputed(owner, bs, precomputed, forward_mode) -> bool:
     """The precomputed metadata copied into every backend of `owner` by one launch (or one
-    `_foreach_copy_`); False = SGLang 0.5.8's per-tensor copies run instead."""
+    `_foreach_copy_`); False = SGLang 0.5.8's per-tensor copies run instead (counted per step
+    backend, by the step backends' own calls, when `owner` is the multi-step backend)."""
     plan = _plan_for(owner, bs, forward_mode)
     path = None
     if plan is not None and plan.copy_on and "batched-copy" not in _failed:
         path = plan.copy(precomputed, forward_mode)
-    _serve(f"copy.{path or 'upstream'}")
+    if path is not None or not hasattr(owner, "attn_backends"):  # multi-step: see above
+        _serve(f"copy.{path or 'upstream'}")
     return path is not None
 
 
