@@ -107,8 +107,8 @@ Environment
   NSA_FASTPATH_STATUS_FILES_ONLY=1  status: file states only (no Triton/CUDA/flags report)
   NSA_FASTPATH_TRACE=1         log every mutating step
   NSA_FASTPATH_FAULT_AT=N, NSA_FASTPATH_FAULT_MODE=error|kill|enospc|sigint|sigterm|sighup|
-    sigpipe|fill, NSA_FASTPATH_FAULT_FILL=FILE: tests only, disturb the N-th mutating step
-    (scripts/nsa_apply/faults.py)
+    sigpipe|fill|slow, NSA_FASTPATH_FAULT_FILL=FILE: tests only, disturb the N-th mutating
+    step (scripts/nsa_apply/faults.py)
 """
 
 COMMANDS = ("apply", "revert", "status")

@@ -10,16 +10,19 @@ NSA_FASTPATH_FAULT_AT=N the N-th step is disturbed according to NSA_FASTPATH_FAU
   sigpipe  after step N: stdout and stderr become pipes without a reader
   fill     after step N: fill the filesystem of NSA_FASTPATH_FAULT_FILL (a file to create
            there) until it is full; later writes get a real ENOSPC from the kernel
+  slow     after step N and every later step: sleep 20 ms (a slow disk), so that a test can
+           send real signals into the middle of a run
 """
 from __future__ import annotations
 
 import errno
 import os
 import signal
+import time
 
 from .errors import Fail, InjectedFault, USAGE
 
-MODES = ("error", "kill", "enospc", "sigint", "sigterm", "sighup", "sigpipe", "fill")
+MODES = ("error", "kill", "enospc", "sigint", "sigterm", "sighup", "sigpipe", "fill", "slow")
 
 
 def enospc(what: str) -> OSError:
@@ -63,7 +66,9 @@ class FaultHook:
             raise enospc(what)
 
     def after(self, n: int, what: str) -> None:
-        if n != self.at or self.mode == "enospc":
+        if self.mode == "slow" and self.at and n >= self.at:
+            time.sleep(0.02)
+        if n != self.at or self.mode in ("enospc", "slow"):
             return
         if self.mode == "error":
             raise InjectedFault(f"injected fault (NSA_FASTPATH_FAULT_AT={n}) after step {n}: {what}")

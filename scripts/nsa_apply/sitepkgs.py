@@ -469,17 +469,22 @@ def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fa
         for pyc in pyc_files(t / row.rel):
             txn.remove(pyc)
             act(f"removed stale {t.rel(pyc)}", f"would remove stale {t.rel(pyc)}")
-    # 2. the originals back: renamed from backup/, with pip's bytecode of them
+    # 2. the originals back: renamed from backup/, with pip's bytecode of them (for a row
+    #    that is already SGLang's -- an interrupted apply, a pip reinstall -- only into free
+    #    slots: bytecode pip wrote since is newer)
     for row in m.rows:
-        if row.kind != "replace" or s.state[row.rel] != "patched":
+        if row.kind != "replace" or s.state[row.rel] not in ("patched", "pristine"):
             continue
-        txn.move_over(S / "backup" / row.rel, t / row.rel)
-        act(f"restored {row.rel}", f"would restore {row.rel} from the backup")
-        for pyc in pyc_files(t / row.rel):
-            txn.remove(pyc)
-            act(f"removed stale {t.rel(pyc)}", f"would remove stale {t.rel(pyc)}")
+        if s.state[row.rel] == "patched":
+            txn.move_over(S / "backup" / row.rel, t / row.rel)
+            act(f"restored {row.rel}", f"would restore {row.rel} from the backup")
+            for pyc in pyc_files(t / row.rel):
+                txn.remove(pyc)
+                act(f"removed stale {t.rel(pyc)}", f"would remove stale {t.rel(pyc)}")
         for kept in pyc_files(S / "backup" / row.rel):
             dest = t / os.path.relpath(kept, S / "backup")
+            if os.path.lexists(dest) and dest not in txn.gone:
+                continue
             txn.makedirs(dest.parent)
             txn.move(kept, dest)
             act(f"restored {t.rel(dest)}", f"would restore {t.rel(dest)}")

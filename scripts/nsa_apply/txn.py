@@ -56,7 +56,8 @@ class Txn:
         self.stage = stage           # a directory of ours on the target's filesystem
         self.steps = 0
         self.undo: list[tuple[str, callable]] = []
-        self.touched: set[Path] = set()
+        self.touched: set[Path] = set()       # directories changed since the last sync()
+        self.all_touched: set[Path] = set()
         self.gone: set[Path] = set()  # paths this transaction moved away
         self._n = 0
 
@@ -67,6 +68,7 @@ class Txn:
     def _done(self, what: str, undo_desc: str, undo, *dirs: Path) -> None:
         self.undo.append((undo_desc, undo))
         self.touched.update(dirs)
+        self.all_touched.update(dirs)
         self.steps += 1
         self.log.trace(f"step {self.steps}: {what}")
         self.hook.after(self.steps, what)
@@ -160,8 +162,10 @@ class Txn:
 
     # ------------------------------------------------------------ commit / rollback
     def sync(self) -> None:
+        """A commit point: the directory entries changed since the last one are durable."""
         for d in sorted(self.touched):
             fsync_dir(d)
+        self.touched.clear()
 
     def commit(self) -> None:
         self.sync()
@@ -177,5 +181,6 @@ class Txn:
             except OSError as e:
                 failed.append(f"{desc}: {e}")
         self.undo.clear()
+        self.touched = set(self.all_touched)
         self.sync()
         return failed
