@@ -70,7 +70,9 @@ Exit codes
      files remain: `apply.sh revert` removes them
   8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
      .git/index.lock exists (the message gives the command that clears it)
-  Never 129, 130, 141 or 143: signals are handled (below). 137 means SIGKILL (below).
+  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM that arrived while
+  Python was still starting, before apply.sh read anything (nothing changed; from then on
+  signals give 5, or 0 past the commit point); 137 -- SIGKILL (below). Never 141.
 
 Signals and pipes
   SIGINT, SIGTERM, SIGHUP  noted; the run stops at the next step boundary and rolls back (exit 5).
