@@ -89,6 +89,16 @@ def test_cli_is_strict(site):
     assert "overall: pristine" in p.stdout
 
 
+def test_old_python_is_refused_clearly():
+    """apply.sh runs under $PYTHON; one older than 3.10 gets a message, not a SyntaxError."""
+    main = APPLY.parent / "nsa_apply" / "__main__.py"
+    p = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.version_info = (3, 9, 18); "
+                        f"runpy.run_path({str(main)!r}, run_name='__main__')", "status"],
+                       capture_output=True, text=True)
+    assert p.returncode == 3 and "needs Python 3.10 or newer" in p.stderr, out(p)
+    assert "PYTHON=" in p.stderr and "Nothing changed" in p.stderr
+
+
 def test_default_target_is_the_sglang_python_finds():
     """Without --target, apply.sh asks $PYTHON's find_spec (read-only: status only)."""
     import importlib.util

@@ -436,3 +436,44 @@ def test_pyc_names(tmp_path):
     write_tree(tmp_path, {"mod.pyc": b""})
     assert sorted(p.name for p in pyc_files(src)) == sorted(names)
     assert pyc_files(tmp_path / "kernel.cu") == []
+
+
+def test_fsync_before_every_rename_and_commit(world, monkeypatch):
+    """Power loss: every file is fsync'd before it is renamed into place, the backups are
+    durable before the first SGLang file is replaced, and every directory apply changed is
+    fsync'd before the journal says done."""
+    w = world
+    site = fresh(w, w["pristine"], w["pristine_tree"])
+    events = []
+    real = {n: getattr(os, n) for n in ("fsync", "rename", "replace", "link")}
+
+    def rec(name):
+        def f(*a, **k):
+            if name == "fsync":
+                events.append(("fsync", os.readlink(f"/proc/self/fd/{a[0]}")))
+            else:
+                events.append((name, str(a[0]), str(a[1])))
+            return real[name](*a, **k)
+        return f
+
+    for n in real:
+        monkeypatch.setattr(os, n, rec(n))
+    rc, out, err = run(w, "apply", site)
+    for n, f in real.items():
+        monkeypatch.setattr(os, n, f)
+    assert rc == 0, out + err
+    state = str(site / "sglang/.nsa_fastpath")
+    synced = lambda i, p: ("fsync", p) in events[:i]  # noqa: E731
+    moves = [(i, e) for i, e in enumerate(events) if e[0] in ("rename", "replace")]
+    for i, (_, src, dst) in moves:
+        if "/tmp-" in src and not src.endswith(".old"):
+            assert synced(i, src), f"{dst} renamed into place before its data was fsync'd"
+    first_sglang = min(i for i, (_, src, dst) in moves if not dst.startswith(state))
+    for i, e in enumerate(events[:first_sglang]):
+        if e[0] == "link" and e[2].startswith(state + "/backup/"):
+            assert ("fsync", os.path.dirname(e[2])) in events[i:first_sglang], e
+    last = moves[-1]
+    assert last[1][2] == state + "/journal"
+    for i, (_, src, dst) in moves:
+        if not dst.startswith(state):
+            assert ("fsync", os.path.dirname(dst)) in events[i:last[0]], dst

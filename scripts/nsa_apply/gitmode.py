@@ -242,6 +242,11 @@ class Checkout:
         return head0
 
 
+def note_late_signal(ctx: Context) -> None:
+    if ctx.signals.pending:
+        ctx.say(f"({ctx.signals.pending} arrived after the commit point: the run finished)")
+
+
 def _prepare(ctx: Context, arg: str, m: Manifest) -> tuple[Checkout, DirLock]:
     co = Checkout(ctx, arg)
     head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
@@ -291,104 +296,116 @@ def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
     check_overlay(m, ctx.overlay)
     co, lock = _prepare(ctx, arg, m)
     try:
-        co.check_index_lock()
-        co.recover(m)
-        n = len(m.rows)
-        s = scan(co.target, m)
-        _refuse_foreign(co, m, s, "apply",
-                        f"SGLang found in {co.co}: version {co.target.version}; nsa-fastpath "
-                        f"targets {m.target_spec} only. What to do: check out SGLang "
-                        f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
-                        "Nothing changed.")
-        if s.count("patched") == n and not co.dirty(m):
-            ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
-            return E.OK
-        _refuse_dirty(co, m)
-        patches = sorted(ctx.patches.glob("*.patch"))
-        if not patches:
-            raise Fail(E.TARGET, f"no patches in {ctx.patches}. Nothing changed.")
-        rows = {r.rel for r in m.rows}
-        covered, todo = set(), []
-        for p in patches:
-            states = set()
-            for rel in patch_files(p):
-                if rel not in rows:
-                    raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which manifest.tsv "
-                                         "does not list (run scripts/regen.py). Nothing changed.")
-                covered.add(rel)
-                states.add(s.state[rel])
-            if states == {"patched"}:
-                ctx.say(f"already applied: {p.name}")
-            elif states == {"pristine"}:
-                todo.append(p)
-            else:
-                raise Fail(E.REFUSED, f"{p.name} is partly applied in {co.co} (its files are: "
-                                      f"{', '.join(sorted(states))}); revert it "
-                                      f"(`{command('revert', '--git', co.co)}`) first. Nothing "
-                                      "changed.")
-        missing = sorted(rows - covered)
-        if missing:
-            raise Fail(E.TARGET, f"{', '.join(missing)} in manifest.tsv but in no patch (run "
-                                 "scripts/regen.py). Nothing changed.")
-        if dry:
-            for p in todo:
-                ctx.say(f"would git am {p.name}")
-            ctx.say("dry run: done (nothing changed)")
-            return E.OK
-        head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, todo)])
-        for p in todo:
-            ctx.say(f"applied {p.name}")
-        after = scan(co.target, m)
-        if after.count("patched") != n:
-            raise Fail(E.MANUAL, f"after git am, {n - after.count('patched')} file(s) are not "
-                                 f"nsa-fastpath's: check `git log` in {co.co}")
-        ctx.say(f"applied: {co.head()[:12]} on top of {head0[:12]}; undo with: "
-                f"{command('revert', '--git', co.co)}")
-        return E.OK
+        with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
+            return _apply(ctx, co, m, dry)
     finally:
         lock.release()
+
+
+def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+    co.check_index_lock()
+    co.recover(m)
+    n = len(m.rows)
+    s = scan(co.target, m)
+    _refuse_foreign(co, m, s, "apply",
+                    f"SGLang found in {co.co}: version {co.target.version}; nsa-fastpath "
+                    f"targets {m.target_spec} only. What to do: check out SGLang "
+                    f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
+                    "Nothing changed.")
+    if s.count("patched") == n and not co.dirty(m):
+        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
+        return E.OK
+    _refuse_dirty(co, m)
+    patches = sorted(ctx.patches.glob("*.patch"))
+    if not patches:
+        raise Fail(E.TARGET, f"no patches in {ctx.patches}. Nothing changed.")
+    rows = {r.rel for r in m.rows}
+    covered, todo = set(), []
+    for p in patches:
+        states = set()
+        for rel in patch_files(p):
+            if rel not in rows:
+                raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which manifest.tsv "
+                                     "does not list (run scripts/regen.py). Nothing changed.")
+            covered.add(rel)
+            states.add(s.state[rel])
+        if states == {"patched"}:
+            ctx.say(f"already applied: {p.name}")
+        elif states == {"pristine"}:
+            todo.append(p)
+        else:
+            raise Fail(E.REFUSED, f"{p.name} is partly applied in {co.co} (its files are: "
+                                  f"{', '.join(sorted(states))}); revert it "
+                                  f"(`{command('revert', '--git', co.co)}`) first. Nothing "
+                                  "changed.")
+    missing = sorted(rows - covered)
+    if missing:
+        raise Fail(E.TARGET, f"{', '.join(missing)} in manifest.tsv but in no patch (run "
+                             "scripts/regen.py). Nothing changed.")
+    if dry:
+        for p in todo:
+            ctx.say(f"would git am {p.name}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, todo)])
+    for p in todo:
+        ctx.say(f"applied {p.name}")
+    after = scan(co.target, m)
+    if after.count("patched") != n:
+        raise Fail(E.MANUAL, f"after git am, {n - after.count('patched')} file(s) are not "
+                             f"nsa-fastpath's: check `git log` in {co.co}")
+    ctx.say(f"applied: {co.head()[:12]} on top of {head0[:12]}; undo with: "
+            f"{command('revert', '--git', co.co)}")
+    note_late_signal(ctx)
+    return E.OK
 
 
 def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
     m = ctx.manifest()
     co, lock = _prepare(ctx, arg, m)
     try:
-        co.check_index_lock()
-        co.recover(m)
-        n = len(m.rows)
-        s = scan(co.target, m)
-        _refuse_foreign(co, m, s, "revert",
-                        "the file(s) above were changed by commits other than nsa-fastpath's, or "
-                        f"locally. Restore them by hand (git checkout v{m.version} -- <file>). "
-                        "Nothing changed.")
-        _refuse_dirty(co, m)
-        if s.count("pristine") == n:
-            ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
-            return E.OK
-        commits = our_commits(co, m)
-        if not commits:
-            raise Fail(E.MANUAL, "files are patched but no commit with an 'nsa-fastpath:' "
-                                 f"trailer is in effect in {co.co}: restore them by hand (git "
-                                 f"checkout v{m.version} -- {' '.join(co.paths(m))}). Nothing "
-                                 "changed.")
-        subjects = {c: co.out("log", "-1", "--format=%h %s", c).strip() for c in commits}
-        if dry:
-            for c in commits:
-                ctx.say(f"would git revert {subjects[c]}")
-            ctx.say("dry run: done (nothing changed)")
-            return E.OK
-        co.run_op(m, "revert", ["--no-edit", *commits])
-        for c in commits:
-            ctx.say(f"reverted {subjects[c]}")
-        after = scan(co.target, m)
-        if after.count("pristine") != n:
-            raise Fail(E.MANUAL, f"after reverting, {n - after.count('pristine')} file(s) are "
-                                 f"still not SGLang's (other commits changed them): check `git "
-                                 f"log` in {co.co}")
-        ctx.say(f"reverted: all {n} files are SGLang's again ({co.head()[:12]})")
-        return E.OK
+        with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
+            return _revert(ctx, co, m, dry)
     finally:
         lock.release()
+
+
+def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+    co.check_index_lock()
+    co.recover(m)
+    n = len(m.rows)
+    s = scan(co.target, m)
+    _refuse_foreign(co, m, s, "revert",
+                    "the file(s) above were changed by commits other than nsa-fastpath's, or "
+                    f"locally. Restore them by hand (git checkout v{m.version} -- <file>). "
+                    "Nothing changed.")
+    _refuse_dirty(co, m)
+    if s.count("pristine") == n:
+        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
+        return E.OK
+    commits = our_commits(co, m)
+    if not commits:
+        raise Fail(E.MANUAL, "files are patched but no commit with an 'nsa-fastpath:' "
+                             f"trailer is in effect in {co.co}: restore them by hand (git "
+                             f"checkout v{m.version} -- {' '.join(co.paths(m))}). Nothing "
+                             "changed.")
+    subjects = {c: co.out("log", "-1", "--format=%h %s", c).strip() for c in commits}
+    if dry:
+        for c in commits:
+            ctx.say(f"would git revert {subjects[c]}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    co.run_op(m, "revert", ["--no-edit", *commits])
+    for c in commits:
+        ctx.say(f"reverted {subjects[c]}")
+    after = scan(co.target, m)
+    if after.count("pristine") != n:
+        raise Fail(E.MANUAL, f"after reverting, {n - after.count('pristine')} file(s) are "
+                             f"still not SGLang's (other commits changed them): check `git "
+                             f"log` in {co.co}")
+    ctx.say(f"reverted: all {n} files are SGLang's again ({co.head()[:12]})")
+    note_late_signal(ctx)
+    return E.OK
 
 
 def cmd_status(ctx: Context, arg: str) -> int:

@@ -83,8 +83,9 @@ def uninstalled_fail(t: Target, m: Manifest, left: list[str], code: int) -> Fail
                 f"(then `pip install sglang=={m.version}` and apply again, if you want SGLang back)")
 
 
-def check_writable(t: Target, m: Manifest, extra: list[Path]) -> None:
-    dirs = {t / "sglang"} | set(extra)
+def check_writable(t: Target, m: Manifest) -> None:
+    """Every directory apply/revert changes: writable by us, and on one filesystem."""
+    dirs = {t / "sglang"}
     if t.state.is_dir():
         dirs.add(t.state)
     for row in m.rows:
@@ -92,6 +93,8 @@ def check_writable(t: Target, m: Manifest, extra: list[Path]) -> None:
         while not d.exists():
             d = d.parent
         dirs.add(d)
+        if (d / "__pycache__").is_dir():
+            dirs.add(d / "__pycache__")
     for d in sorted(dirs):
         if d.exists() and not os.access(d, os.W_OK | os.X_OK):
             why = "read-only filesystem" if _readonly_fs(d) else f"owned by {owner_of(d)}"
@@ -177,15 +180,16 @@ class DryTxn:
 
 
 def run_txn(ctx: Context, t: Target, op: str, goal: str, body) -> Txn:
-    """Runs body(txn) as one transaction; on any failure or signal rolls it back (exit 5)."""
+    """Runs body(txn) as one transaction; on any failure or signal rolls it back (exit 5).
+    The caller holds ctx.signals.deferred(): a signal is noted, and the transaction raises
+    it after its next step; after the commit nothing raises it any more."""
     txn = Txn(ctx.log, ctx.hook, ctx.signals)
-    with ctx.signals.deferred():  # a signal is only noted; Txn raises it after a step
-        try:
-            body(txn)
-            txn.commit()
-        except Exception as e:  # noqa: BLE001 -- any failure means: roll back
-            failed = txn.rollback()
-            raise _stopped(op, goal, t, txn, e, failed) from None
+    try:
+        body(txn)
+        txn.commit()
+    except Exception as e:  # noqa: BLE001 -- any failure means: roll back
+        failed = txn.rollback()
+        raise _stopped(op, goal, t, txn, e, failed) from None
     return txn
 
 
@@ -209,17 +213,33 @@ def _stopped(op: str, goal: str, t: Target, txn: Txn, e: Exception, failed: list
                 f"rolled back: {t.root} is {goal} again, exactly as before this run.{hint}")
 
 
-def finish(ctx: Context, t: Target, txn: Txn, what: str) -> None:
+def finish_apply(t: Target) -> None:
     """After the commit: the staging entries go (forward only; a failure needs a rerun)."""
-    with ctx.signals.deferred():
-        try:
-            for p in sorted(t.state.glob("tmp-*")) if t.state.is_dir() else []:
-                remove_path(p)
-            fsync_dir(t.state)
-        except OSError as e:
-            raise Fail(E.MANUAL, f"{what} is complete, but removing its temp files failed "
-                                 f"({e.strerror}: {e.filename}). Rerun "
-                                 f"`{command('apply', '--target', t.root)}` to remove them.")
+    try:
+        for p in sorted(t.state.glob("tmp-*")):
+            remove_path(p)
+        fsync_dir(t.state)
+    except OSError as e:
+        raise Fail(E.MANUAL, f"apply is complete, but removing its temp files failed "
+                             f"({e.strerror}: {e.filename}). Rerun "
+                             f"`{command('apply', '--target', t.root)}` to remove them.")
+
+
+def finish_revert(t: Target, uninstalled: bool) -> None:
+    """After the commit: the state directory goes (and, if SGLang was uninstalled, the
+    directories our files kept alive)."""
+    try:
+        remove_path(t.state)
+        fsync_dir(t / "sglang")
+        if uninstalled:
+            prune_empty_dirs(t / "sglang")
+    except OSError as e:
+        raise Fail(E.MANUAL, f"revert is complete, but removing {STATE_REL} failed "
+                             f"({e.strerror}: {e.filename}): rerun "
+                             f"`{command('revert', '--target', t.root)}`")
+
+
+def note_late_signal(ctx: Context) -> None:
     if ctx.signals.pending:
         ctx.say(f"({ctx.signals.pending} arrived after the commit point: the run finished)")
 
@@ -281,19 +301,21 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         do_apply(ctx, t, m, s, DryTxn(), dry=True)
         ctx.say("dry run: done (nothing changed)")
         return E.OK
-    check_writable(t, m, [])
+    check_writable(t, m)
     check_space(t, m, s, ctx)
-    clean_leftovers(ctx, t, m)
-    txn = run_txn(ctx, t, "apply", "pristine" if s.count("pristine") == n else "as it was",
-                  lambda txn: do_apply(ctx, t, m, s, txn))
-    finish(ctx, t, txn, "apply")
-    after = scan(t, m)
-    if after.count("patched") != n:
-        raise Fail(E.MANUAL, f"after apply, {n - after.count('patched')} file(s) are not "
-                             f"nsa-fastpath's (changed by something else meanwhile?): run "
-                             f"`{command('status', '--target', t.root)}`")
-    ctx.say(f"applied: {n} files are nsa-fastpath's ({txn.steps} steps); originals in "
-            f"{STATE_REL}/backup; undo with: {command('revert', '--target', t.root)}")
+    with ctx.signals.deferred():  # from here on a signal can only roll back, or wait
+        clean_leftovers(ctx, t, m)
+        txn = run_txn(ctx, t, "apply", "pristine" if s.count("pristine") == n else "as it was",
+                      lambda txn: do_apply(ctx, t, m, s, txn))
+        finish_apply(t)
+        after = scan(t, m)
+        if after.count("patched") != n:
+            raise Fail(E.MANUAL, f"after apply, {n - after.count('patched')} file(s) are not "
+                                 f"nsa-fastpath's (changed by something else meanwhile?): run "
+                                 f"`{command('status', '--target', t.root)}`")
+        ctx.say(f"applied: {n} files are nsa-fastpath's ({txn.steps} steps); originals in "
+                f"{STATE_REL}/backup; undo with: {command('revert', '--target', t.root)}")
+        note_late_signal(ctx)
     return E.OK
 
 
@@ -424,30 +446,24 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         do_revert(ctx, t, m, s, DryTxn(), dry=True)
         ctx.say("dry run: done (nothing changed)")
         return E.OK
-    check_writable(t, m, [])
-    clean_leftovers(ctx, t, m)
-    goal = "patched" if s.count("patched") == n else "as it was"
-    txn = run_txn(ctx, t, "revert", goal, lambda txn: do_revert(ctx, t, m, s, txn))
-    with ctx.signals.deferred():  # after the commit: the state directory goes
-        try:
-            remove_path(t.state)
-            fsync_dir(t / "sglang")
-            if left:
-                prune_empty_dirs(t / "sglang")
-        except OSError as e:
-            raise Fail(E.MANUAL, f"revert is complete, but removing {STATE_REL} failed "
-                                 f"({e.strerror}: {e.filename}): rerun "
-                                 f"`{command('revert', '--target', t.root)}`")
-    if left:
-        ctx.say(f"removed nsa-fastpath's leftovers; {t.root} holds no SGLang "
-                f"(pip install sglang=={m.version} to reinstall it)")
-        return E.OK
-    after = scan(t, m)
-    if after.count("pristine") != n:
-        raise Fail(E.MANUAL, f"after revert, {n - after.count('pristine')} file(s) are not "
-                             f"SGLang's (changed by something else meanwhile?): run "
-                             f"`{command('status', '--target', t.root)}`")
-    ctx.say(f"reverted: all {n} files are SGLang {m.version}'s originals again; state dir removed")
+    check_writable(t, m)
+    with ctx.signals.deferred():  # from here on a signal can only roll back, or wait
+        clean_leftovers(ctx, t, m)
+        goal = "patched" if s.count("patched") == n else "as it was"
+        run_txn(ctx, t, "revert", goal, lambda txn: do_revert(ctx, t, m, s, txn))
+        finish_revert(t, bool(left))
+        if left:
+            ctx.say(f"removed nsa-fastpath's leftovers; {t.root} holds no SGLang "
+                    f"(pip install sglang=={m.version} to reinstall it)")
+        else:
+            after = scan(t, m)
+            if after.count("pristine") != n:
+                raise Fail(E.MANUAL, f"after revert, {n - after.count('pristine')} file(s) are "
+                                     "not SGLang's (changed by something else meanwhile?): run "
+                                     f"`{command('status', '--target', t.root)}`")
+            ctx.say(f"reverted: all {n} files are SGLang {m.version}'s originals again; state "
+                    "dir removed")
+        note_late_signal(ctx)
     return E.OK
 
 
