@@ -10,6 +10,9 @@ Modules, one concern each:
   signals    SIGINT/SIGTERM/SIGHUP deferred to step boundaries, SIGPIPE ignored
   output     log lines that survive a closed pipe
   faults     test-only fault injection
-  sitepkgs   apply / revert / status of a site-packages tree
+  preflight  checks before a site-packages run changes anything (space, permissions, refusals)
+  engine     what apply and revert change, step by step, as transactions
+  sitepkgs   apply / revert of a site-packages tree: the flow
+  sitestatus status of a site-packages tree (and scripts/status.py's kernel report)
   gitmode    apply / revert / status of a git checkout (git am / git revert)
 """

@@ -7,7 +7,7 @@ import traceback
 from dataclasses import dataclass
 
 from . import errors as E
-from . import gitmode, sitepkgs
+from . import gitmode, sitepkgs, sitestatus
 from .context import Context
 from .errors import Fail, Interrupted
 from .output import Log
@@ -51,12 +51,14 @@ Options
 
 Exit codes
   0  ok: done, or nothing to do (already applied / already pristine); status: pristine or patched
-  1  unexpected error (a bug in apply.sh) outside any change: nothing changed; please report it
+  1  unexpected error (a bug in apply.sh) outside a transaction (inside one, any error rolls
+     back: 5); `apply.sh status` shows the tree's state; please report it
   2  usage error: bad command line or environment variable; nothing changed
   3  cannot work on this target, nothing changed: no SGLang found (or only our leftovers after
      `pip uninstall sglang`: `revert` removes them), target invalid, not readable or writable by
      this user, files on different filesystems, not enough free disk space, Python older than
-     3.10, or this checkout's overlay/, manifest.tsv and patches/ disagree; status: unreadable
+     3.10, or this checkout's overlay/, manifest.tsv and patches/ disagree; status: unknown
+     (files this user cannot read)
   4  refused, nothing changed: a foreign file (neither SGLang 0.5.8's nor ours, e.g. another
      SGLang version or a local edit), uncommitted changes (--git), or another nsa-fastpath
      version recorded (revert it first); status: foreign
@@ -178,7 +180,7 @@ def dispatch(ctx: Context, a: Args) -> int:
             return gitmode.cmd_status(ctx, a.git)
         return (gitmode.cmd_apply if a.cmd == "apply" else gitmode.cmd_revert)(ctx, a.git, a.dry)
     if a.cmd == "status":
-        return sitepkgs.cmd_status(ctx, a.target)
+        return sitestatus.cmd_status(ctx, a.target)
     return (sitepkgs.cmd_apply if a.cmd == "apply" else sitepkgs.cmd_revert)(ctx, a.target, a.dry)
 
 
@@ -213,8 +215,9 @@ def main(argv: list[str], env=None, log: Log | None = None, hook=None) -> int:
     except Exception:  # noqa: BLE001
         for line in traceback.format_exc().rstrip().splitlines():
             log.error(line)
-        log.error("unexpected error (a bug in apply.sh): no transaction was running, nothing "
-                  "changed. Please report the lines above.")
+        log.error("unexpected error (a bug in apply.sh), outside a transaction: run "
+                  "`apply.sh status` to see the state of the tree, and please report the lines "
+                  "above.")
         return E.UNEXPECTED
     finally:
         signals.restore()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path

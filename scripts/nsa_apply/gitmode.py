@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import errors as E
 from .context import Context, command
+from .engine import note_late_signal
 from .errors import Fail, Interrupted
 from .lock import DirLock
 from .manifest import Manifest, check_overlay
@@ -33,8 +34,9 @@ class Checkout:
         self.co = Path(os.path.realpath(arg))
         top = self.git("rev-parse", "--show-toplevel")
         if top.returncode != 0:
-            raise Fail(E.TARGET, f"{self.co} is not a git checkout (pass the root of your SGLang "
-                                 "clone). Nothing changed.")
+            raise Fail(E.TARGET, f"{self.co} is not a usable git checkout (pass the root of your "
+                                 f"SGLang clone); git says: {top.stderr.strip()}. Nothing "
+                                 "changed.")
         if os.path.realpath(top.stdout.strip()) != str(self.co):
             raise Fail(E.TARGET, f"{self.co} is not the root of its git checkout "
                                  f"({top.stdout.strip()} is). Nothing changed.")
@@ -240,11 +242,6 @@ class Checkout:
                                           f"point): {self.co} is unchanged (HEAD {head0[:12]})")
             self.remove_marker()
         return head0
-
-
-def note_late_signal(ctx: Context) -> None:
-    if ctx.signals.pending:
-        ctx.say(f"({ctx.signals.pending} arrived after the commit point: the run finished)")
 
 
 def _prepare(ctx: Context, arg: str, m: Manifest) -> tuple[Checkout, DirLock]:
