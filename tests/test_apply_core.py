@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -477,3 +478,21 @@ def test_fsync_before_every_rename_and_commit(world, monkeypatch):
     for i, (_, src, dst) in moves:
         if not dst.startswith(state):
             assert ("fsync", os.path.dirname(dst)) in events[i:last[0]], dst
+
+
+def test_new_directories_and_files_ignore_the_umask(world):
+    """Under umask 077 the directories apply creates get their parent's permissions and our
+    files 0644 (or the replaced file's mode), so the user who serves can read them."""
+    w = world
+    site = fresh(w, w["pristine"], w["pristine_tree"])
+    os.chmod(site / "sglang/srt/sub/b.py", 0o664)
+    old = os.umask(0o077)
+    try:
+        assert run(w, "apply", site)[0] == 0
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(site / p).st_mode)  # noqa: E731
+    for d in ("sglang/srt/newdir", "sglang/srt/newdir/deep", "sglang/.nsa_fastpath",
+              "sglang/.nsa_fastpath/backup/sglang/srt/sub"):
+        assert mode(d) == mode("sglang/srt"), d
+    assert mode("sglang/srt/new.py") == 0o644 and mode("sglang/srt/sub/b.py") == 0o664

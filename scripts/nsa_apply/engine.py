@@ -32,7 +32,7 @@ class DryTxn:
         self.stage = None
         self.steps = 0
 
-    def mkdir(self, path, mode=0o755, stage=False):
+    def mkdir(self, path, stage=False):
         pass
 
     def makedirs(self, path):

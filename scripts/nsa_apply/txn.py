@@ -80,10 +80,14 @@ class Txn:
         return self.stage / f"tmp-{os.getpid()}-{self._n}.{base}"
 
     # ------------------------------------------------------------ forward steps
-    def mkdir(self, path: Path, mode: int = 0o755, stage: bool = False) -> None:
-        """stage=True: the staging area itself (its undo removes it with what it holds)."""
+    def mkdir(self, path: Path, stage: bool = False) -> None:
+        """A directory with its parent's permissions (not the umask's: a umask of 077 must
+        not hide our modules from the user who serves). stage=True: the staging area itself
+        (its undo removes it with what it holds)."""
         self._begin("mkdir", f"mkdir {path}")
+        mode = stat.S_IMODE(os.stat(path.parent).st_mode)
         os.mkdir(path, mode)
+        os.chmod(path, mode)
         undo = (lambda: remove_path(path)) if stage else (lambda: os.rmdir(path))
         self._done(f"mkdir {path}", f"rmdir {path}", undo, path.parent)
 
