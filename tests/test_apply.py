@@ -409,6 +409,25 @@ def test_sglang_reinstalled_over_patched_tree(tmp_path, patched_template, pristi
     assert_tree(site, pristine_map, "pristine")
 
 
+def test_revert_of_a_tree_patched_by_the_earlier_apply_sh(patched_template, tmp_path,
+                                                         pristine_map):
+    """Trees patched by the bash apply.sh of earlier releases: backups were copies, pip's
+    bytecode was deleted, and an interrupted run left .<name>.nsa-tmp.<pid> files beside
+    SGLang's; the current revert takes them back to pristine."""
+    site = link_tree(patched_template, tmp_path / "site")
+    for rel in REPLACED:
+        rewrite(site / STATE / "backup" / rel, (site / STATE / "backup" / rel).read_bytes())
+    for pyc in (site / STATE / "backup").rglob("*.pyc"):
+        pyc.unlink()
+    stale = site / Path(REPLACED[0]).parent / f".{Path(REPLACED[0]).name}.nsa-tmp.4242"
+    stale.write_bytes(b"half a file")
+    st = status(site)
+    assert st.returncode == 7 and "leftover temp files" in st.stdout, out(st)
+    r = run_apply("revert", "--target", str(site))
+    assert f"removed leftover temp file {stale.relative_to(site)}" in r.stdout
+    assert_tree(site, pristine_map, "pristine")
+
+
 # ------------------------------------------------------------------ pip uninstall
 def pip_env(tmp_path: Path) -> tuple[Path, Path, dict]:
     """A bare venv (no pip of its own) whose site-packages gets SGLang, and an env running
