@@ -123,14 +123,15 @@ def note_late_signal(ctx: Context) -> None:
 
 
 def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False) -> None:
-    def act(done: str, would: str) -> None:
-        ctx.say(would if dry else done)
+    def act(done: str, would: str) -> None:  # what happened, or in a dry run what would
+        msg = would if dry else done
+        if msg:
+            ctx.say(msg)
 
     S = t.state
     if not S.is_dir():
         txn.mkdir(S, stage=True)
-        if dry:
-            act("", f"would create the state directory {STATE_REL}")
+        act("", f"would create the state directory {STATE_REL}")
     txn.stage = S
     txn.put(S / "journal", journal_text("apply", "in-progress", m.sha256))
     if file_state(S / "manifest.tsv") != m.sha256:
@@ -192,8 +193,10 @@ def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fal
 
 
 def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False) -> None:
-    def act(done: str, would: str) -> None:
-        ctx.say(would if dry else done)
+    def act(done: str, would: str) -> None:  # what happened, or in a dry run what would
+        msg = would if dry else done
+        if msg:
+            ctx.say(msg)
 
     S = t.state
     if not S.is_dir():
@@ -242,14 +245,13 @@ def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fa
             continue
         txn.remove(p)
         act(f"removed directory {d}", f"would remove directory {d}")
-    if dry:
-        act("", f"would remove the state directory {STATE_REL}")
+    act("", f"would remove the state directory {STATE_REL}")
     txn.sync()
 
 
 def prune_empty_dirs(top: Path) -> None:
     """Remove empty directories under top, and top itself if it ends empty (after an uninstall)."""
-    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+    for dirpath, _, _ in os.walk(top, topdown=False):
         try:
             os.rmdir(dirpath)
         except OSError:
