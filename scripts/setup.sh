@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
 # README command 1: apply nsa-fastpath to a real SGLang 0.5.8 and print its status.
-# Targets the SGLang of the active python ($PYTHON, default python3); if that python has no
-# SGLang, creates .venv with the pinned SGLang and the CPU test dependencies, and patches that.
-# Extra arguments go to apply.sh (e.g. --target DIR, --dry-run).
+# Targets the SGLang of the active python ($PYTHON, default python3). If that python has no
+# SGLang, it creates .venv -- this repository's CPU *test* environment (CPU torch, SGLang
+# installed without its dependencies), which cannot serve models -- patches that, and says so.
+# Extra arguments go to apply.sh (e.g. --target DIR, --dry-run). Ends with the exact status
+# and revert commands for what it patched.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd -P)
 py=${PYTHON:-python3}
+if ! command -v "$py" >/dev/null 2>&1; then
+    echo "[nsa-fastpath] ERROR: no Python at '$py': set PYTHON=/path/to/python of your SGLang environment" >&2
+    exit 3
+fi
+made_venv=0
 if ! "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("sglang") is None)' 2>/dev/null; then
-    echo "[nsa-fastpath] $py has no SGLang: creating $root/.venv with sglang==0.5.8" >&2
+    echo "[nsa-fastpath] $py has no SGLang: creating $root/.venv, the CPU test environment (pinned sglang==0.5.8, CPU torch; about 6 minutes the first time), and patching that" >&2
     py=$(bash "$root/scripts/make_venv.sh")
+    made_venv=1
 fi
 PYTHON="$py" bash "$root/scripts/apply.sh" apply "$@"
-PYTHON="$py" bash "$root/scripts/apply.sh" status "$@"
+rc=0
+report=$(PYTHON="$py" bash "$root/scripts/apply.sh" status "$@") || rc=$?
+printf '%s\n' "$report"
+
+# What was patched, and the exact commands for it (the user's arguments, minus --dry-run).
+args=()
+for a in "$@"; do case $a in -n | --dry-run) ;; *) args+=("$a") ;; esac; done
+cmd() { printf 'PYTHON=%q bash %q %s' "$py" "$root/scripts/apply.sh" "$1"; [ "${#args[@]}" -eq 0 ] || printf ' %q' "${args[@]}"; }
+where=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] target: \(.*\); nsa-fastpath targets.*/\1/p' | head -n 1)
+overall=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] overall: \([a-z]*\).*/\1/p' | head -n 1)
+echo "[nsa-fastpath] ---"
+echo "[nsa-fastpath] setup: ${overall:-unknown}: the SGLang in ${where:-?}, the one $py imports"
+if [ "$made_venv" = 1 ]; then
+    echo "[nsa-fastpath] NOTE: $root/.venv is this repository's CPU test environment, created because ${PYTHON:-python3} has no SGLang: CPU-only torch, SGLang without its dependencies. It cannot serve models. To patch the SGLang you serve with: PYTHON=/path/to/its/python bash $root/scripts/setup.sh"
+fi
+echo "[nsa-fastpath] status: $(cmd status)"
+echo "[nsa-fastpath] revert: $(cmd revert)"
+exit "$rc"

@@ -1,0 +1,18 @@
+"""nsa-fastpath's installer: the transactional core behind scripts/apply.sh (stdlib only).
+
+Modules, one concern each:
+  cli        command line, dispatch, exit codes (USAGE is the reference)
+  context    settings of one run (paths of our inputs, environment)
+  manifest   manifest.tsv and the overlay/ consistency check
+  tree       a site-packages target: location, version, file states, journal, leftovers
+  lock       one flock per installed tree
+  txn        transactions whose every undo needs no free space
+  signals    SIGINT/SIGTERM/SIGHUP deferred to step boundaries, SIGPIPE ignored
+  output     log lines that survive a closed pipe
+  faults     test-only fault injection
+  preflight  checks before a site-packages run changes anything (space, permissions, refusals)
+  engine     what apply and revert change, step by step, as transactions
+  sitepkgs   apply / revert of a site-packages tree: the flow
+  sitestatus status of a site-packages tree (and scripts/status.py's kernel report)
+  gitmode    apply / revert / status of a git checkout (git am / git revert)
+"""

@@ -1,0 +1,223 @@
+"""Command line of apply.sh: strict parsing, dispatch, and the mapping of every outcome to an
+exit code (USAGE below is the reference; ROLLBACK.md repeats it)."""
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+
+from . import errors as E
+from . import gitmode, sitepkgs, sitestatus
+from .context import Context
+from .errors import Fail, Interrupted
+from .output import Log
+from .signals import Signals
+
+USAGE = """\
+Usage: apply.sh [apply|revert|status] [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run] [-h|--help]
+
+Install the nsa-fastpath patch set into SGLang 0.5.8, or roll it back.
+
+Commands (default: apply)
+  apply    Check our own inputs first (every overlay/ file listed in manifest.tsv with its
+           sha256, every row present in overlay/), then every target file by sha256; refuse,
+           changing nothing, unless each is SGLang 0.5.8's original or already ours and there
+           is room on the disk for what apply writes. Keep the originals (hard links in the
+           state directory), then put our files in place. Re-running it is a no-op; after an
+           interrupted run it completes the apply.
+  revert   Rename the originals (and pip's bytecode of them) back, remove the files we added
+           and the directories we created, then the state directory. Needs no free disk space
+           and does not read overlay/. After an interrupted run it completes the revert;
+           reverting a pristine tree is a no-op. If SGLang itself was uninstalled (pip
+           uninstall left our files behind), it removes those leftovers.
+  status   Per file: pristine / patched / foreign / missing; overall state; SGLang version;
+           Triton, the CUDA C++ extension and the nsa-fastpath environment flags.
+
+Target (one of)
+  (default)           the site-packages dir of the SGLang that $PYTHON (default python3) would
+                      import (found with importlib.util.find_spec, not imported); apply.sh
+                      itself runs under that Python (3.10 or newer)
+  --target DIR        a site-packages dir that contains sglang/
+  --git CHECKOUT      a git checkout of SGLang (repo root containing python/sglang/):
+                      apply = `git am` of the series in patches/, revert = `git revert` of the
+                      commits carrying the `nsa-fastpath: N` trailer that are still in effect,
+                      status = per-file state
+  Give each option at most once (--target=DIR and --git=DIR work too); an empty value is
+  refused (it usually means an unset shell variable).
+
+Options
+  --dry-run, -n       print what apply/revert would do; change nothing (status ignores it)
+  -h, --help          this text
+
+Exit codes
+  0  ok: done, or nothing to do (already applied / already pristine); status: pristine or patched
+  1  unexpected error (a bug in apply.sh) outside a transaction (inside one, any error rolls
+     back: 5); `apply.sh status` shows the tree's state; please report it
+  2  usage error: bad command line or environment variable; nothing changed
+  3  cannot work on this target, nothing changed: no SGLang found (or only our leftovers after
+     `pip uninstall sglang`: `revert` removes them), target invalid, not readable or writable by
+     this user, files on different filesystems, not enough free disk space, Python older than
+     3.10, or this checkout's overlay/, manifest.tsv and patches/ disagree; status: unknown
+     (files this user cannot read)
+  4  refused, nothing changed: a foreign file (neither SGLang 0.5.8's nor ours, e.g. another
+     SGLang version or a local edit), uncommitted changes (--git), or another nsa-fastpath
+     version recorded (revert it first); status: foreign
+  5  stopped and rolled back: a failure (e.g. disk full) or a signal (SIGINT, SIGTERM, SIGHUP)
+     stopped the run, and the tree is exactly as before it (--git: HEAD and files unchanged);
+     a signal before the first change just stops the run (nothing changed)
+  6  needs manual action: the rollback failed, a backup is missing or corrupt, or a git
+     operation apply.sh did not start is in progress; the message says what to do
+  7  status only: unfinished -- an apply/revert was interrupted (SIGKILL, power loss): rerun
+     `apply.sh apply` or `apply.sh revert`, either finishes; or SGLang was uninstalled and our
+     files remain: `apply.sh revert` removes them
+  8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
+     .git/index.lock exists (the message gives the command that clears it)
+  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM that arrived while
+  Python was still starting, before apply.sh read anything (nothing changed; from then on
+  signals give 5, or 0 past the commit point); 137 -- SIGKILL (below). Never 141.
+
+Signals and pipes
+  SIGINT, SIGTERM, SIGHUP  noted; the run stops at the next step boundary and rolls back (exit 5).
+                           During a rollback, or after the commit point, the run finishes first.
+  SIGPIPE                  ignored: output into a closed pipe (`apply.sh ... | head`) is dropped,
+                           the run finishes and exits with its own code.
+  SIGKILL, power loss      cannot be handled. Every file is always whole (its old or its new
+                           content) and fsync'd at each commit point; `status` says partial (7);
+                           rerun `apply` or `revert`, which finishes from wherever it stopped.
+
+State directory (site-packages mode), inside the target; removed by a successful revert
+  <target>/sglang/.nsa_fastpath/journal        op=apply, state=in-progress|done,
+                                               sha256 of the manifest
+  <target>/sglang/.nsa_fastpath/manifest.tsv   the manifest that was applied (revert uses it)
+  <target>/sglang/.nsa_fastpath/created_dirs   directories apply created for added files
+  <target>/sglang/.nsa_fastpath/backup/<path>  the original of each replaced file, a hard link
+                                               to the file pip installed (sha256-checked), and
+                                               pip's __pycache__ bytecode of it
+  <target>/sglang/.nsa_fastpath/tmp-*          staging entries of a running apply/revert
+Lock: flock on the directory <target>/sglang (--git: on the checkout's git directory). Every
+  route to the tree -- another TMPDIR, a symlinked path, a bind mount, another container on the
+  same volume -- meets the same lock; nothing is created for it, and the kernel releases it
+  when the run ends, however it ends.
+
+Environment
+  PYTHON                       the Python that runs apply.sh and whose SGLang is the default
+                               target (default python3)
+  NSA_FASTPATH_MANIFEST        manifest to use (default: manifest.tsv next to scripts/)
+  NSA_FASTPATH_OVERLAY         directory holding our files (default: overlay/)
+  NSA_FASTPATH_PATCHES         patch series for --git (default: patches/)
+  NSA_FASTPATH_BUILD_DIR       where status looks for the built CUDA extension
+                               (default: ~/.cache/nsa-fastpath/build)
+  NSA_FASTPATH_LOCK_TIMEOUT    seconds to wait for the lock (default 600)
+  NSA_FASTPATH_STATUS_FILES_ONLY=1  status: file states only (no Triton/CUDA/flags report)
+  NSA_FASTPATH_TRACE=1         log every mutating step
+  NSA_FASTPATH_FAULT_AT=N, NSA_FASTPATH_FAULT_MODE=error|kill|enospc|sigint|sigterm|sighup|
+    sigpipe|fill|slow, NSA_FASTPATH_FAULT_FILL=FILE: tests only, disturb the N-th mutating
+    step (scripts/nsa_apply/faults.py)
+"""
+
+COMMANDS = ("apply", "revert", "status")
+
+
+@dataclass
+class Args:
+    cmd: str = "apply"
+    target: str | None = None
+    git: str | None = None
+    dry: bool = False
+    help: bool = False
+
+
+def parse(argv: list[str]) -> Args:
+    a, seen, cmd = Args(), set(), None
+
+    def once(name: str) -> None:
+        if name in seen:
+            raise Fail(E.USAGE, f"{name} given more than once: give it once. Nothing changed.")
+        seen.add(name)
+
+    def value(name: str, v: str) -> str:
+        if v == "":
+            raise Fail(E.USAGE, f"{name} has an empty value (an unset shell variable, as in "
+                                f"{name}=\"$DIR\"?): give the directory. Nothing changed.")
+        if v.startswith("-"):
+            raise Fail(E.USAGE, f"{name} needs a directory, got the option {v!r} (write ./{v} "
+                                "for a directory with that name). Nothing changed.")
+        return v
+
+    it = iter(argv)
+    for arg in it:
+        if arg in COMMANDS:
+            if cmd is not None:
+                raise Fail(E.USAGE, f"more than one command: {cmd} and {arg}: give one of "
+                                    f"{', '.join(COMMANDS)}. Nothing changed.")
+            cmd = arg
+        elif arg in ("--target", "--git") or arg.startswith(("--target=", "--git=")):
+            name, eq, v = arg.partition("=")
+            once(name)
+            if not eq:
+                v = next(it, None)
+                if v is None:
+                    raise Fail(E.USAGE, f"{name} needs a directory. Nothing changed.")
+            setattr(a, name[2:], value(name, v))
+        elif arg in ("--dry-run", "-n"):
+            once("--dry-run")
+            a.dry = True
+        elif arg in ("-h", "--help"):
+            a.help = True
+        else:
+            raise Fail(E.USAGE, f"unknown argument {arg!r}: commands are {', '.join(COMMANDS)}; "
+                                "options --target DIR, --git DIR, --dry-run (see --help). "
+                                "Nothing changed.")
+    if a.target is not None and a.git is not None:
+        raise Fail(E.USAGE, "--target and --git exclude each other: give one. Nothing changed.")
+    a.cmd = cmd or "apply"
+    return a
+
+
+def dispatch(ctx: Context, a: Args) -> int:
+    if a.git is not None:
+        if a.cmd == "status":
+            return gitmode.cmd_status(ctx, a.git)
+        return (gitmode.cmd_apply if a.cmd == "apply" else gitmode.cmd_revert)(ctx, a.git, a.dry)
+    if a.cmd == "status":
+        return sitestatus.cmd_status(ctx, a.target)
+    return (sitepkgs.cmd_apply if a.cmd == "apply" else sitepkgs.cmd_revert)(ctx, a.target, a.dry)
+
+
+def main(argv: list[str], env=None, log: Log | None = None, hook=None) -> int:
+    env = os.environ if env is None else env
+    log = log or Log(trace=env.get("NSA_FASTPATH_TRACE", "") not in ("", "0"))
+    signals = Signals()
+    signals.install()
+    try:
+        try:
+            a = parse(argv)
+        except Fail as f:
+            f.lines.append("usage: apply.sh [apply|revert|status] [--target DIR | --git DIR] "
+                           "[--dry-run]; see --help")
+            raise
+        if a.help:
+            log.raw(USAGE.rstrip("\n"))
+            return E.OK
+        ctx = Context.from_env(env, log=log, signals=signals, hook=hook)
+        return dispatch(ctx, a)
+    except Fail as f:
+        for line in f.lines:
+            log.error(line)
+        return f.code
+    except Interrupted as i:
+        log.error(f"interrupted by {i.signame} before any change: nothing changed")
+        return E.ROLLED_BACK
+    except OSError as e:
+        log.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+                  + " (no transaction was running: the target is as it was)")
+        return E.TARGET
+    except Exception:  # noqa: BLE001
+        for line in traceback.format_exc().rstrip().splitlines():
+            log.error(line)
+        log.error("unexpected error (a bug in apply.sh), outside a transaction: run "
+                  "`apply.sh status` to see the state of the tree, and please report the lines "
+                  "above.")
+        return E.UNEXPECTED
+    finally:
+        signals.restore()

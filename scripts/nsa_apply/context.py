@@ -1,0 +1,70 @@
+"""What one run of apply.sh works with: paths of our inputs, settings, log, signals, faults."""
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Fail, USAGE
+from .faults import FaultHook
+from .manifest import Manifest, load
+from .output import Log
+from .signals import Signals
+
+ROOT = Path(__file__).resolve().parent.parent.parent   # the nsa-fastpath checkout
+APPLY_SH = ROOT / "scripts" / "apply.sh"
+
+
+@dataclass
+class Context:
+    log: Log
+    signals: Signals
+    hook: FaultHook
+    manifest_path: Path
+    overlay: Path
+    patches: Path
+    lock_timeout: float
+    status_kernels: bool
+    env: dict
+
+    @classmethod
+    def from_env(cls, env, log: Log | None = None, signals: Signals | None = None,
+                 hook: FaultHook | None = None) -> "Context":
+        def path(var: str, default: Path) -> Path:
+            return Path(env.get(var) or default)
+
+        raw = env.get("NSA_FASTPATH_LOCK_TIMEOUT", "")
+        try:
+            timeout = float(raw) if raw != "" else 600.0
+        except ValueError:
+            timeout = -1.0
+        if not (timeout >= 0 and math.isfinite(timeout)):
+            raise Fail(USAGE, f"NSA_FASTPATH_LOCK_TIMEOUT must be a number of seconds >= 0 "
+                              f"(got {raw!r}): set it like NSA_FASTPATH_LOCK_TIMEOUT=60, or unset "
+                              "it (default 600). Nothing changed.")
+        trace = env.get("NSA_FASTPATH_TRACE", "") not in ("", "0")
+        return cls(
+            log=log or Log(trace=trace),
+            signals=signals or Signals(),
+            hook=hook or FaultHook.from_env(env),
+            manifest_path=path("NSA_FASTPATH_MANIFEST", ROOT / "manifest.tsv"),
+            overlay=path("NSA_FASTPATH_OVERLAY", ROOT / "overlay"),
+            patches=path("NSA_FASTPATH_PATCHES", ROOT / "patches"),
+            lock_timeout=timeout,
+            status_kernels=env.get("NSA_FASTPATH_STATUS_FILES_ONLY", "") in ("", "0"),
+            env=dict(env),
+        )
+
+    def manifest(self) -> Manifest:
+        return load(self.manifest_path)
+
+    def say(self, msg: str) -> None:
+        self.log.say(msg)
+
+
+def command(*args: str | Path, python: bool = False) -> str:
+    """The apply.sh command line an operator can paste (absolute paths, shell-quoted)."""
+    import sys
+    pre = f"PYTHON={shlex.quote(sys.executable)} " if python else ""
+    return pre + " ".join(["bash", shlex.quote(str(APPLY_SH))] + [shlex.quote(str(a)) for a in args])

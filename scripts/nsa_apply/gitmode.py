@@ -1,0 +1,443 @@
+"""--git CHECKOUT: apply = `git am` of patches/, revert = `git revert` of our commits.
+
+Before running `git am` or `git revert` we write a marker, <git dir>/nsa-fastpath-op (op and
+the HEAD it started from). A later run that finds the marker knows an interrupted git am /
+git revert is our own: it aborts it (back to that HEAD) and then does what it was asked to.
+Any other operation in progress, or git's own .git/index.lock, makes us stop without a change
+and say which git command clears it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from . import errors as E
+from .context import Context, command
+from .engine import note_late_signal
+from .errors import Fail, Interrupted
+from .lock import DirLock
+from .manifest import Manifest, check_overlay
+from .tree import Scan, Target, scan, sglang_version
+from .txn import fsync_dir
+
+MARKER = "nsa-fastpath-op"
+TRAILER = "nsa-fastpath"
+
+
+class Checkout:
+    def __init__(self, ctx: Context, arg: str):
+        self.ctx = ctx
+        if not Path(arg).is_dir():
+            raise Fail(E.TARGET, f"--git {arg}: no such directory. Nothing changed.")
+        self.co = Path(os.path.realpath(arg))
+        top = self.git("rev-parse", "--show-toplevel")
+        if top.returncode != 0:
+            raise Fail(E.TARGET, f"{self.co} is not a usable git checkout (pass the root of your "
+                                 f"SGLang clone); git says: {top.stderr.strip()}. Nothing "
+                                 "changed.")
+        if os.path.realpath(top.stdout.strip()) != str(self.co):
+            raise Fail(E.TARGET, f"{self.co} is not the root of its git checkout "
+                                 f"({top.stdout.strip()} is). Nothing changed.")
+        if not (self.co / "python" / "sglang").is_dir():
+            raise Fail(E.TARGET, f"{self.co} has no python/sglang/: not an SGLang checkout. "
+                                 "Nothing changed.")
+        self.gitdir = Path(self.git("rev-parse", "--absolute-git-dir").stdout.strip())
+        self.target = Target(self.co / "python", sglang_version(self.co / "python"))
+        self.steps = 0
+
+    # ------------------------------------------------------------ git plumbing
+    def git(self, *args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, GIT_EDITOR="true", GIT_TERMINAL_PROMPT="0")
+        return subprocess.run(["git", "-C", str(self.co), *args], capture_output=True, text=True,
+                              errors="replace", env=env, stdin=subprocess.DEVNULL)
+
+    def out(self, *args: str) -> str:
+        p = self.git(*args)
+        if p.returncode != 0:
+            raise Fail(E.MANUAL, f"`git {' '.join(args)}` failed in {self.co}:",
+                       *p.stderr.strip().splitlines(), "Check `git status` there.")
+        return p.stdout
+
+    def path(self, name: str) -> Path:
+        p = Path(self.git("rev-parse", "--git-path", name).stdout.strip())
+        return p if p.is_absolute() else self.co / p
+
+    def head(self) -> str:
+        return self.out("rev-parse", "HEAD").strip()
+
+    def paths(self, m: Manifest) -> list[str]:
+        return ["python/" + r.rel for r in m.rows]
+
+    def dirty(self, m: Manifest) -> str:
+        return self.out("status", "--porcelain", "--untracked-files=all", "--", *self.paths(m))
+
+    def identity(self) -> None:
+        """`git am`/`git revert` need an identity; fall back to one naming this tool."""
+        if not self.git("config", "user.name").stdout.strip():
+            os.environ.setdefault("GIT_AUTHOR_NAME", "nsa-fastpath apply.sh")
+            os.environ.setdefault("GIT_COMMITTER_NAME", "nsa-fastpath apply.sh")
+        if not self.git("config", "user.email").stdout.strip():
+            os.environ.setdefault("GIT_AUTHOR_EMAIL", "nsa-fastpath@localhost")
+            os.environ.setdefault("GIT_COMMITTER_EMAIL", "nsa-fastpath@localhost")
+
+    # ------------------------------------------------------------ state
+    def in_progress(self) -> str | None:
+        ra = self.path("rebase-apply")
+        if ra.is_dir():
+            return "am" if (ra / "applying").exists() else "rebase"
+        if self.path("rebase-merge").is_dir():
+            return "rebase"
+        if self.path("REVERT_HEAD").exists():
+            return "revert"
+        seq = self.path("sequencer")
+        if seq.is_dir():
+            try:
+                first = (seq / "todo").read_text().split(None, 1)[0]
+            except (OSError, IndexError):
+                first = ""
+            return "revert" if first == "revert" else "cherry-pick"
+        if self.path("CHERRY_PICK_HEAD").exists():
+            return "cherry-pick"
+        if self.path("MERGE_HEAD").exists():
+            return "merge"
+        return None
+
+    def check_index_lock(self) -> None:
+        lock = self.path("index.lock")
+        if lock.exists():
+            raise Fail(E.BUSY, f"git's own lock {lock} exists: a git command is running in "
+                               f"{self.co}, or one was killed. If no git process is working "
+                               f"there, clear it with: rm -f {lock}   -- then rerun. Nothing "
+                               "changed.")
+
+    def read_marker(self) -> dict[str, str]:
+        try:
+            text = self.path(MARKER).read_text()
+        except OSError:
+            return {}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def write_marker(self, op: str, head0: str) -> None:
+        p = self.path(MARKER)
+        tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
+        with open(tmp, "w") as fh:
+            fh.write(f"# written by nsa-fastpath apply.sh while it runs git {op}\n"
+                     f"op={op}\nhead={head0}\npid={os.getpid()}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        fsync_dir(p.parent)
+
+    def remove_marker(self) -> None:
+        try:
+            os.unlink(self.path(MARKER))
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.gitdir)
+
+    def step(self, what: str) -> None:
+        self.steps += 1
+        self.ctx.log.trace(f"step {self.steps}: {what}")
+        self.ctx.hook.after(self.steps, what)
+        self.ctx.signals.check()
+
+    # ------------------------------------------------------------ undo / recovery
+    def ours_since(self, head0: str) -> bool:
+        """Every commit in head0..HEAD is one of ours (a patch, or a revert of one)."""
+        if self.git("merge-base", "--is-ancestor", head0, "HEAD").returncode != 0:
+            return False
+        for sha in self.out("rev-list", f"{head0}..HEAD").split():
+            body = self.out("log", "-1", "--format=%B", sha)
+            trailer = self.out("log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)", sha)
+            reverted = re.search(r"This reverts commit ([0-9a-f]{40})", body)
+            if trailer.strip():
+                continue
+            if reverted and self.out("log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)",
+                                     reverted.group(1)).strip():
+                continue
+            return False
+        return True
+
+    def undo(self, m: Manifest, head0: str) -> str | None:
+        """Abort our git op and go back to head0. Returns None, or why that failed.
+
+        `git am` and `git revert` refuse to start on a dirty index, so whatever is staged
+        now is ours: `git reset --merge` drops it (and keeps unstaged changes, as git's own
+        --abort does)."""
+        self.git("update-index", "-q", "--refresh")  # stale stat info is not a change
+        ip = self.in_progress()
+        if ip in ("am", "revert"):
+            p = self.git(ip, "--abort")
+            if p.returncode != 0 or self.in_progress() is not None:
+                self.git(ip, "--quit")
+            if self.in_progress() is not None:
+                return f"`git {ip} --abort` failed: {p.stderr.strip()}"
+        elif ip is not None:
+            return f"a git {ip} is in progress, which apply.sh did not start"
+        if self.head() != head0 and not self.ours_since(head0):
+            return f"HEAD moved from {head0[:12]} by commits that are not nsa-fastpath's"
+        if self.head() != head0 or self.dirty(m):
+            p = self.git("reset", "--quiet", "--merge", head0)
+            if p.returncode != 0:
+                return f"`git reset --merge {head0[:12]}` failed: {p.stderr.strip()}"
+        if self.head() != head0 or self.dirty(m):
+            return f"{self.co} is not back at {head0[:12]} with clean files"
+        self.remove_marker()
+        return None
+
+    def recover(self, m: Manifest) -> None:
+        """Abort our own interrupted git am / git revert; refuse on anyone else's."""
+        marker = self.read_marker()
+        ip = self.in_progress()
+        if ip is not None and marker.get("op") != ip:
+            cont = {"am": "git am --continue", "rebase": "git rebase --continue",
+                    "revert": "git revert --continue", "cherry-pick": "git cherry-pick --continue",
+                    "merge": "git commit"}[ip]
+            abort = {"merge": "git merge --abort"}.get(ip, f"git {ip} --abort")
+            raise Fail(E.MANUAL, f"a git {ip} is in progress in {self.co}, not started by "
+                                 f"apply.sh: finish it ({cont}) or abort it ({abort}), then "
+                                 "rerun. Nothing changed.")
+        if not marker:
+            return
+        head0 = marker.get("head", "")
+        if ip is None:
+            self.ctx.say(f"found the marker of an interrupted apply.sh run (git "
+                         f"{marker.get('op', '?')}, no git operation in progress): removed it")
+            self.remove_marker()
+            return
+        self.ctx.say(f"found an interrupted git {ip} of a killed apply.sh run: aborting it "
+                     f"(back to {head0[:12]})")
+        why = self.undo(m, head0)
+        if why:
+            raise Fail(E.MANUAL, f"could not abort the interrupted git {ip} in {self.co}: {why}. "
+                                 f"Check `git status` there; `git {ip} --abort` then `rm -f "
+                                 f"{self.path(MARKER)}` clear it.")
+
+    # ------------------------------------------------------------ one git operation
+    def run_op(self, m: Manifest, op: str, args: list[str]) -> str:
+        """Runs `git op args` as a transaction: on failure or a signal, back to HEAD. Returns head0."""
+        self.identity()
+        head0 = self.head()
+        with self.ctx.signals.deferred():
+            try:
+                self.write_marker(op, head0)
+                self.step(f"wrote {self.path(MARKER)}")
+                p = self.git(op, *args)
+                if p.returncode != 0:
+                    for line in (p.stdout + p.stderr).strip().splitlines():
+                        self.ctx.log.error(f"git {op}: {line}")
+                    raise RuntimeError(f"git {op} failed (exit {p.returncode})")
+                self.step(f"git {op} {' '.join(args[:2])}...")
+            except Exception as e:  # noqa: BLE001 -- any failure: back to head0
+                self.ctx.hook.disarm()
+                why = self.undo(m, head0)
+                reason = e.signame if isinstance(e, Interrupted) else str(e)
+                if why:
+                    raise Fail(E.MANUAL, f"{reason}; and going back to {head0[:12]} failed: "
+                                         f"{why}. Check `git status` in {self.co}.")
+                undo = "`git am --abort`" if op == "am" else "`git revert --abort`"
+                raise Fail(E.ROLLED_BACK, f"{reason}; ran {undo} (and reset to our starting "
+                                          f"point): {self.co} is unchanged (HEAD {head0[:12]})")
+            self.remove_marker()
+        return head0
+
+
+def _prepare(ctx: Context, arg: str, m: Manifest) -> tuple[Checkout, DirLock]:
+    co = Checkout(ctx, arg)
+    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
+    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
+            f"nsa-fastpath targets {m.target_spec}")
+    lock = DirLock(co.gitdir, str(co.co))
+    lock.acquire(ctx.lock_timeout, ctx.log)
+    return co, lock
+
+
+def _refuse_foreign(co: Checkout, m: Manifest, s: Scan, verb: str, what: str) -> None:
+    if s.foreign:
+        lines = [f"refusing to {verb}: python/{rel}: {s.state[rel]}"
+                 + (f" (sha256 {s.seen[rel]})" if s.state[rel] == "foreign" else "")
+                 for rel in s.foreign]
+        raise Fail(E.REFUSED, *lines, what)
+
+
+def _refuse_dirty(co: Checkout, m: Manifest) -> None:
+    dirty = co.dirty(m)
+    if dirty:
+        raise Fail(E.REFUSED, f"uncommitted changes in {co.co} to files nsa-fastpath touches:",
+                   *("    " + ln for ln in dirty.splitlines()),
+                   "Commit or stash them (git stash), then rerun. Nothing changed.")
+
+
+def patch_files(patch: Path) -> list[str]:
+    return re.findall(r"(?m)^diff --git a/python/(\S+) b/", patch.read_text(errors="replace"))
+
+
+def our_commits(co: Checkout, m: Manifest) -> list[str]:
+    """Commits carrying the nsa-fastpath trailer still in effect (not reverted), newest first."""
+    paths = co.paths(m)
+    reverted = set(re.findall(r"This reverts commit ([0-9a-f]{40})",
+                              co.out("log", "--format=%B", "HEAD", "--", *paths)))
+    out = []
+    fmt = f"--format=%H%x09%(trailers:key={TRAILER},valueonly,separator=%x2C)"
+    for line in co.out("log", fmt, "HEAD", "--", *paths).splitlines():
+        sha, _, tr = line.partition("\t")
+        if tr.strip() and sha not in reverted:
+            out.append(sha)
+    return out
+
+
+def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
+    m = ctx.manifest()
+    check_overlay(m, ctx.overlay)
+    co, lock = _prepare(ctx, arg, m)
+    try:
+        with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
+            return _apply(ctx, co, m, dry)
+    finally:
+        lock.release()
+
+
+def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+    co.check_index_lock()
+    co.recover(m)
+    n = len(m.rows)
+    s = scan(co.target, m)
+    _refuse_foreign(co, m, s, "apply",
+                    f"SGLang found in {co.co}: version {co.target.version}; nsa-fastpath "
+                    f"targets {m.target_spec} only. What to do: check out SGLang "
+                    f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
+                    "Nothing changed.")
+    if s.count("patched") == n and not co.dirty(m):
+        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
+        return E.OK
+    _refuse_dirty(co, m)
+    patches = sorted(ctx.patches.glob("*.patch"))
+    if not patches:
+        raise Fail(E.TARGET, f"no patches in {ctx.patches}. Nothing changed.")
+    rows = {r.rel for r in m.rows}
+    covered, todo = set(), []
+    for p in patches:
+        states = set()
+        for rel in patch_files(p):
+            if rel not in rows:
+                raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which manifest.tsv "
+                                     "does not list (run scripts/regen.py). Nothing changed.")
+            covered.add(rel)
+            states.add(s.state[rel])
+        if states == {"patched"}:
+            ctx.say(f"already applied: {p.name}")
+        elif states == {"pristine"}:
+            todo.append(p)
+        else:
+            raise Fail(E.REFUSED, f"{p.name} is partly applied in {co.co} (its files are: "
+                                  f"{', '.join(sorted(states))}); revert it "
+                                  f"(`{command('revert', '--git', co.co)}`) first. Nothing "
+                                  "changed.")
+    missing = sorted(rows - covered)
+    if missing:
+        raise Fail(E.TARGET, f"{', '.join(missing)} in manifest.tsv but in no patch (run "
+                             "scripts/regen.py). Nothing changed.")
+    if dry:
+        for p in todo:
+            ctx.say(f"would git am {p.name}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, todo)])
+    for p in todo:
+        ctx.say(f"applied {p.name}")
+    after = scan(co.target, m)
+    if after.count("patched") != n:
+        raise Fail(E.MANUAL, f"after git am, {n - after.count('patched')} file(s) are not "
+                             f"nsa-fastpath's: check `git log` in {co.co}")
+    ctx.say(f"applied: {co.head()[:12]} on top of {head0[:12]}; undo with: "
+            f"{command('revert', '--git', co.co)}")
+    note_late_signal(ctx)
+    return E.OK
+
+
+def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
+    m = ctx.manifest()
+    co, lock = _prepare(ctx, arg, m)
+    try:
+        with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
+            return _revert(ctx, co, m, dry)
+    finally:
+        lock.release()
+
+
+def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+    co.check_index_lock()
+    co.recover(m)
+    n = len(m.rows)
+    s = scan(co.target, m)
+    _refuse_foreign(co, m, s, "revert",
+                    "the file(s) above were changed by commits other than nsa-fastpath's, or "
+                    f"locally. Restore them by hand (git checkout v{m.version} -- <file>). "
+                    "Nothing changed.")
+    _refuse_dirty(co, m)
+    if s.count("pristine") == n:
+        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
+        return E.OK
+    commits = our_commits(co, m)
+    if not commits:
+        raise Fail(E.MANUAL, "files are patched but no commit with an 'nsa-fastpath:' "
+                             f"trailer is in effect in {co.co}: restore them by hand (git "
+                             f"checkout v{m.version} -- {' '.join(co.paths(m))}). Nothing "
+                             "changed.")
+    subjects = {c: co.out("log", "-1", "--format=%h %s", c).strip() for c in commits}
+    if dry:
+        for c in commits:
+            ctx.say(f"would git revert {subjects[c]}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    co.run_op(m, "revert", ["--no-edit", *commits])
+    for c in commits:
+        ctx.say(f"reverted {subjects[c]}")
+    after = scan(co.target, m)
+    if after.count("pristine") != n:
+        raise Fail(E.MANUAL, f"after reverting, {n - after.count('pristine')} file(s) are "
+                             f"still not SGLang's (other commits changed them): check `git "
+                             f"log` in {co.co}")
+    ctx.say(f"reverted: all {n} files are SGLang's again ({co.head()[:12]})")
+    note_late_signal(ctx)
+    return E.OK
+
+
+def cmd_status(ctx: Context, arg: str) -> int:
+    m = ctx.manifest()
+    co = Checkout(ctx, arg)
+    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
+    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
+            f"nsa-fastpath targets {m.target_spec}")
+    n = len(m.rows)
+    s = scan(co.target, m)
+    for row in m.rows:
+        ctx.say(f"  {s.state[row.rel]:<9} python/{row.rel}")
+    for c in our_commits(co, m):
+        ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
+    if co.dirty(m):
+        ctx.say("note: uncommitted changes to these files")
+    if co.path("index.lock").exists():
+        ctx.say(f"note: git's own lock {co.path('index.lock')} exists (a git command is running, "
+                f"or was killed: if none is running, rm -f {co.path('index.lock')})")
+    ip, marker = co.in_progress(), co.read_marker()
+    if s.foreign:
+        overall, code = "foreign", E.REFUSED
+    elif marker:
+        overall, code = "partial", E.PARTIAL
+        ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
+                f"{', still in progress' if ip else ''}): rerun "
+                f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+    elif ip:
+        overall, code = "partial", E.PARTIAL
+        ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")
+    elif s.count("pristine") == n:
+        overall, code = "pristine", E.OK
+    elif s.count("patched") == n:
+        overall, code = "patched", E.OK
+    else:
+        overall, code = "partial", E.PARTIAL
+    ctx.say(f"overall: {overall}")
+    return code

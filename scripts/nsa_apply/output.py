@@ -1,0 +1,57 @@
+"""Log lines of apply.sh, safe against a closed pipe.
+
+Output piped into `head` must not stop a run half way: SIGPIPE is ignored (see signals.py)
+and a write that fails with EPIPE switches that stream to /dev/null for the rest of the run,
+which then finishes and exits with its own code.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+PREFIX = "[nsa-fastpath] "
+
+
+class Log:
+    def __init__(self, out=None, err=None, trace: bool = False):
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.trace_on = trace
+        self.lost = False  # some output went into a closed pipe
+
+    def _write(self, stream_name: str, text: str) -> None:
+        stream = getattr(self, stream_name)
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.lost = True
+            setattr(self, stream_name, _devnull_stream(stream))
+
+    def say(self, msg: str) -> None:
+        self._write("out", PREFIX + msg + "\n")
+
+    def warn(self, msg: str) -> None:
+        self._write("err", PREFIX + "WARNING: " + msg + "\n")
+
+    def error(self, msg: str) -> None:
+        self._write("err", PREFIX + "ERROR: " + msg + "\n")
+
+    def raw(self, line: str) -> None:
+        self._write("out", line + "\n")
+
+    def trace(self, msg: str) -> None:
+        if self.trace_on:
+            self.say(msg)
+
+
+def _devnull_stream(old):
+    """/dev/null in place of a broken stream; the fd too, so Python's exit flush can't fail."""
+    try:
+        fd = old.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return open(os.devnull, "w")

@@ -1,0 +1,126 @@
+"""Checks before a site-packages run changes anything (each refusal: nothing changed)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from . import errors as E
+from .context import Context, command
+from .errors import Fail
+from .lock import DirLock
+from .manifest import STATE_REL, Manifest, file_state, load
+from .tree import Scan, Target, journal_text, owner_of, staged_leftovers
+from .txn import remove_path
+
+BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
+
+
+def announce(ctx: Context, t: Target, m: Manifest) -> None:
+    ctx.say(f"target: {t.root} (sglang {t.version}); nsa-fastpath targets {m.target_spec}")
+    if t.version != m.version:
+        ctx.log.warn(f"SGLang version found is {t.version}, nsa-fastpath targets "
+                     f"{m.target_spec}: files are checked by hash")
+
+
+def lock_target(ctx: Context, t: Target) -> DirLock:
+    lock = DirLock(t / "sglang", str(t.root))
+    lock.acquire(ctx.lock_timeout, ctx.log)
+    return lock
+
+
+def recorded_manifest(ctx: Context, t: Target, m: Manifest, op: str) -> Manifest:
+    """revert/status use the manifest recorded at apply time when ours differs."""
+    rec = t.state / "manifest.tsv"
+    if not rec.is_file() or file_state(rec) == m.sha256:
+        return m
+    if op != "apply":
+        ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv")
+        return load(rec)
+    raise Fail(E.REFUSED, f"another nsa-fastpath version is applied to {t.root} "
+                          f"({STATE_REL}/manifest.tsv differs from {m.path}). Run "
+                          f"`{command('revert', '--target', t.root)}` first (it uses the recorded "
+                          "manifest and backups), then apply. Nothing changed.")
+
+
+def foreign_lines(t: Target, m: Manifest, s: Scan, verb: str) -> list[str]:
+    out = []
+    for row in m.rows:
+        if s.state[row.rel] == "missing":
+            out.append(f"refusing to {verb}: {row.rel}: missing (SGLang {m.version} has it)")
+        elif s.state[row.rel] == "foreign":
+            theirs = f"SGLang {m.version}'s ({row.pre})" if row.pre else "absent (as in SGLang)"
+            out.append(f"refusing to {verb}: {row.rel}: sha256 {s.seen[row.rel]} is neither "
+                       f"{theirs} nor nsa-fastpath's ({row.post})")
+    return out
+
+
+def uninstalled_fail(t: Target, m: Manifest, left: list[str], code: int) -> Fail:
+    return Fail(code, f"SGLang is not installed in {t.root} any more (`pip uninstall sglang`?), "
+                      f"but nsa-fastpath's files remain: {', '.join(left)}. Because of them "
+                      "`import sglang` still succeeds, as an empty namespace package.",
+                f"Remove them with: {command('revert', '--target', t.root)}",
+                f"(then `pip install sglang=={m.version}` and apply again, if you want SGLang back)")
+
+
+def check_writable(t: Target, m: Manifest) -> None:
+    """Every directory apply/revert changes: writable by us, and on one filesystem."""
+    dirs = {t / "sglang"}
+    if t.state.is_dir():
+        dirs.add(t.state)
+    for row in m.rows:
+        d = (t / row.rel).parent
+        while not d.exists():
+            d = d.parent
+        dirs.add(d)
+        if (d / "__pycache__").is_dir():
+            dirs.add(d / "__pycache__")
+    for d in sorted(dirs):
+        if d.exists() and not os.access(d, os.W_OK | os.X_OK):
+            why = "read-only filesystem" if _readonly_fs(d) else f"owned by {owner_of(d)}"
+            raise Fail(E.TARGET, f"no write permission on {d} ({why}): run as the owner of "
+                                 "this SGLang install. Nothing changed.")
+    dev = os.stat(t / "sglang").st_dev
+    for d in sorted(dirs):
+        if d.exists() and os.stat(d).st_dev != dev:
+            raise Fail(E.TARGET, f"{d} is on another filesystem than {t / 'sglang'} (a mount "
+                                 "inside SGLang's tree?). apply.sh keeps backups as hard links on "
+                                 "the same filesystem so that a rollback needs no free space; it "
+                                 "cannot do that here. Nothing changed.")
+
+
+def _readonly_fs(d: Path) -> bool:
+    try:
+        return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_space(t: Target, m: Manifest, s: Scan, ctx: Context) -> None:
+    """Free space for everything apply writes, checked before its first write."""
+    st = os.statvfs(t / "sglang")
+    bsize = st.f_frsize or 4096
+
+    def blocks(n: int) -> int:
+        return -(-n // bsize) + 1
+
+    todo = s.rows_in(m, "pristine")
+    need = sum(blocks(os.path.getsize(ctx.overlay / r.rel)) for r in todo)
+    need += blocks(len(m.data)) + 3 * blocks(len(journal_text("apply", "in-progress", m.sha256)))
+    need += BLOCK_MARGIN
+    free = shutil.disk_usage(t / "sglang").free // bsize
+    if free < need:
+        raise Fail(E.TARGET, f"not enough free space on the filesystem of {t.root}: apply needs "
+                             f"about {need * bsize // 1024} KiB, {free * bsize // 1024} KiB are "
+                             "free. Free some space, then rerun. Nothing changed.")
+    inodes_needed = 4 * len(todo) + 16
+    if st.f_files and st.f_favail < inodes_needed:
+        raise Fail(E.TARGET, f"no free inodes on the filesystem of {t.root} ({st.f_favail} "
+                             f"free, apply needs about {inodes_needed}). Nothing changed.")
+
+
+def clean_leftovers(ctx: Context, t: Target, m: Manifest) -> None:
+    """Remove the staging entries of an interrupted run (they are never needed to finish)."""
+    for p in staged_leftovers(t, m):
+        remove_path(p)
+        ctx.say(f"removed leftover temp file {t.rel(p)}")

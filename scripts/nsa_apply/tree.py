@@ -1,0 +1,285 @@
+"""A site-packages target: where it is, what SGLang it holds, and the state of every file."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Fail, TARGET
+from .manifest import STATE_REL, Manifest, Row, file_state
+
+JOURNAL_HEAD = ("# nsa-fastpath state (scripts/apply.sh). Do not edit or delete: "
+                "`apply.sh revert` restores the originals from backup/.")
+
+
+def sglang_version(d: Path) -> str:
+    """Version(s) of SGLang installed in d (site-packages, or python/ of a checkout)."""
+    found = []
+    for meta in sorted(d.glob("sglang-*.dist-info/METADATA")) + sorted(
+            d.glob("sglang-*.egg-info/PKG-INFO")):
+        try:
+            for line in meta.read_text(errors="replace").splitlines():
+                if line.startswith("Version:"):
+                    found.append(line.split(":", 1)[1].strip())
+                    break
+        except OSError:
+            pass
+    if not found and (d / "pyproject.toml").is_file():
+        m = re.search(r'(?m)^version *= *"([^"]+)"', (d / "pyproject.toml").read_text(errors="replace"))
+        if m:
+            found.append(m.group(1))
+    if not found:
+        for name in ("_version.py", "version.py"):
+            f = d / "sglang" / name
+            if f.is_file():
+                m = re.search(r"""(?m)^__version__ *= *(?:version *= *)?['"]([^'"]+)['"]""",
+                              f.read_text(errors="replace"))
+                if m:
+                    found.append(m.group(1))
+                    break
+    return ", ".join(found) or "unknown"
+
+
+def find_default_target() -> Path:
+    """site-packages of the SGLang this Python would import (found, not imported)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd(), here)]
+    try:
+        spec = importlib.util.find_spec("sglang")
+    finally:
+        sys.path[:] = saved
+    if spec is None:
+        raise Fail(TARGET, f"no SGLang importable by {sys.executable}: set PYTHON=/path/to/python "
+                           "of the SGLang environment, or pass --target SITE_PACKAGES_DIR. "
+                           "Nothing changed.")
+    locs = list(spec.submodule_search_locations or [])
+    pkg = locs[0] if locs else os.path.dirname(spec.origin)
+    return Path(os.path.dirname(os.path.abspath(pkg)))
+
+
+@dataclass
+class Target:
+    root: Path       # site-packages (or python/ of a git checkout)
+    version: str
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_REL
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.root / rel
+
+    def rel(self, path: Path) -> str:
+        return os.path.relpath(path, self.root)
+
+
+def resolve(arg: str | None, log) -> Target:
+    if arg is None:
+        root = find_default_target()
+        log.say(f"SGLang found by {sys.executable} in {root}")
+    else:
+        root = Path(arg)
+    if not (root / "sglang").is_dir():
+        if not root.exists():
+            raise Fail(TARGET, f"{root}: no such directory. Pass the site-packages directory "
+                               "that contains sglang/. Nothing changed.")
+        raise Fail(TARGET, f"no sglang/ package in {root} (pass the site-packages directory "
+                           "that contains sglang/). Nothing changed.")
+    root = Path(os.path.realpath(root))
+    return Target(root, sglang_version(root))
+
+
+# ---------------------------------------------------------------- file states
+@dataclass
+class Scan:
+    state: dict[str, str] = field(default_factory=dict)   # pristine/patched/foreign/missing
+    seen: dict[str, str] = field(default_factory=dict)    # sha256 or missing/symlink/...
+    backup: dict[str, str] = field(default_factory=dict)  # replace rows: ok/missing/corrupt/unreadable
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.state.values() if s == state)
+
+    def rows_in(self, m: Manifest, *states: str) -> list[Row]:
+        return [r for r in m.rows if self.state[r.rel] in states]
+
+    @property
+    def foreign(self) -> list[str]:
+        return [rel for rel, s in self.state.items() if s in ("foreign", "missing")]
+
+    @property
+    def unreadable(self) -> list[str]:
+        return ([rel for rel, h in self.seen.items() if h == "unreadable"]
+                + [f"{STATE_REL}/backup/{rel}" for rel, b in self.backup.items()
+                   if b == "unreadable"])
+
+
+def classify(row: Row, seen: str) -> str:
+    if seen == row.post:
+        return "patched"
+    if row.kind == "add" and seen == "missing":
+        return "pristine"
+    if row.kind == "replace" and seen == row.pre:
+        return "pristine"
+    return "missing" if seen == "missing" else "foreign"
+
+
+def scan(t: Target, m: Manifest) -> Scan:
+    s = Scan()
+    for row in m.rows:
+        seen = file_state(t / row.rel)
+        s.seen[row.rel] = seen
+        s.state[row.rel] = classify(row, seen)
+        if row.kind == "replace":
+            b = file_state(t.state / "backup" / row.rel)
+            s.backup[row.rel] = ("ok" if b == row.pre else b if b in ("missing", "unreadable")
+                                 else "corrupt")
+    return s
+
+
+def require_readable(s: Scan, t: Target) -> None:
+    if s.unreadable:
+        raise Fail(TARGET, "cannot read " + ", ".join(s.unreadable) + f" in {t.root}: "
+                   "permission denied (the files may be fine; this user cannot read them). Run "
+                   f"as the owner of this SGLang install ({owner_of(t.root / 'sglang')}). "
+                   "Nothing changed.")
+
+
+def state_unreadable(t: Target) -> Path | None:
+    """The first directory of the state dir this user cannot list, if any."""
+    for d in (t.state, t.state / "backup"):
+        try:
+            os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except PermissionError:
+            return d
+    return None
+
+
+def require_state_readable(t: Target) -> None:
+    d = state_unreadable(t)
+    if d is not None:
+        raise Fail(TARGET, f"cannot read {d}: permission denied. The backups may well be fine; "
+                           "this user cannot read them. Run as the owner of this SGLang install "
+                           f"({owner_of(t.root / 'sglang')}). Nothing changed.")
+
+
+def owner_of(path: Path) -> str:
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return "unknown owner"
+    try:
+        import pwd
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+# ---------------------------------------------------------------- journal
+def read_journal(t: Target) -> dict[str, str]:
+    try:
+        text = (t.state / "journal").read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), v.strip())
+    return out
+
+
+def journal_text(op: str, state: str, manifest_sha: str) -> bytes:
+    return (f"{JOURNAL_HEAD}\nop={op}\nstate={state}\nmanifest_sha256={manifest_sha}\n").encode()
+
+
+def read_created_dirs(t: Target, log=None) -> list[str]:
+    try:
+        lines = (t.state / "created_dirs").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for d in lines:
+        parts = d.split("/")
+        if not d:
+            continue
+        if parts[0] != "sglang" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts) \
+                or (d + "/").startswith(STATE_REL + "/"):
+            if log:
+                log.warn(f"ignoring bad created_dirs entry: {d!r}")
+            continue
+        out.append(d)
+    return sorted(set(out))
+
+
+# ---------------------------------------------------------------- bytecode
+def pyc_files(source: Path) -> list[Path]:
+    """Bytecode Python may have written for `source` (__pycache__/stem.*.pyc, legacy stem.pyc)."""
+    if source.suffix != ".py":
+        return []
+    stem, out = source.stem, []
+    cache = source.parent / "__pycache__"
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        names = []
+    for name in sorted(names):
+        if name.startswith(stem + ".") and name.endswith(".pyc") and \
+                name[len(stem) + 1:-4].count(".") <= 1:
+            out.append(cache / name)
+    legacy = source.with_suffix(".pyc")
+    if os.path.lexists(legacy):
+        out.append(legacy)
+    return out
+
+
+def backup_pyc(t: Target, pyc: Path) -> Path:
+    """Where apply keeps pip's bytecode of a replaced module (same relative place)."""
+    return t.state / "backup" / t.rel(pyc)
+
+
+# ---------------------------------------------------------------- leftovers
+def staged_leftovers(t: Target, m: Manifest) -> list[Path]:
+    """Temp entries of an interrupted run: S/tmp-*, and an older apply.sh's .*.nsa-tmp.*."""
+    out = []
+    try:
+        out += sorted(t.state / n for n in os.listdir(t.state) if n.startswith("tmp-"))
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    dirs = sorted({(t / r.rel).parent for r in m.rows})
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        out += [d / n for n in sorted(names) if n.startswith(".") and ".nsa-tmp." in n]
+    return out
+
+
+def sglang_uninstalled(t: Target, m: Manifest, s: Scan) -> list[str] | None:
+    """After `pip uninstall sglang` on a patched tree only our files remain under sglang/.
+    Returns them (relative paths) if that is the state, else None."""
+    if list(t.root.glob("sglang-*.dist-info")) or list(t.root.glob("sglang-*.egg-info")):
+        return None
+    if any(s.state[r.rel] != "missing" for r in m.rows if r.kind == "replace"):
+        return None
+    ours = {r.rel for r in m.rows if r.kind == "add" and s.state[r.rel] == "patched"}
+    left = []
+    for dirpath, dirnames, filenames in os.walk(t / "sglang"):
+        rel_dir = t.rel(Path(dirpath))
+        if rel_dir == STATE_REL:
+            dirnames[:] = []
+            left.append(STATE_REL + "/")
+            continue
+        for name in filenames:
+            rel = f"{rel_dir}/{name}"
+            if rel in ours:
+                left.append(rel)
+            elif not (os.path.basename(dirpath) == "__pycache__" and name.endswith(".pyc")):
+                return None  # something else of SGLang's (or someone's) is still there
+    return left
