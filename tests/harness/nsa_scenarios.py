@@ -171,26 +171,37 @@ def record_inputs(out: dict, prefix: str, driver, bs: int) -> None:
 
 
 # ---------------------------------------------------------------- scenarios
-def replay_and_dump(out: dict, replays: Counter, driver, batch, prefix_of) -> None:
-    """Poison, let the runner replay `batch`, dump every backend it filled."""
+def replay_and_dump(out: dict, replays: Counter, driver, batch, label: str, bs: int, r: int):
+    """Poison, let the runner replay `batch` (planned to pad up to captured `bs`), dump every
+    backend it filled under f"{label}/bs{bs}/r{r}" (plus /b{i} per multi-step backend)."""
     for backend in driver.backends:
         poison(backend)
-    bs = driver.replay(batch)
+    padded_to = driver.replay(batch)
+    if padded_to != bs:
+        raise AssertionError(f"{label}: runner padded {batch.batch_size} to {padded_to}, not {bs}")
+    multi = driver.mode == "draft"
     reads = driver.body.read(bs) if driver.device == "cuda" else None
     for i, backend in enumerate(driver.backends):
-        prefix = prefix_of(bs, i)
+        prefix = f"{label}/bs{bs}/r{r}" + (f"/b{i}" if multi else "")
         if i == 0:
             record_inputs(out, prefix, driver, bs)
         dump(out, prefix, driver, backend, bs)
         if reads is not None:
             for name, t in reads[i].items():
                 out[f"{prefix}/graph_read.{name}"] = t
-    kind = "multi" if driver.mode == "draft" else "single"
-    replays[kind] += 1
-    replays[f"{kind}.{driver.mode if kind == 'single' else f'steps{driver.num_steps}'}"] += 1
-    if kind == "multi":
-        replays["multi.step_backends"] += len(driver.backends)
-        replays["multi.bs1"] += bs == 1
+    count_replay(replays, driver, bs)
+
+
+def count_replay(replays: Counter, driver, bs: int) -> None:
+    """What harness/served.py derives the expected served counts from."""
+    if driver.mode != "draft":
+        replays["single"] += 1
+        replays[f"single.{driver.mode}"] += 1
+        return
+    replays["multi"] += 1
+    replays[f"multi.steps{driver.num_steps}"] += 1
+    replays["multi.step_backends"] += len(driver.backends)
+    replays["multi.bs1"] += int(bs == 1)  # every destination contiguous: _foreach_copy_
 
 
 def run_single_backend(out: dict, replays: Counter, device: str, seed: int, page_size: int,
@@ -201,10 +212,10 @@ def run_single_backend(out: dict, replays: Counter, device: str, seed: int, page
     for mode in modes:
         driver = make_runner(mode, page_size, topk, capture_bs, device, seed=seed)
         driver.capture()
+        label = f"single/{mode}/ps{page_size}/topk{topk}"
         for bs, r, raw_bs, finished in replay_plan(capture_bs, replays_per_bs, gen):
             batch = make_batch(driver, gen, raw_bs, topk, request_finished=finished)
-            replay_and_dump(out, replays, driver, batch,
-                            lambda got, _: f"single/{mode}/ps{page_size}/topk{topk}/bs{got}/r{r}")
+            replay_and_dump(out, replays, driver, batch, label, bs, r)
 
 
 def run_multi_step(out: dict, replays: Counter, device: str, seed: int, page_size: int, topk: int,
@@ -219,11 +230,10 @@ def run_multi_step(out: dict, replays: Counter, device: str, seed: int, page_siz
         driver = make_runner("draft", page_size, topk, capture_bs, device, num_steps=num_steps,
                              seed=seed)
         driver.capture()
+        label = f"multi/steps{num_steps}/ps{page_size}/topk{topk}"
         for bs, r, raw_bs, _ in replay_plan(capture_bs, replays_per_bs, gen):
-            batch = make_batch(driver, gen, raw_bs, topk)
-            replay_and_dump(
-                out, replays, driver, batch,
-                lambda got, i: f"multi/steps{num_steps}/ps{page_size}/topk{topk}/bs{got}/r{r}/b{i}")
+            replay_and_dump(out, replays, driver, make_batch(driver, gen, raw_bs, topk), label,
+                            bs, r)
 
 
 def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
