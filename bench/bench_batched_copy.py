@@ -47,7 +47,7 @@ def main() -> None:
 
     pristine_dir, patched_dir = build_trees(default_workdir())
     pristine_mod, patched_mod = import_trees(pristine_dir, patched_dir, "cuda")
-    import nsa_scenarios as ns
+    import nsa_inputs as ns
     from sglang.srt.layers.attention.nsa import replay_fastpath as rf
     from sglang.srt.layers.attention.nsa import triton_batched_copy as bc
     from sglang.srt.model_executor.forward_batch_info import ForwardMode

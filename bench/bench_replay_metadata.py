@@ -110,7 +110,7 @@ def main() -> None:
     pristine_dir, patched_dir = build_trees(default_workdir())
     pristine_mod, patched_mod = import_trees(pristine_dir, patched_dir, "cuda")
     import deep_gemm
-    import nsa_scenarios as ns
+    import nsa_inputs as ns
     from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
     from sglang.srt.layers.attention.nsa import replay_fastpath as rf
 

@@ -4,7 +4,7 @@ The NSA benchmarks run SGLang 0.5.8's own replay methods and the patched ones si
 ONE process: the patched tree is imported as `sglang`, and the pristine `nsa_backend.py` is
 loaded from the pristine tree under another module name (its imports resolve to the patched
 tree's modules, which are byte-identical to 0.5.8 except environ.py, a superset). The model-runner
-stub and replay-input generator are the parity harness's (tests/harness/nsa_scenarios.py).
+stub and replay values come from bench/nsa_inputs.py.
 """
 from __future__ import annotations
 

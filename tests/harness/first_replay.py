@@ -39,7 +39,8 @@ def main() -> None:
     setup_paths(args.tree, "cuda")
     import torch
 
-    import nsa_scenarios as ns
+    sys.path.insert(0, str(HERE.parent.parent / "bench"))
+    import nsa_inputs as ns  # the model-runner stub and replay values the benchmarks use
     from sglang.srt.layers.attention.nsa import replay_fastpath as rf
     from sglang.srt.layers.attention.nsa_backend import (
         NativeSparseAttnBackend, NativeSparseAttnMultiStepBackend)

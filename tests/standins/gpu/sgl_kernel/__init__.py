@@ -4,6 +4,9 @@ On CUDA, SGLang 0.5.8 imports many more sgl_kernel names at module level and reg
 kernels for `sgl_kernel::` torch ops, so this stand-in resolves ANY attribute and ANY submodule
 to a callable that raises when called, and defines those ops with a catch-all schema. The NSA
 replay metadata paths and RadixCache never call sgl_kernel; a call means the harness left them.
+One exception: `fast_topk`, which EAGLEDraftExtendCudaGraphRunner's captured forward applies to
+the (stub) model's output, is SGLang's own torch fallback (sglang/srt/utils/common.py): it touches
+no metadata.
 """
 import importlib.abc
 import importlib.machinery
@@ -73,6 +76,13 @@ class _SubmoduleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         pass
+
+
+def fast_topk(values, topk, dim):
+    """sglang.srt.utils.common.fast_topk, SGLang's fallback for this kernel."""
+    if topk == 1:
+        return torch.max(values, dim=dim, keepdim=True)
+    return torch.topk(values, topk, dim=dim)
 
 
 sys.meta_path.insert(0, _SubmoduleFinder())
