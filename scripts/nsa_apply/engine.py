@@ -122,12 +122,17 @@ def note_late_signal(ctx: Context) -> None:
         ctx.say(f"({ctx.signals.pending} arrived after the commit point: the run finished)")
 
 
-def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False) -> None:
-    def act(done: str, would: str) -> None:  # what happened, or in a dry run what would
+def reporter(ctx: Context, dry: bool):
+    """act(done, would): say what happened or, in a dry run, what would (empty: say nothing)."""
+    def act(done: str, would: str) -> None:
         msg = would if dry else done
         if msg:
             ctx.say(msg)
+    return act
 
+
+def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False) -> None:
+    act = reporter(ctx, dry)
     S = t.state
     if not S.is_dir():
         txn.mkdir(S, stage=True)
@@ -193,11 +198,7 @@ def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fal
 
 
 def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False) -> None:
-    def act(done: str, would: str) -> None:  # what happened, or in a dry run what would
-        msg = would if dry else done
-        if msg:
-            ctx.say(msg)
-
+    act = reporter(ctx, dry)
     S = t.state
     if not S.is_dir():
         txn.mkdir(S, stage=True)
