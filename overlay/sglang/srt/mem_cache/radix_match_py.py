@@ -10,7 +10,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""nsa-fastpath: adaptive prefix matching for RadixCache (SGLANG_RADIX_FAST_MATCH=1, the default).
+"""nsa-fastpath: the pure-Python comparisons of RadixCache prefix matching.
+
+The fallback of radix_match.py when the compiled helper is unavailable, and the drop-in
+``key_match_fn`` (insert, subclasses) in every case.
 
 Same results as SGLang 0.5.8's ``_key_match_page_size1`` / ``_key_match_paged`` (which stay in
 radix_cache.py and are what the flag set to 0 uses), found faster. Per comparison, by the length
@@ -58,10 +61,9 @@ import struct
 from itertools import chain
 from typing import Callable, Optional
 
-import torch
-
 logger = logging.getLogger(__name__)
 _pack = struct.pack
+_warned: set = set()
 
 NEVER = 1 << 62
 
@@ -245,11 +247,13 @@ def convert_to_bigram_key_fast(tokens, fallback: Callable):
     return fallback(tokens)
 
 
-def tokens_to_tensor(tokens) -> torch.Tensor:
+def tokens_to_tensor(tokens):
     """int64 tensor of token ids (bigram tuples: shape (n, 2)), same values as torch.tensor.
 
     struct.pack reads a Python int list about 7x faster than torch.tensor does.
     """
+    import torch
+
     n = len(tokens)
     if n == 0:
         return torch.empty((0,), dtype=torch.int64)
@@ -344,16 +348,6 @@ def bytes_prefix(b0: bytes, q: QueryInts, off: int, k: int) -> Optional[int]:
         else:
             hi = mid
     return lo
-
-
-_logged: set = set()
-
-
-def log_once(message: str) -> None:
-    """logger.info once per distinct message and process."""
-    if message not in _logged:
-        _logged.add(message)
-        logger.info(message)
 
 
 class NsaPrefixMatcher:
@@ -451,7 +445,10 @@ class NsaPrefixMatcher:
             try:
                 return ops.first_mismatch(key0, key1, off, m)
             except Exception as e:  # any failure: this comparison on the CPU path
-                log_once(f"nsa-fastpath: RadixCache triton matcher fell back to the CPU: {e!r}")
+                msg = f"nsa-fastpath: radix triton matcher failed, the CPU comparison takes over: {e!r}"
+                if msg not in _warned:
+                    _warned.add(msg)
+                    logger.warning(msg)
                 return None
 
         def _packed(key0, t0, q, off, m):
