@@ -216,7 +216,8 @@ def _memory_run(rc, out: dict, tag: str) -> None:
             disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
             page_size=ps, is_eagle=eagle, eviction_policy="lru"))
         rm = cache._nsa_walker.rematch
-        rm.max_entries, rm.max_tokens = 24, 30_000  # small limits, to see them hold
+        # small limits, to see them hold; every walk long enough to remember
+        rm.max_entries, rm.max_tokens, rm.min_len = 24, 30_000, 64
         slot = 0
         requests = make_workload(rng, 150, 4096, eagle)
         for n, (tokens, extra) in enumerate(requests):

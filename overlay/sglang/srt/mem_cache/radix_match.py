@@ -63,7 +63,7 @@ if __package__:
         paged_result,
         tokens_to_tensor,
     )
-    from sglang.srt.mem_cache.radix_rematch import RematchCache
+    from sglang.srt.mem_cache.radix_rematch import UNSEEN, RematchCache
 else:  # loaded as a single file (tests, scripts): the sibling modules the same way
     def _sibling(name):
         if name not in sys.modules:
@@ -78,7 +78,7 @@ else:  # loaded as a single file (tests, scripts): the sibling modules the same 
     NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
     bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
     node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
-    RematchCache = _sibling("radix_rematch").RematchCache
+    RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,14 @@ logger = logging.getLogger(__name__)
 INTS, CHAIN, PAIRS = 0, 1, 2
 
 NSA_TRITON_MIN = 512  # seed 004's threshold (tokens): the Triton kernel from this overlap
-# The re-match cache remembers walks from this many matched ints: shorter ones cost less to
-# walk again than to remember (bench_radix_match.py, re-matched rows).
-NSA_REMATCH_MIN = 64
+# The re-match cache looks queries up, and remembers walks, from this many matched ints, per
+# matcher: shorter ones cost less to walk again than to look up and replay
+# (bench_radix_match.py, re-matched table: the cache against "no cache" per length).
+NSA_REMATCH_MIN = {"compiled": 1024, "python": 64}
+
+
+def rematch_min(kind: str) -> int:
+    return NSA_REMATCH_MIN.get(kind, NSA_REMATCH_MIN["compiled"])
 
 
 def scan_max(page_size: int, form: int) -> int:
@@ -356,27 +361,33 @@ class Walker:
         self._qi = None
         value = []
         if rm is not None and n >= rm.min_len:
+            nq = len(q)  # RematchCache.fingerprint, inline
+            fp = (extra_key, nq, id(q[-1]), id(q[nq >> 1]))
             try:
-                fp = rm.fingerprint(q, extra_key)
-                hit = rm.lookup(fp, root, q, clock, value)
+                entry = rm.entries.get(fp, UNSEEN)
             except TypeError:  # an unhashable extra_key: the walk raises as 0.5.8 does
-                fp = hit = None
-            if hit is not None:  # access times set, values appended: resume where it stopped
-                t, steps, stored = hit
-                off = len(stored) - ext
-                node = steps[-1][1]
-                path = list(steps)
-                end, end_off = self._walk(cache, key, q, n, form, node, off, t, value, path)
-                if end_off != off:
-                    rm.store(fp, root, q, end_off + ext, path)
-                served("rematch")
-                return value, end
+                fp = None
+            if fp is not None and entry is not None and entry is not UNSEEN:
+                hit = rm.replay_entry(fp, entry, root, q, clock, value)
+                if hit is not None:  # access times set, values appended: resume where it stopped
+                    t, steps, stored = hit
+                    off = len(stored) - ext
+                    path = list(steps)
+                    end, end_off = self._walk(cache, key, q, n, form, steps[-1][1], off, t,
+                                              value, path)
+                    if end_off != off:
+                        rm.store(fp, root, q, end_off + ext, path)
+                    served("rematch")
+                    return value, end
+                entry = None  # now a mark
         t = clock()
         root.last_access_time = t
-        path = [] if fp is not None and rm.remember else None
+        path = [] if fp is not None and entry is None else None
         node, off = self._walk(cache, key, q, n, form, root, 0, t, value, path)
         if path:
             rm.store(fp, root, q, off + ext, path)
+        elif fp is not None and off + ext >= rm.min_len:
+            rm.mark(fp, off + ext)
         served(self.kind)
         return value, node
 
@@ -465,7 +476,7 @@ def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, trito
 
             def replay(root, steps, stored, q, clock, value, _replay=ext.replay):
                 return _replay(root, steps, stored, q, clock, value, scan)
-        rematch = RematchCache(replay, NSA_REMATCH_MIN)
+        rematch = RematchCache(replay, rematch_min(kind))
     return Walker(is_eagle, page_size, check_extra_key, kind, ext, triton_ops, rematch)
 
 

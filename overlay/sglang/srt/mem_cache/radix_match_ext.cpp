@@ -343,12 +343,99 @@ inline bool is_children_dict(PyObject* d) {
   return PyDict_CheckExact(d) || (t_defaultdict != nullptr && Py_IS_TYPE(d, t_defaultdict));
 }
 
+// The tree key's packed ids from its _nsa_ints cache (token_ids, len, bytes), refreshed if
+// token_ids was reassigned or changed length. New ref to bytes or None; null on error.
+PyObject* packed_key(PyObject* key0, PyObject* t0, bool pairs_keys) {
+  Py_ssize_t len0 = PyList_GET_SIZE(t0);
+  PyObject* c = PyObject_GetAttr(key0, s_nsa_ints);
+  if (c == nullptr) {  // a key class without the cache slot: packed here, cached if it can be
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return nullptr;
+    PyErr_Clear();
+    c = Py_None;
+    Py_INCREF(c);
+  }
+  if (PyTuple_CheckExact(c) && PyTuple_GET_SIZE(c) == 3 && PyTuple_GET_ITEM(c, 0) == t0 &&
+      PyLong_Check(PyTuple_GET_ITEM(c, 1)) &&
+      PyLong_AsSsize_t(PyTuple_GET_ITEM(c, 1)) == len0) {
+    PyObject* b = PyTuple_GET_ITEM(c, 2);
+    Py_INCREF(b);
+    Py_DECREF(c);
+    return b;
+  }
+  Py_DECREF(c);
+  if (PyErr_Occurred()) return nullptr;
+  PyObject* b = pairs_keys ? pack_chain(t0) : pack_ints(t0);
+  if (b == nullptr) return nullptr;
+  PyObject* entry = Py_BuildValue("(OnO)", t0, len0, b);
+  if (entry == nullptr) {
+    Py_DECREF(b);
+    return nullptr;
+  }
+  if (PyObject_SetAttr(key0, s_nsa_ints, entry) < 0) {  // not cacheable: used once
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+      Py_DECREF(entry);
+      Py_DECREF(b);
+      return nullptr;
+    }
+    PyErr_Clear();
+  }
+  Py_DECREF(entry);
+  return b;
+}
+
+// A scanned dict entry whose key may equal the query's page: RadixCache builds a child key from
+// the first page of the child's own key (tuple(key.token_ids[:page_size])), so its items are
+// those very objects. If they are (identity), the key equals the query's page exactly when the
+// child's packed key does over that page: a memcmp-speed check instead of comparing every
+// token (or pair) of the page structurally. 1 equal, 0 different, 2 cannot tell this way.
+int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, bool pairs_keys) {
+  int r = 1;
+  PyObject* plain = plain_of(k, Q, &r);
+  if (plain == nullptr) return r;
+  if (!PyTuple_CheckExact(plain) || PyTuple_GET_SIZE(plain) != Q.len) return 2;
+  PyObject* key0 = PyObject_GetAttr(child, s_key);
+  if (key0 == nullptr) {
+    PyErr_Clear();
+    return 2;
+  }
+  PyObject* t0 = PyObject_GetAttr(key0, s_token_ids);
+  PyObject* b = nullptr;
+  r = 2;
+  if (t0 == nullptr) {
+    PyErr_Clear();
+  } else if (PyList_CheckExact(t0) && PyList_GET_SIZE(t0) >= Q.len) {
+    bool same = true;
+    for (Py_ssize_t i = 0; i < Q.len && same; ++i)
+      same = PyTuple_GET_ITEM(plain, i) == PyList_GET_ITEM(t0, i);
+    if (same) b = packed_key(key0, t0, pairs_keys);
+    if (b == nullptr) {
+      PyErr_Clear();
+    } else if (b != Py_None) {
+      Py_ssize_t bad = 0, j;
+      const char* base = PyBytes_AS_STRING(b);
+      if (Q.form == kPairs) {
+        j = mismatch_pairs(base, Q.items, Q.len, &bad);
+        r = j < 0 ? 2 : j == Q.len;
+      } else {
+        Py_ssize_t count = Q.form == kChain ? Q.len + 1 : Q.len;
+        j = PyBytes_GET_SIZE(b) / 8 >= count ? mismatch_ints(base, Q.items, count, &bad) : -1;
+        r = j < 0 ? 2 : j == count;
+      }
+    }
+  }
+  Py_XDECREF(b);
+  Py_XDECREF(t0);
+  Py_DECREF(key0);
+  return r;
+}
+
 // `child_key in children`: 1 found (*child borrowed, *dkey new ref: the dict's key or an equal
 // one), 0 absent, -1 error. Small dicts are scanned (no key built or hashed: for EAGLE pages
-// that is 64 tuples per node); pages are first told apart by their last token, and a scan that
-// meets a key it cannot judge, or more than two pages alike at the end, does the real lookup.
-int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, PyObject** child,
-               PyObject** dkey) {
+// that is 64 tuples per node); pages are first told apart by their last token, then checked
+// through the child's packed key (page_eq_via_child) or token by token; a scan that meets a key
+// it cannot judge, or more than two pages alike at the end, does the real lookup.
+int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, bool pairs_keys,
+               PyObject** child, PyObject** dkey) {
   Py_ssize_t size = PyDict_GET_SIZE(children);
   if (size == 0) return 0;
   bool direct = Q.ps == 1 && Q.form != kChain && Q.extra == Py_None;  // the key is q[off]
@@ -364,7 +451,8 @@ int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, PyObj
           unsure = true;
           break;
         }
-        r = key_eq(k, Q);
+        r = Q.ps > 1 ? page_eq_via_child(k, v, Q, pairs_keys) : 2;
+        if (r == 2) r = key_eq(k, Q);
       }
       if (r == 1) {
         *child = v;
@@ -480,46 +568,6 @@ PyObject* same_prefix(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_TRUE;
 }
 
-// The tree key's packed ids from its _nsa_ints cache (token_ids, len, bytes), refreshed if
-// token_ids was reassigned or changed length. New ref to bytes or None; null on error.
-PyObject* packed_key(PyObject* key0, PyObject* t0, bool pairs_keys) {
-  Py_ssize_t len0 = PyList_GET_SIZE(t0);
-  PyObject* c = PyObject_GetAttr(key0, s_nsa_ints);
-  if (c == nullptr) {  // a key class without the cache slot: packed here, cached if it can be
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return nullptr;
-    PyErr_Clear();
-    c = Py_None;
-    Py_INCREF(c);
-  }
-  if (PyTuple_CheckExact(c) && PyTuple_GET_SIZE(c) == 3 && PyTuple_GET_ITEM(c, 0) == t0 &&
-      PyLong_Check(PyTuple_GET_ITEM(c, 1)) &&
-      PyLong_AsSsize_t(PyTuple_GET_ITEM(c, 1)) == len0) {
-    PyObject* b = PyTuple_GET_ITEM(c, 2);
-    Py_INCREF(b);
-    Py_DECREF(c);
-    return b;
-  }
-  Py_DECREF(c);
-  if (PyErr_Occurred()) return nullptr;
-  PyObject* b = pairs_keys ? pack_chain(t0) : pack_ints(t0);
-  if (b == nullptr) return nullptr;
-  PyObject* entry = Py_BuildValue("(OnO)", t0, len0, b);
-  if (entry == nullptr) {
-    Py_DECREF(b);
-    return nullptr;
-  }
-  if (PyObject_SetAttr(key0, s_nsa_ints, entry) < 0) {  // not cacheable: used once
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
-      Py_DECREF(entry);
-      Py_DECREF(b);
-      return nullptr;
-    }
-    PyErr_Clear();
-  }
-  Py_DECREF(entry);
-  return b;
-}
-
 // walk(node, q, off, n, form, ps, t, value, path, extra_key, pairs_keys, scan_max)
 //   -> (node, off, outcome, prefix_len, child_key)
 // 0.5.8's _match_prefix_helper loop from `node` at key position `off` of the query list `q`
@@ -573,7 +621,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
     QueryKey Q{extra, static_cast<int>(form), ps, qi + off, (off + ps < n ? off + ps : n) - off};
     PyObject *child = nullptr, *dkey = nullptr;
-    int found = find_child(children, Q, scan_max, &child, &dkey);
+    int found = find_child(children, Q, scan_max, pairs_keys, &child, &dkey);
     if (found < 0) {
       Py_DECREF(children);
       goto error;

@@ -12,13 +12,13 @@
 # limitations under the License.
 """nsa-fastpath: the pure-Python comparisons of RadixCache prefix matching.
 
-The fallback of radix_match.py when the compiled helper is unavailable, and the drop-in
-``key_match_fn`` (insert, subclasses) in every case.
+What radix_match.Walker compares with when the compiled helper is unavailable (or
+SGLANG_RADIX_COMPILED_MATCH=0), what it falls back to for keys and tokens the helper does not
+take, and the drop-in ``key_match_fn`` that insert and subclasses call in every case.
 
 Same results as SGLang 0.5.8's ``_key_match_page_size1`` / ``_key_match_paged`` (which stay in
 radix_cache.py and are what the flag set to 0 uses), found faster. Per comparison, by the length
-of the overlap and by what was measured fastest there (bench/bench_radix_match.py --sweep and
---ablation; docs/BENCHMARKS.md, radix section):
+of the overlap and by what was measured fastest there (bench/bench_radix_match.py --only sweep):
 
 - Short overlaps: exactly SGLang's own loops.
 - Int keys, page size 1 and pages up to 16 tokens: C-level list slices. The first ``NSA_HEAD``
@@ -30,14 +30,14 @@ of the overlap and by what was measured fastest there (bench/bench_radix_match.p
   differently), single positions are probed (exponential, then binary search) for the boundary and
   one slice comparison checks everything before it (falling back to the galloping search).
 - Pages of 32 tokens and more: SGLang's page loop, which already compares a page per C call.
-- EAGLE bigram keys in match_prefix: packed ints. SGLang compares tuples there; a bigram key
+- EAGLE bigram keys: packed ints. SGLang compares tuples there; a bigram key
   ``[(a, b), (b, c), ...]`` is equal to another over its first m pairs exactly when the ints they
-  chain through are equal over m + 1 positions. The query's ints (those it was just converted
-  from) are packed as int64 in chunks doubling from ``NSA_BYTES_GALLOP`` and compared with one
-  memcmp each, then binary-searched by memcmp; each tree key keeps its ints packed (node_ints).
+  chain through are equal over m + 1 positions. The query's ints are packed as int64 in chunks
+  doubling from ``NSA_BYTES_GALLOP`` (``QueryInts``) and compared with one memcmp each, then
+  binary-searched by memcmp; each tree key keeps its ints packed (node_ints).
 - Paged keys: the first differing position is mapped onto SGLang's page loop exactly, including
   its quirk of returning a value past ``min_len`` when both keys end in the same equal partial page.
-- The EAGLE conversion of a query is built with ``zip`` (the same list of tuples, ~2x faster).
+- The EAGLE conversion of a key is built with ``zip`` (the same list of tuples, ~2x faster).
 
 Equality: ``list ==`` compares elements by identity first, then ``==``; SGLang's loop uses
 ``!=``; packed ints compare the values ``struct`` packs (``__index__``). For token ids (ints) and
@@ -46,13 +46,13 @@ containers, and tokens that do not pack as int64, get SGLang's loop or the list 
 
 Why our own code and not a library: the keys are Python lists of fresh Python ints from the
 scheduler. Turning a query into an array costs 7 ns a token with struct, 15 with array('q'), 17
-with numpy and 50 with torch.tensor, against 35 ns a token for SGLang's loop and 8-9 for a C-level
-``list ==`` of slices, so only struct (for bigram keys, where SGLang compares tuples) and list
-slices pay off; nothing else in the standard library finds a first difference.
+with numpy and 50 with torch.tensor, against 25-35 ns a token for SGLang's loop and 7-8 for a
+C-level ``list ==`` of slices, so only struct (for bigram keys, where SGLang compares tuples)
+and list slices pay off in pure Python; nothing in the standard library finds a first difference.
 
-Memory: the list paths keep nothing. Packed ints are cached only on tree keys compared on the
-packed path: 8 bytes a token plus 8 a key (and a 3-tuple and bytes header, ~100 bytes a key),
-exact to the key and dropped with it when the node is split or evicted, so bounded by the tree.
+Memory: the list paths keep nothing. Packed ints are cached on tree keys (``_nsa_ints``, shared
+with the compiled helper: the same bytes): 8 bytes a token plus 8 a bigram key (and a 3-tuple and
+bytes header, ~100 bytes a key), exact to the key and dropped with it.
 """
 from __future__ import annotations
 
@@ -403,25 +403,6 @@ class NsaPrefixMatcher:
         self.triton_ops = triton_ops if triton_ops is not None and triton_ops.enabled else None
         self.triton_min = int(triton_min)
         self.key_match, self.match_at = self._build()
-
-    def describe(self) -> str:
-        kind = "page_size=1" if self.page_size == 1 else f"paged page_size={self.page_size}"
-        keys = "bigram (EAGLE) keys" if self.is_eagle else "token keys"
-        parts = ["match_prefix walks the tree by offset"]
-        if self.bytes_min < NEVER:
-            parts.append(
-                f"packed ints from {self.bytes_min} tokens of overlap ({self.bytes_diverge_min} "
-                f"where the last overlapping tokens differ; tree keys cache them)")
-        if self.long_min < NEVER:
-            parts.append(
-                f"list slices from {self.long_min} tokens ({self.diverge_min} where the last "
-                f"overlapping tokens differ; head {NSA_HEAD} tokens / {NSA_HEAD_PAGES} pages)")
-        parts.append("SGLang's loop below" if len(parts) > 1 else "SGLang's page loop otherwise")
-        if self.triton_ops is not None:
-            triton = f"{self.triton_ops.describe()}, from {self.triton_min} tokens"
-        else:
-            triton = "off"
-        return f"fast ({kind}, {keys}: {'; '.join(parts)}); triton {triton}"
 
     def _build(self):
         long_min = self.long_min

@@ -33,8 +33,8 @@ trusted that is not checked: a miss is always possible, a wrong hit is not.
 
 Remembering copies the matched ints (about 1.4 ns a token), which a request matched only once
 should not pay: the first sighting of a query (by fingerprint: its length, extra key and the
-identity of two of its ints) only marks it; the walk is remembered when the same query comes
-again, and served from the third time on.
+identity of two of its ints) only marks it, if it matched ``min_len`` ints or more; the walk is
+remembered when the same query comes again, and served from the third time on.
 
 Bounds: at most ``max_entries`` queries (marks included) and ``max_tokens`` remembered ints
 (each a reference to an int the request holds anyway, 8 bytes), least recently used first out;
@@ -47,7 +47,7 @@ from typing import Callable, Optional
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_TOKENS = 1 << 20
-_UNSEEN = object()
+UNSEEN = object()
 
 
 def replay_py(root, steps: tuple, stored: list, ints: list, clock, value: list):
@@ -70,11 +70,13 @@ def replay_py(root, steps: tuple, stored: list, ints: list, clock, value: list):
 
 
 class RematchCache:
-    """Per RadixCache. ``lookup`` serves a validated hit; ``store`` remembers a walk that
-    matched ``min_len`` ints or more (shorter walks cost less than the remembering)."""
+    """Per RadixCache. ``entries.get(fingerprint)``: a remembered walk, ``None`` (a mark: the
+    next walk is remembered) or absent; ``replay_entry`` serves a validated hit; ``mark`` and
+    ``store`` only take walks that matched ``min_len`` ints or more (shorter walks cost less
+    than the remembering)."""
 
-    __slots__ = ("replay", "max_entries", "max_tokens", "min_len", "entries", "tokens",
-                 "remember", "hits", "misses", "stores")
+    __slots__ = ("replay", "max_entries", "max_tokens", "min_len", "entries", "tokens", "hits",
+                 "invalidated", "stores")
 
     def __init__(self, replay: Optional[Callable] = None, min_len: int = 64,
                  max_entries: int = DEFAULT_MAX_ENTRIES, max_tokens: int = DEFAULT_MAX_TOKENS):
@@ -84,41 +86,38 @@ class RematchCache:
         self.max_tokens = max_tokens
         self.entries: dict = {}  # fingerprint -> (root, steps, stored ints) or None (a mark)
         self.tokens = 0
-        self.remember = False  # set by lookup: store the walk that follows a miss
-        self.hits = self.misses = self.stores = 0
+        self.hits = self.invalidated = self.stores = 0
 
     @staticmethod
     def fingerprint(ints: list, extra_key):
         """Cheap: the length, and which objects end and split the query (a request keeps its
-        ints; equal values in other objects are a different key, which costs a miss only)."""
+        ints; equal values in other objects are a different key, which costs a miss only).
+        Walker.walk computes the same inline."""
         n = len(ints)
         return (extra_key, n, id(ints[-1]), id(ints[n >> 1]))
 
-    def lookup(self, fp, root, ints: list, clock, value: list):
-        """On a valid entry: (clock value, steps, stored) after replaying it (access times set,
-        values appended to ``value``). Else None, and ``remember`` says whether the caller
-        should ``store`` its walk (the query was seen before)."""
-        entries = self.entries
-        entry = entries.get(fp, _UNSEEN)
-        if entry is _UNSEEN:  # first sighting: mark it, remember nothing yet
-            self.remember = False
-            self.misses += 1
-            entries[fp] = None
-            if len(entries) > self.max_entries:
-                self._drop(next(iter(entries)))
-            return None
-        self.remember = True
-        if entry is not None:
-            e_root, steps, stored = entry
-            t = self.replay(root, steps, stored, ints, clock, value) if e_root is root else None
-            if t is not None:
-                entries[fp] = entries.pop(fp)  # most recently used last
-                self.hits += 1
-                return t, steps, stored
-            self._drop(fp)  # stale, or another query: back to a mark, the walk is remembered anew
-            entries[fp] = None
-        self.misses += 1
+    def replay_entry(self, fp, entry, root, ints: list, clock, value: list):
+        """For ``entry = entries[fp]`` (not a mark): (clock value, steps, stored) after replaying
+        it (access times set, values appended to ``value``) if it is valid; else None, and the
+        entry is back to a mark (the caller's walk is remembered anew)."""
+        e_root, steps, stored = entry
+        t = self.replay(root, steps, stored, ints, clock, value) if e_root is root else None
+        if t is not None:
+            self.entries[fp] = self.entries.pop(fp)  # most recently used last
+            self.hits += 1
+            return t, steps, stored
+        self._drop(fp)  # stale, or another query
+        self.entries[fp] = None
+        self.invalidated += 1
         return None
+
+    def mark(self, fp, n_ints: int) -> None:
+        """A first sighting that matched ``n_ints`` ints: remember the next walk of it (only
+        walks worth remembering are marked)."""
+        if n_ints >= self.min_len:
+            self.entries[fp] = None
+            if len(self.entries) > self.max_entries:
+                self._drop(next(iter(self.entries)))
 
     def store(self, fp, root, ints: list, n_ints: int, steps: list) -> None:
         """Remember that the walk over ``steps`` (child key, node, node key) matched the first
