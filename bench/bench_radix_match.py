@@ -3,7 +3,7 @@
 
     python bench/bench_radix_match.py [--tree SITE] [--device cpu|cuda] [--quick] [--runs N]
                                       [--lengths 16,64,...] [--calls N] [--block N]
-                                      [--only match|floor|sweep]
+                                      [--only match|floor|scan|sweep]
 
 --tree: a site-packages dir holding SGLang 0.5.8 patched by scripts/apply.sh. Default: one is
 built in a temp dir (pip install --no-deps --no-index --target of .cache/wheels' wheel, then
@@ -233,15 +233,18 @@ BLOCK = 8  # calls of one variant in a row (--block)
 
 def interleaved(clock: Clock, fns: dict, args_for: dict, calls: int) -> dict:
     """Median per-call time (us) of each variant; variants alternate in blocks of BLOCK calls
-    (1: call i of every variant runs before call i + 1 of any); args_for[name](i) makes the
-    argument outside the timing."""
+    (1: call i of every variant runs before call i + 1 of any), in an order rotated every block;
+    args_for[name](i) makes the argument outside the timing."""
     samples = {name: [] for name in fns}
+    names = list(fns)
     gc_was = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        for i0 in range(0, calls, BLOCK):
-            for name, fn in fns.items():
+        for b, i0 in enumerate(range(0, calls, BLOCK)):
+            r = b % len(names)  # rotate the order: no variant always follows the same one
+            for name in names[r:] + names[:r]:
+                fn = fns[name]
                 for i in range(i0, min(i0 + BLOCK, calls)):
                     arg = args_for[name](i)
                     samples[name].append(clock.call_us(fn, arg))
@@ -284,9 +287,11 @@ def bench_match(orig, fast, device, clock, lengths, calls, variants, seed=0):
 
             fns = {name: matcher(name) for name in caches}
             turn = [rng.randrange(1000, 150_000) for _ in range(USER_TURN)]
+            turn_rng = random.Random(seed + S)
 
-            def new_request(_i):  # fresh ints each call: never seen by any cache
-                return Request(fresh(system + turn)).next_round_ids()
+            def new_request(_i):  # a new user turn, fresh ints: never seen by any cache
+                t = [turn_rng.randrange(1000, 150_000) for _ in range(USER_TURN)]
+                return Request(fresh(system + t)).next_round_ids()
 
             # results and the matcher that served them, once per variant on a new request
             matched, served = {}, {}
@@ -436,6 +441,67 @@ def report_floor(rows, n=8192):
 
 
 # ------------------------------------------------------------------------------------------------
+# --only scan: how the compiled walk finds a child (radix_match.scan_max)
+# ------------------------------------------------------------------------------------------------
+SCAN_CHILDREN = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def bench_scan(calls, seed=4):
+    """One step of the helper's walk on a node with N children and a query that is none of them,
+    finding the child by scanning the dict's keys vs by a lookup of the key it builds. Siblings
+    either differ from the first token (random) or share all but the last one (the worst case
+    for a scan: every key compared to its end, were it not for the last-token check)."""
+    from sglang.srt.mem_cache import radix_match_native
+
+    ext = radix_match_native.load()
+    rng = random.Random(seed)
+    clock = Clock("cpu")
+
+    class Node:
+        pass
+
+    rows = []
+    for ps, form in ((1, 1), (16, 0), (16, 1), (64, 0), (64, 1)):
+        for alike in (False, True):
+            cells = []
+            for nchild in SCAN_CHILDREN:
+                stem = [rng.randrange(300, 10 ** 6) for _ in range(ps + 1)]
+                children = {}
+                for _ in range(nchild):
+                    ints = list(stem) if alike else [rng.randrange(300, 10 ** 6)
+                                                     for _ in range(ps + 1)]
+                    ints[ps - 1] = rng.randrange(300, 10 ** 6)
+                    ints[ps] = rng.randrange(300, 10 ** 6)
+                    if form == 1:
+                        pairs = list(zip(ints, ints[1:]))
+                        k = pairs[0] if ps == 1 else tuple(pairs[:ps])
+                    else:
+                        k = ints[0] if ps == 1 else tuple(ints[:ps])
+                    children[k] = object()
+                node = Node()
+                node.children = children
+                q = fresh(stem[:ps - 1] + [7, 8, 9])  # absent
+                fns = {mode: (lambda _a, sm=sm: ext.walk(node, q, 0, ps, form, ps, 1.0, [], None,
+                                                        None, form == 1, sm))
+                       for mode, sm in (("scan", 1 << 30), ("lookup", 0))}
+                t = interleaved(clock, fns, {k: (lambda i: None) for k in fns}, calls)
+                cells.append((nchild, t["scan"], t["lookup"]))
+            rows.append((ps, form, alike, cells))
+    return rows
+
+
+def report_scan(rows):
+    print("\n### Finding a child: scanning the dict's keys vs a lookup of the built key "
+          "(us per walk step)\n")
+    print("| page | EAGLE | siblings | " + " | ".join(f"{n} children" for n in SCAN_CHILDREN)
+          + " |")
+    print("|---:|---|---|" + "---:|" * len(SCAN_CHILDREN))
+    for ps, form, alike, cells in rows:
+        print(f"| {ps} | {'yes' if form else 'no'} | {'alike' if alike else 'random'} | "
+              + " | ".join(f"{a:.2f} / {b:.2f}" for _, a, b in cells) + " |")
+
+
+# ------------------------------------------------------------------------------------------------
 # --only sweep: the pure-Python fallback's thresholds (radix_match_py)
 # ------------------------------------------------------------------------------------------------
 SWEEP_LENGTHS = (8, 16, 32, 64, 96, 128, 256, 384, 512, 1024, 4096)
@@ -566,7 +632,7 @@ def main() -> None:
                     help="calls of one variant in a row, variants alternating (default 8; "
                     "1: each call follows another variant's, whose work evicts this one's data "
                     "from the CPU caches)")
-    ap.add_argument("--only", choices=("match", "floor", "sweep"), action="append",
+    ap.add_argument("--only", choices=("match", "floor", "scan", "sweep"), action="append",
                     help="run only these parts (repeatable; default: match and floor)")
     ap.add_argument("--with-triton", action="store_true",
                     help="the triton column on cpu too (interpreter; a smoke test, not timings)")
@@ -604,6 +670,9 @@ def main() -> None:
             sys.stdout.flush()
         if "floor" in parts:
             report_floor(bench_floor(clock, args.calls))
+            sys.stdout.flush()
+        if "scan" in parts:
+            report_scan(bench_scan(args.calls))
             sys.stdout.flush()
         if "sweep" in parts:
             report_sweep(bench_sweep(orig, fast, clock, args.calls))

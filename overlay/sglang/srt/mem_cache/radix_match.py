@@ -100,9 +100,9 @@ def rematch_min(kind: str) -> int:
 def scan_max(page_size: int, form: int) -> int:
     """The compiled walk finds a child by comparing the query with each key of a node's children
     dict (about 9 ns a key) up to this many children, and beyond by a dict lookup of the key it
-    builds: what building and hashing costs (bench_radix_match.py --only scan: page 64, EAGLE
-    2.0 us, int tokens 0.2 us; page 16: 0.43 / 0.06 us; page 1 EAGLE 0.02 us; page 1 int
-    tokens: the key is the token, looked up directly)."""
+    builds, whose building and hashing cost this pays for (bench_radix_match.py --only scan:
+    page 64: EAGLE 2.0 us, int tokens 0.2 us; page 16: 0.43 / 0.06 us; page 1 EAGLE 0.02 us;
+    page 1 int tokens: the key is the token, looked up directly)."""
     if page_size == 1:
         return 2
     if form == CHAIN:
@@ -362,7 +362,8 @@ class Walker:
         value = []
         if rm is not None and n >= rm.min_len:
             nq = len(q)  # RematchCache.fingerprint, inline
-            fp = (extra_key, nq, id(q[-1]), id(q[nq >> 1]))
+            last, mid = q[-1], q[nq >> 1]
+            fp = (extra_key, nq, id(last), id(mid), last, mid)
             try:
                 entry = rm.entries.get(fp, UNSEEN)
             except TypeError:  # an unhashable extra_key: the walk raises as 0.5.8 does

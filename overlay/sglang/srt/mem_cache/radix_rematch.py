@@ -32,9 +32,9 @@ refreshing the same access times; whatever the tree gained since is found from t
 trusted that is not checked: a miss is always possible, a wrong hit is not.
 
 Remembering copies the matched ints (about 1.4 ns a token), which a request matched only once
-should not pay: the first sighting of a query (by fingerprint: its length, extra key and the
-identity of two of its ints) only marks it, if it matched ``min_len`` ints or more; the walk is
-remembered when the same query comes again, and served from the third time on.
+should not pay: the first sighting of a query (by fingerprint: its length, extra key, and the
+identity and value of two of its ints) only marks it, if it matched ``min_len`` ints or more;
+the walk is remembered when the same query comes again, and served from the third time on.
 
 Bounds: at most ``max_entries`` queries (marks included) and ``max_tokens`` remembered ints
 (each a reference to an int the request holds anyway, 8 bytes), least recently used first out;
@@ -90,11 +90,13 @@ class RematchCache:
 
     @staticmethod
     def fingerprint(ints: list, extra_key):
-        """Cheap: the length, and which objects end and split the query (a request keeps its
-        ints; equal values in other objects are a different key, which costs a miss only).
+        """Cheap: the length, and which objects end and split the query, and their values (a
+        request keeps its ints; a new request whose ints took the memory of a freed one's has
+        other values there). A different query with the same fingerprint costs a miss only.
         Walker.walk computes the same inline."""
         n = len(ints)
-        return (extra_key, n, id(ints[-1]), id(ints[n >> 1]))
+        last, mid = ints[-1], ints[n >> 1]
+        return (extra_key, n, id(last), id(mid), last, mid)
 
     def replay_entry(self, fp, entry, root, ints: list, clock, value: list):
         """For ``entry = entries[fp]`` (not a mark): (clock value, steps, stored) after replaying
