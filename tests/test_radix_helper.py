@@ -154,6 +154,70 @@ def test_same_prefix(ext):
     assert ext.same_prefix(odd, list(odd))  # the same objects
 
 
+class _Node:
+    def __init__(self, key, value):
+        self.key, self.value, self.children, self.last_access_time = key, value, {}, 0.0
+
+
+class _Key:
+    def __init__(self, token_ids):
+        self.token_ids, self.extra_key = token_ids, None
+
+
+def _path(rng, n_children=3):
+    """root -> a -> b, each with siblings; steps as the walk records them."""
+    root = _Node(_Key([]), [])
+    ints = [rng.randrange(300, 10 ** 6) for _ in range(40)]
+    a, b = _Node(_Key(ints[:25]), "va"), _Node(_Key(ints[25:]), "vb")
+    for parent, child in ((root, a), (a, b)):
+        parent.children[child.key.token_ids[0]] = child
+        for _ in range(n_children - 1):
+            sib = _Node(_Key([rng.randrange(10 ** 6, 2 * 10 ** 6)]), "vs")
+            parent.children[sib.key.token_ids[0]] = sib
+    steps = ((ints[0], a, a.key), (ints[25], b, b.key))
+    return root, a, b, steps, ints
+
+
+@pytest.mark.parametrize("n_children", [3, 300])  # scanned, looked up
+def test_replay_checks_everything_before_changing_anything(ext, n_children):
+    """A re-match hit (radix_rematch): content and every step checked first; on any failure
+    nothing is touched (no clock read, no access time, no value)."""
+    rng = random.Random(n_children)
+    calls = []
+
+    def clock():
+        calls.append(1)
+        return 42.0
+
+    def attempt(root, steps, stored, q):
+        value = []
+        t = ext.replay(root, steps, stored, q, clock, value, 8)
+        return t, value
+
+    root, a, b, steps, ints = _path(rng, n_children)
+    stored = list(ints)
+    q = pickle.loads(pickle.dumps(ints)) + [5, 6]  # equal values, other objects: still valid
+    assert attempt(root, steps, stored, q) == (42.0, ["va", "vb"]) and len(calls) == 1
+    assert root.last_access_time == a.last_access_time == b.last_access_time == 42.0
+
+    def broken(change):
+        root, a, b, steps, ints = _path(rng, n_children)
+        stored, q = list(ints), list(ints)
+        change(root, a, b, stored, q)
+        calls.clear()
+        assert attempt(root, steps, stored, q) == (None, [])
+        assert not calls and root.last_access_time == a.last_access_time == b.last_access_time == 0
+
+    broken(lambda r, a, b, s, q: q.__setitem__(30, -1))  # content differs at the end
+    broken(lambda r, a, b, s, q: q.__setitem__(0, q[0] + 1))  # ... at the start
+    broken(lambda r, a, b, s, q: q.pop())  # the query is shorter than what was remembered
+    broken(lambda r, a, b, s, q: q.__setitem__(3, float(q[3])))  # equal value, not an int
+    broken(lambda r, a, b, s, q: r.children.pop(a.key.token_ids[0]))  # evicted
+    broken(lambda r, a, b, s, q: a.children.pop(b.key.token_ids[0]))
+    broken(lambda r, a, b, s, q: setattr(b, "key", _Key(list(b.key.token_ids))))  # re-keyed
+    broken(lambda r, a, b, s, q: r.children.__setitem__(a.key.token_ids[0], _Node(a.key, "x")))
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. the walk against 0.5.8's _match_prefix_helper (pristine tree, in a subprocess)
 # ------------------------------------------------------------------------------------------------

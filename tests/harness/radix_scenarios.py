@@ -4,6 +4,10 @@
 request does what the scheduler does: match_prefix, lock the matched node, insert its full key,
 unlock; the cache is evicted under a token budget.
 
+``rematch``: waiting requests matched again and again while inserts split their paths,
+evictions remove them, locks, resets and a growing request change the tree under them (the
+re-match cache's validation).
+
 ``scheduler``: SGLang's own scheduling code makes the calls. Requests (real ``Req`` objects, ids
 fresh ints as from the tokenizer) wait in a queue; every round ``SchedulePolicy("lpm")
 .calc_priority`` (odd rounds) matches every waiting request, and ``Req.init_next_round_input``
@@ -258,6 +262,83 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
     out[f"{prefix}/sizes"] = (cache.evictable_size(), cache.protected_size(), cache.total_size())
 
 
+def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool, n_ops: int,
+                max_prefix: int) -> None:
+    """Waiting requests matched again and again (a new list of their same ints each time, as
+    Req.init_next_round_input builds it) while the tree changes under them: inserts that split
+    their paths, evictions that remove them, locks, resets, requests growing by a token."""
+    from sglang.srt.mem_cache import radix_cache as rc
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+    from sglang.srt.mem_cache.utils import convert_to_bigram_key
+
+    rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+    rc.TreeNode.counter = 0
+    rng = random.Random(seed)
+    allocator = RecordingAllocator()
+    cache = rc.RadixCache(CacheInitParams(
+        disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=allocator,
+        page_size=page_size, is_eagle=bigram, eviction_policy="lru"))
+    systems = [[rng.randrange(1, 50_000) for _ in range(rng.randrange(1024, max_prefix))]
+               for _ in range(4)]
+    waiting, locked, log = [], [], []
+    slot = 0
+
+    def insert(tokens, extra):
+        nonlocal slot
+        keys = convert_to_bigram_key(list(tokens)) if bigram else list(tokens)
+        keys = keys[: len(keys) // page_size * page_size]
+        values = torch.arange(slot, slot + len(keys), dtype=torch.int64)
+        slot += len(keys)
+        return cache.insert(rc.RadixKey(keys, extra, is_bigram=bigram), values)
+
+    for i in range(n_ops):
+        op = rng.choice(("new", "match", "match", "match", "match", "insert", "split", "evict",
+                         "lock", "unlock", "grow")) if waiting else "new"
+        if op == "new" or (op == "grow" and len(waiting) < 2):
+            base = rng.choice(systems)
+            ids = pickle.loads(pickle.dumps(base[: rng.randrange(len(base) // 2, len(base) + 1)]))
+            ids += [rng.randrange(1, 50_000) for _ in range(rng.choice((1, 9, 70)))]
+            waiting.append((ids, rng.choice((None, None, "lora-a"))))
+            if len(waiting) > 12:
+                waiting.pop(rng.randrange(len(waiting)))
+            if rng.random() < 0.5:
+                insert(*waiting[-1])
+        elif op == "match":
+            ids, extra = rng.choice(waiting)
+            token_ids = (ids + [])[: max(len(ids) - 1, 0)]  # fill_ids[:max_prefix_len]
+            key = rc.RadixKey(token_ids=token_ids, extra_key=extra)
+            r = cache.match_prefix(MatchPrefixParams(key=key))
+            log.append(("match", i, len(r.device_indices), _digest(r.device_indices),
+                        r.last_device_node.id, len(key.token_ids)))
+        elif op == "insert":
+            log.append(("insert", i, insert(*rng.choice(waiting))))
+        elif op == "split":  # a request sharing part of a waiting one's path, then diverging
+            ids, extra = rng.choice(waiting)
+            cut = rng.randrange(1, len(ids))
+            log.append(("split", i, insert(ids[:cut] + [rng.randrange(50_000, 60_000)], extra)))
+        elif op == "evict":
+            cache.evict(rng.choice((64, 1024, 10 ** 9)))
+            log.append(("evict", i, cache.evictable_size(), cache.total_size()))
+        elif op == "lock":
+            ids, extra = rng.choice(waiting)
+            r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(ids), extra)))
+            locked.append(r.last_device_node)
+            log.append(("lock", i, cache.inc_lock_ref(r.last_device_node)))
+        elif op == "unlock" and locked:
+            log.append(("unlock", i, cache.dec_lock_ref(locked.pop(rng.randrange(len(locked))))))
+        elif op == "grow":  # a waiting request that got an output token: a longer list
+            ids, extra = rng.choice(waiting)
+            ids.append(rng.randrange(1, 50_000))
+        if rng.random() < 0.01 and not locked:
+            cache.reset()
+            log.append(("reset", i))
+    out[f"{prefix}/log"] = log
+    out[f"{prefix}/freed"] = torch.cat(allocator.freed) if allocator.freed else torch.empty(0)
+    out[f"{prefix}/tree"] = tree_shape(cache)
+    out[f"{prefix}/sizes"] = (cache.evictable_size(), cache.protected_size(), cache.total_size())
+
+
 def run(out: dict, seed: int, configs: list[dict]) -> None:
     for cfg in configs:
         cfg = dict(cfg)
@@ -269,6 +350,8 @@ def run(out: dict, seed: int, configs: list[dict]) -> None:
             run_workload(out, prefix, seed, **cfg)
         elif scenario == "scheduler":
             run_scheduler(out, prefix, seed, **cfg)
+        elif scenario == "rematch":
+            run_rematch(out, prefix, seed, **cfg)
         else:
             raise ValueError(f"unknown radix scenario {scenario!r}")
         _stats_snapshot(out, prefix)
