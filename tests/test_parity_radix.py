@@ -1,19 +1,121 @@
-"""Pristine SGLang 0.5.8 vs the patched tree: RadixCache results, tree shape and evictions."""
+"""Pristine SGLang 0.5.8 vs the patched tree: RadixCache results, tree shape and evictions.
+
+Three suites (tests/harness/radix_scenarios.py), each run once on pristine SGLang and once per
+matcher on the patched tree, compared exactly:
+- ``workload`` (parity_configs.RADIX): 1000 requests a config, page 1/16/64, EAGLE keys on/off,
+  extra keys, locks, inserts, LRU evictions under a budget;
+- ``scheduler`` (SCHEDULER below): SGLang's own Req.init_next_round_input,
+  SchedulePolicy("lpm").calc_priority, cache_unfinished_req and cache_finished_req make the
+  calls; waiting requests are matched again each round with a new list of their same ints
+  (the re-match cache's case), thousands of matches a config;
+- ``rematch`` (REMATCH below): waiting requests matched again and again while inserts split their
+  paths, evictions remove them, locks, resets and growing requests change the tree under them.
+
+Matchers: ``compiled`` (the default: C++ helper, re-match cache), ``python`` (the pure-Python
+fallback, SGLANG_RADIX_COMPILED_MATCH=0), and every flag off (SGLang 0.5.8's code). Each run
+must also have been served by the matcher it names (the runner records radix_match.stats), so a
+silent fallback cannot pass for the fast path.
+"""
 import pytest
 from harness.parity import compare, run_suite
+from harness.radix_build import helper_build_env
 from parity_configs import FLAGS_OFF, RADIX
+
+SCHEDULER = [
+    {"scenario": "scheduler", "page_size": ps, "bigram": bigram, "n_requests": 200,
+     "max_prefix": 8192, "budget_tokens": 12_000}
+    for ps, bigram in ((1, False), (16, False), (64, False), (1, True), (16, True), (64, True))
+]
+REMATCH = [
+    {"scenario": "rematch", "page_size": ps, "bigram": bigram, "n_ops": 700, "max_prefix": 6000}
+    for ps, bigram in ((1, False), (64, False), (1, True), (16, True), (64, True))
+]
+SUITES = {"workload": RADIX, "scheduler": SCHEDULER, "rematch": REMATCH}
+MATCHERS = {
+    "compiled": {},
+    "python": {"SGLANG_RADIX_COMPILED_MATCH": "0"},
+    "flags-off": FLAGS_OFF,
+}
 
 _expected: dict = {}
 
 
-@pytest.mark.parametrize("env", [{}, FLAGS_OFF], ids=["flags-default", "flags-off"])
-def test_radix_cache_parity(pristine_template, patched_template, env):
-    if "e" not in _expected:
-        _expected["e"] = run_suite(pristine_template, "radix", RADIX)
-    expected = _expected["e"]
+def _pristine(tree, suite):
+    if suite not in _expected:
+        _expected[suite] = run_suite(tree, "radix", SUITES[suite])
+    return _expected[suite]
+
+
+def _served(result: dict) -> dict:
+    """Total matches served per matcher over the suite (radix_match.stats per config)."""
+    total: dict = {}
+    for key, stats in result.items():
+        if key.startswith("_meta/") and key.endswith("/stats"):
+            for name, count in stats.items():
+                total[name] = total.get(name, 0) + count
+    return total
+
+
+@pytest.mark.parametrize("matcher", list(MATCHERS))
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factory, suite,
+                            matcher):
+    expected = _pristine(pristine_template, suite)
     logs = [v for k, v in expected.items() if k.endswith("/log")]
-    assert len(logs) == len(RADIX)
+    assert len(logs) == len(SUITES[suite])
     assert all(any(e[0] == "evict" for e in log) for log in logs), "workload never evicted"
-    assert all(sum(e[2] > 0 for e in log if e[0] == "match") > 50 for log in logs), "few hits"
-    problems = compare(expected, run_suite(patched_template, "radix", RADIX, env=env))
-    assert not problems, "patched RadixCache differs from SGLang 0.5.8:\n" + "\n".join(problems)
+    if suite == "scheduler":
+        assert all(sum(e[0] == "mp" and e[6] > 0 for e in log) > 300 for log in logs), "few hits"
+    else:
+        assert all(sum(e[2] > 0 for e in log if e[0] == "match") > 50 for log in logs), "few hits"
+    env = dict(MATCHERS[matcher], **helper_build_env(tmp_path_factory))
+    actual = run_suite(patched_template, "radix", SUITES[suite], env=env)
+    problems = compare(expected, actual)
+    assert not problems, (f"patched RadixCache ({matcher}) differs from SGLang 0.5.8:\n"
+                          + "\n".join(problems))
+
+    served = _served(actual)
+    if matcher == "flags-off":
+        assert not served, f"a fast path ran with every flag off: {served}"
+        return
+    assert served.get(matcher, 0) > 1000, served
+    other = "python" if matcher == "compiled" else "compiled"
+    assert served.get(other, 0) == 0, served
+    assert served.get("upstream", 0) == 0, served  # every query took the fast walk
+    if suite != "workload" and matcher == "compiled":
+        least = {"scheduler": 100, "rematch": 50}[suite]  # rematch: its tree keeps changing
+        assert served.get("rematch", 0) > least, f"too few re-match hits: {served}"
+
+
+# A parity suite that passes whether or not the code is right proves nothing: plant one-line bugs
+# in the compiled helper (the mutant's source hash differs, so it is built afresh) and check that
+# the rematch suite reports them.
+SMALL = [{"scenario": "rematch", "page_size": 1, "bigram": True, "n_ops": 500,
+          "max_prefix": 6000}]
+HELPER = "sglang/srt/mem_cache/radix_match_ext.cpp"
+HELPER_BUGS = [
+    pytest.param("      p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // ints [0, j) equal: pairs "
+                 "[0, j - 1)\n",
+                 "      p = j < 0 ? j : (j > m ? m : j);\n", id="eagle-pairs-off-by-one"),
+    pytest.param("    if (r == 0) Py_RETURN_NONE;\n    PyObject* key = PyObject_GetAttr(child, s_key);\n",
+                 "    (void)r;\n    PyObject* key = PyObject_GetAttr(child, s_key);\n",
+                 id="rematch-path-membership-unchecked"),
+]
+
+
+@pytest.mark.parametrize("old,new", HELPER_BUGS)
+def test_parity_reports_a_planted_helper_bug(pristine_template, patched_template,
+                                              tmp_path_factory, tmp_path, old, new):
+    import shutil
+
+    if "small" not in _expected:
+        _expected["small"] = run_suite(pristine_template, "radix", SMALL)
+    mutant = tmp_path / "site"
+    shutil.copytree(patched_template, mutant, symlinks=True)
+    src = mutant / HELPER
+    text = src.read_text()
+    assert text.count(old) == 1, "mutation anchor not unique: update this test"
+    src.write_text(text.replace(old, new))
+    actual = run_suite(mutant, "radix", SMALL, env=helper_build_env(tmp_path_factory))
+    assert _served(actual).get("compiled", 0) > 0
+    assert compare(_expected["small"], actual), "a planted bug in the helper went unnoticed"

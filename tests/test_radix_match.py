@@ -1,24 +1,23 @@
-"""nsa-fastpath radix matching against SGLang 0.5.8's own functions, and its caches' bounds.
+"""nsa-fastpath's pure-Python radix comparisons and the seed's Triton kernel, against SGLang 0.5.8.
 
-1. Fuzz (in process, fast): the matcher of overlay/.../radix_match.py against 0.5.8's
-   `_key_match_page_size1` / `_key_match_paged` / `_check_extra_key` / `convert_to_bigram_key`,
-   compiled from the pinned wheel's own source (so nothing is copied by hand): page sizes 1, 2,
-   16, 64; int and bigram (EAGLE) keys; overlaps 0..40k; equal, prefix, diverging, substituted and
-   unaligned keys; default thresholds and every path forced on; the drop-in key_match_fn and the
-   match_prefix walk's match_at (list and packed-int paths, one query buffer across offsets).
+1. Fuzz (in process, fast): radix_match_py.py's comparisons (the pure-Python matcher, and the
+   drop-in key_match_fn of insert and subclasses) against 0.5.8's `_key_match_page_size1` /
+   `_key_match_paged` / `_check_extra_key` / `convert_to_bigram_key`, compiled from the pinned
+   wheel's own source (so nothing is copied by hand): page sizes 1, 2, 16, 64; int and bigram
+   (EAGLE) keys; overlaps 0..40k; equal, prefix, diverging, substituted and unaligned keys;
+   default thresholds and every path forced on; the drop-in key_match_fn and the walk's match_at
+   (list and packed-int paths, one query buffer across offsets).
 2. The seed's Triton kernel under TRITON_INTERPRET=1 on small CPU tensors (and on CUDA, marker
-   gpu) against the Python loop, through token_match_fast and OptimizedRadixCacheOps.
-3. Real RadixCache (pristine and patched trees, one subprocess each): edge cases the parity
-   harness does not reach (unaligned inserts hitting the paged partial-page quirk, non-list and
-   already-bigram keys, key_match_fn with differing extra keys, page size 2, disabled cache),
-   compared exactly with flags default / off / triton; and the memory bound of the per-key caches
-   (packed ints and the seed's tensors) over a workload with evictions.
+   gpu) against the Python loop, through token_match_fast and OptimizedRadixCacheOps, including
+   the walk's query windows (first_mismatch_query).
+
+The compiled helper: tests/test_radix_helper.py; the real RadixCache: tests/test_radix_cache.py
+and tests/test_parity_radix.py.
 """
 from __future__ import annotations
 
 import __future__
 import ast
-import gc
 import importlib.util
 import os
 import pickle
@@ -84,7 +83,9 @@ def _fork_radix_key():
     """The fork's RadixKey (with get_tensor), from overlay radix_cache.py's own source."""
     src = (MEM_CACHE / "radix_cache.py").read_text()
     ns = dict(List=List, Optional=Optional, Iterator=Iterator, Union=Union, Tuple=Tuple,
-              torch=torch, tokens_to_tensor=RM.tokens_to_tensor)
+              torch=torch, tokens_to_tensor=RM.tokens_to_tensor,
+              convert_to_bigram_key_fast=RM.convert_to_bigram_key_fast,
+              convert_to_bigram_key=UP["convert_to_bigram_key"])
     return _compile_defs(src, {"RadixKey"}, "overlay/radix_cache.py", ns)["RadixKey"]
 
 
@@ -399,6 +400,23 @@ def _check_kernel(device):
     t = k.get_tensor(device)
     k.token_ids = list(range(20))  # reassigned: rebuilt
     assert k.get_tensor(device).numel() == 20 and t.numel() == 10
+    # the walk's comparison: a tree key against a window of the query list (ints, EAGLE ints
+    # whose pairs are compared, or pairs), fresh int objects
+    for pos in (None, 0, 1, 511, 1399):
+        q = pickle.loads(pickle.dumps(base))
+        if pos is not None:
+            q[pos] = -1
+        for off in (0, 37):
+            for form in ("ints", "chain", "pairs"):
+                if form == "ints":
+                    k0, qq = FRK(base[off:]), q
+                else:
+                    k0, qq = FRK(bigrams(base[off:])), (q if form == "chain" else bigrams(q))
+                m = min(len(k0), len(bigrams(q)) - off)
+                want = upstream_match(1, RadixKey(k0.token_ids),
+                                      RadixKey((qq if form != "chain" else bigrams(q))[off:off + m]))
+                got = ops.first_mismatch_query(k0, qq, off, m, form == "chain")
+                assert got == want, (pos, off, form, got, want)
 
 
 def test_triton_kernel_interpreter():
@@ -412,268 +430,3 @@ def test_triton_kernel_cuda():
     if KERNELS.triton_interpreted():
         pytest.skip("TRITON_INTERPRET=1 set: the kernel would run interpreted")
     _check_kernel("cuda")
-
-
-# ------------------------------------------------------------------------------------------------
-# 3. the real RadixCache: edge cases pristine vs patched, and the caches' memory bound
-# ------------------------------------------------------------------------------------------------
-WORKER_CONFIGS = [(1, False), (2, False), (16, False), (64, False), (1, True), (16, True),
-                  (64, True)]
-
-
-def _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log) -> int:
-    kind = rng.randrange(6)
-    if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
-        keys = rc.convert_to_bigram_key(toks) if eagle else toks
-        vals = torch.arange(slot, slot + len(keys), dtype=torch.int64)
-        slot += len(keys)
-        log.append(("ins", i, cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle), vals)))
-    elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
-        vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
-        slot += len(toks)
-        log.append(("ins-raw", i, cache.insert(rc.RadixKey(list(toks), extra), vals)))
-    elif kind == 2:  # tuple token ids
-        r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tuple(toks), extra)))
-        log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
-    elif kind == 3 and eagle:  # already-bigram query
-        key = rc.RadixKey(rc.convert_to_bigram_key(toks), extra, is_bigram=True)
-        r = cache.match_prefix(MatchPrefixParams(key=key))
-        log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
-    else:
-        key = rc.RadixKey(toks, extra)
-        r = cache.match_prefix(MatchPrefixParams(key=key))
-        log.append(("m", i, r.device_indices.tolist(), r.last_device_node.id,
-                    key.token_ids[:4], len(key.token_ids)))
-    if rng.random() < 0.05:
-        cache.evict(rng.randrange(1, 3000))
-        log.append(("evict", i, cache.evictable_size(), cache.total_size()))
-    return slot
-
-
-def _edge_run(rc, out: dict, tag: str) -> None:
-    """Edge cases on SGLang's RadixCache with a counting clock; every result recorded."""
-    from types import SimpleNamespace
-
-    from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
-    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-
-    for ps, eagle in WORKER_CONFIGS:
-        # node ids and clock restart per config, so every run of it sees the same sequence
-        rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
-        rc.TreeNode.counter = 0
-        rng = random.Random(ps * 10 + eagle)
-        log = []
-        alloc = RecordingAllocator()
-        cache = rc.RadixCache(CacheInitParams(
-            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=alloc,
-            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
-        prompts = [[rng.randrange(300, 90_000) for _ in range(L)]
-                   for L in (1, 5, ps + 3, 3 * ps + 1, 700, 2600, 9000)]
-        slot = 0
-        for i in range(160):
-            p = rng.choice(prompts)
-            cut = rng.randrange(0, len(p) + 1)
-            toks = pickle.loads(pickle.dumps(p[:cut])) + [rng.randrange(300, 90_000)
-                                                          for _ in range(rng.choice((0, 1, 7)))]
-            extra = rng.choice((None, None, "salt"))
-            try:  # unaligned paged inserts can trip SGLang's own asserts: same in both trees
-                slot = _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log)
-            except Exception as e:
-                log.append(("exception", i, type(e).__name__, str(e)))
-        # key_match_fn directly, extra keys that differ
-        for a, b in ((prompts[3], prompts[3]), ([], [])):
-            if eagle:
-                a, b = rc.convert_to_bigram_key(a), rc.convert_to_bigram_key(b)
-            try:
-                log.append(("kmf", cache.key_match_fn(rc.RadixKey(a, "x"), rc.RadixKey(b, "y"))))
-            except ValueError as e:
-                log.append(("kmf-error", str(e)))
-        empty = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey([], None)))
-        log.append(("empty", empty.device_indices.tolist(), empty.last_device_node.id))
-        out[f"{tag}/{ps}/{eagle}/log"] = log
-        out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
-        out[f"{tag}/{ps}/{eagle}/freed"] = [t.tolist() for t in alloc.freed]
-    disabled = rc.RadixCache(CacheInitParams(disable=True, req_to_token_pool=None,
-                                             token_to_kv_pool_allocator=RecordingAllocator(),
-                                             page_size=1))
-    r = disabled.match_prefix(MatchPrefixParams(key=rc.RadixKey([1, 2, 3])))
-    out[f"{tag}/disabled"] = (r.device_indices.tolist(), disabled.insert(rc.RadixKey([1, 2])))
-
-
-def _tree_keys(cache):
-    ids, tokens, stack = set(), 0, [cache.root_node]
-    while stack:
-        node = stack.pop()
-        ids.add(id(node.key))
-        tokens += len(node.key)
-        stack.extend(node.children.values())
-    return ids, tokens
-
-
-def _cache_census(rc, node_keys: set, eagle: bool):
-    """(packed-int bytes, tokens they cover, tensor bytes) over every live RadixKey; packed ints
-    must sit on tree keys only and be exact to their key, tensors exact and not views."""
-    gc.collect()
-    packed = tensors = packed_tokens = 0
-    for obj in gc.get_objects():
-        if not isinstance(obj, rc.RadixKey):
-            continue
-        d = obj.__dict__
-        if d.get("_nsa_ints") is not None and d["_nsa_ints"][2] is not None:
-            b = d["_nsa_ints"][2]
-            assert id(obj) in node_keys, "packed ints cached on a key that is not in the tree"
-            assert len(b) == 8 * (len(obj.token_ids) + (1 if eagle else 0))
-            packed += len(b)
-            packed_tokens += len(obj.token_ids)
-        if d.get("_tensor_cache") is not None:
-            t = d["_tensor_cache"][3]
-            assert id(obj) in node_keys, "a tensor cached on a key that is not in the tree"
-            assert t.numel() == len(obj.token_ids) * (2 if eagle else 1)
-            assert t.untyped_storage().nbytes() == t.numel() * 8  # no view of a bigger buffer
-            tensors += t.numel() * 8
-    return packed, packed_tokens, tensors
-
-
-def _memory_run(rc, out: dict, tag: str) -> None:
-    """Per-key caches after a workload with evictions: exact to their key, only on live tree
-    keys (packed ints) or on keys they were built for (tensors), gone with evicted nodes."""
-    from types import SimpleNamespace
-
-    from radix_scenarios import CountingClock, RecordingAllocator, make_workload
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
-    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-    from sglang.srt.mem_cache.utils import convert_to_bigram_key
-
-    rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
-    for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
-        rng = random.Random(ps + eagle)
-        cache = rc.RadixCache(CacheInitParams(
-            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
-            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
-        slot = 0
-        for tokens, extra in make_workload(rng, 150, 4096, eagle):
-            cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(tokens), extra)))
-            keys = convert_to_bigram_key(list(tokens)) if eagle else list(tokens)
-            keys = keys[: len(keys) // ps * ps]
-            cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle),
-                         torch.arange(slot, slot + len(keys), dtype=torch.int64))
-            slot += len(keys)
-            if cache.evictable_size() > 30_000:
-                cache.evict(cache.evictable_size() - 15_000)
-        node_keys, tree_tokens = _tree_keys(cache)
-        packed, packed_tokens, tensors = _cache_census(rc, node_keys, eagle)
-        out[f"{tag}/{ps}/{eagle}"] = dict(tree_tokens=tree_tokens, packed_bytes=packed,
-                                          packed_tokens=packed_tokens, tensor_bytes=tensors)
-        cache.evict(10 ** 9)  # nothing is locked: every node goes
-        assert not cache.root_node.children
-        packed, _, tensors = _cache_census(rc, _tree_keys(cache)[0], eagle)
-        out[f"{tag}/{ps}/{eagle}/after-evict"] = packed + tensors
-
-
-def worker(tree: str, out_path: str, patched: bool) -> None:
-    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), str(ROOT / "tests" / "standins"),
-                    str(ROOT / "tests" / "harness")]
-    import logging
-
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record.getMessage())
-
-    logging.getLogger().addHandler(Keep())
-    logging.getLogger().setLevel(logging.INFO)
-    from sglang.srt.mem_cache import radix_cache as rc
-
-    out: dict = {}
-    envs = {"default": {}, "off": {"SGLANG_RADIX_FAST_MATCH": "0"},
-            "triton": {"SGLANG_RADIX_TRITON_MATCH": "1"}} if patched else {"default": {}}
-    for tag, env in envs.items():
-        saved = {k: os.environ.get(k) for k in ("SGLANG_RADIX_FAST_MATCH",
-                                                "SGLANG_RADIX_TRITON_MATCH")}
-        for k in saved:
-            os.environ.pop(k, None)
-        os.environ.update(env)
-        try:
-            _edge_run(rc, out, f"edge-{tag}")
-            if patched and tag != "off":
-                _memory_run(rc, out, f"mem-{tag}")
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None)
-                if v is not None:
-                    os.environ[k] = v
-    out["log"] = [r for r in records if r.startswith("nsa-fastpath:")]
-    with open(out_path, "wb") as f:
-        pickle.dump(out, f)
-
-
-@pytest.fixture(scope="module")
-def worker_results(pristine_template, patched_template, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("radix-match")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_TRITON_MATCH")}
-    env["TRITON_INTERPRET"] = "1"
-    procs = {}
-    for name, tree in (("pristine", pristine_template), ("patched", patched_template)):
-        out = tmp / f"{name}.pkl"
-        procs[name] = (subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(tree), str(out), name],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
-    results = {}
-    for name, (proc, out) in procs.items():
-        text, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{name} worker failed:\n{text[-6000:]}"
-        with open(out, "rb") as f:
-            results[name] = pickle.load(f)
-    return results
-
-
-def test_radix_cache_edge_cases_match_sglang(worker_results):
-    want = {k.split("/", 1)[1]: v for k, v in worker_results["pristine"].items()
-            if k.startswith("edge-default/")}
-    assert want
-    for tag in ("default", "off", "triton"):
-        got = {k.split("/", 1)[1]: v for k, v in worker_results["patched"].items()
-               if k.startswith(f"edge-{tag}/")}
-        assert got.keys() == want.keys()
-        for k in want:
-            assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
-    assert any(e[0] == "kmf-error" for k, v in want.items() if k.endswith("/log") for e in v)
-
-
-def test_caches_are_bounded_by_the_tree(worker_results):
-    res = worker_results["patched"]
-    lines = []
-    for tag in ("default", "triton"):
-        for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
-            r = res[f"mem-{tag}/{ps}/{eagle}"]
-            # packed ints live on tree keys only, 8 bytes a token (+8 a bigram key): never more
-            # than the tree holds, whatever ran before
-            assert r["packed_tokens"] <= r["tree_tokens"]
-            per_token = r["packed_bytes"] / max(1, r["packed_tokens"])
-            assert per_token <= 8 + (8 if eagle else 0)
-            assert r["tensor_bytes"] <= (16 if eagle else 8) * r["tree_tokens"]
-            assert res[f"mem-{tag}/{ps}/{eagle}/after-evict"] == 0
-            lines.append(f"{tag} ps={ps} eagle={eagle}: tree {r['tree_tokens']} tokens, packed "
-                         f"{r['packed_bytes']} B on {r['packed_tokens']} tokens "
-                         f"({per_token:.2f} B/token), tensors {r['tensor_bytes']} B")
-        if tag == "default":
-            assert all(res[f"mem-default/{ps}/{e}"]["tensor_bytes"] == 0
-                       for ps, e in ((1, False), (64, True)))
-    assert res["mem-triton/1/False"]["tensor_bytes"] > 0, "triton path never ran"
-    print("\n".join(lines))
-
-
-def test_matcher_is_logged_once_per_configuration(worker_results):
-    log = worker_results["patched"]["log"]
-    assert len(log) == len(set(log)), log
-    assert any("RadixCache prefix matching: fast (page_size=1" in m for m in log)
-    assert any("SGLANG_RADIX_FAST_MATCH=0" in m for m in log)
-    assert any("triton on" in m for m in log)
-    assert not worker_results["pristine"]["log"]
-
-
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    worker(sys.argv[2], sys.argv[3], sys.argv[4] == "patched")

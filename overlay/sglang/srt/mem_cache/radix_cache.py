@@ -11,7 +11,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
-# MODIFIED by nsa-fastpath: adaptive fast prefix matching for RadixCache.
+# MODIFIED by nsa-fastpath: fast prefix matching for RadixCache (radix_match.py).
 # Based on SGLang 0.5.8 (PyPI wheel); every change is behind an environment flag.
 from __future__ import annotations
 
@@ -49,10 +49,15 @@ import torch
 
 from sglang.srt.environ import envs
 from sglang.srt.mem_cache.radix_match import (
+    CHAIN,
+    INTS,
+    PAIRS,
     NsaPrefixMatcher,
-    QueryInts,
+    Walker,
     convert_to_bigram_key_fast,
     log_once,
+    make_walker,
+    served,
     tokens_to_tensor,
 )
 
@@ -116,9 +121,23 @@ class RadixKey:
     # A class default, so keys that never call get_tensor() carry nothing extra. Slices made by
     # __getitem__ do not inherit it (a view would pin the parent's whole buffer).
     _tensor_cache = None
-    # nsa-fastpath: this key's ints packed as int64 bytes (radix_match.node_ints), for tree keys
-    # compared in the match_prefix walk; exact to the key, dropped with it.
+    # nsa-fastpath: (token_ids, len, int64 bytes) of a tree key compared by the match_prefix walk
+    # (radix_match.Walker.packed): 8 bytes a token, sliced by _split_node, dropped with the key.
     _nsa_ints = None
+
+    def __getattr__(self, name):
+        # nsa-fastpath: an EAGLE query matched on its ints (radix_match.CHAIN) gets the bigram
+        # token_ids 0.5.8's match_prefix would have set, on first read. Only reached for
+        # attributes an instance does not have, so nothing else changes.
+        if name == "token_ids":
+            src = self.__dict__.pop("_nsa_bigram_src", None)
+            if src is not None:
+                pairs = convert_to_bigram_key_fast(src, convert_to_bigram_key)
+                self.token_ids = pairs
+                return pairs
+        raise AttributeError(
+            f"'{type(self).__name__}' object has no attribute '{name}'", name=name, obj=self
+        )
 
     def get_tensor(self, device=None) -> torch.Tensor:
         """nsa-fastpath: the token ids as an int64 tensor on ``device``, built once per key.
@@ -384,12 +403,14 @@ class RadixCache(BasePrefixCache):
         self.evictable_size_ = 0
         self.protected_size_ = 0
         self._record_all_cleared_event()
+        if self._nsa_walker is not None and self._nsa_walker.rematch is not None:
+            self._nsa_walker.rematch.clear()  # nsa-fastpath: its paths start at the old root
 
     def maybe_bigram_convert(
         self, key: RadixKey, value: Optional[torch.Tensor] = None
     ) -> Tuple[RadixKey, Optional[torch.Tensor]]:
         if self.is_eagle and not key.is_bigram:
-            if self._nsa_matcher is not None:
+            if self._nsa_walker is not None:
                 key.token_ids = convert_to_bigram_key_fast(
                     key.token_ids, convert_to_bigram_key
                 )
@@ -437,8 +458,10 @@ class RadixCache(BasePrefixCache):
                 to expose a precise boundary; this structural refinement improves
                 subsequent match efficiency and does not duplicate data.
         """
-        if self._nsa_matcher is not None and self._nsa_fast_walk_ok():
-            return self._nsa_match_prefix(params.key)
+        if self._nsa_walker is not None:
+            result = self._nsa_match_prefix(params.key)
+            if result is not None:
+                return result
 
         key = params.key
         key, _ = self.maybe_bigram_convert(key)
@@ -684,76 +707,79 @@ class RadixCache(BasePrefixCache):
         _dfs_helper(self.root_node)
         return torch.cat(values)
 
-    ##### nsa-fastpath: adaptive prefix matching #####
+    ##### nsa-fastpath: fast prefix matching (radix_match.py) #####
 
-    _nsa_matcher: Optional[NsaPrefixMatcher] = None
+    _nsa_walker: Optional[Walker] = None
 
     def _nsa_init_matcher(self, params: CacheInitParams) -> None:
-        """Read the flags once, at construction (SGLANG_RADIX_FAST_MATCH=0: SGLang's matching)."""
-        self._nsa_matcher = None
+        """Read the flags once, at construction (server start); this also loads the compiled
+        helper, building it if needed (logged). SGLANG_RADIX_FAST_MATCH=0: 0.5.8's matching."""
+        self._nsa_walker = None
         triton_wanted = envs.SGLANG_RADIX_TRITON_MATCH.get() or bool(
             getattr(params, "enable_triton_kernels", False)
         )
         if not envs.SGLANG_RADIX_FAST_MATCH.get():
-            what = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's key matching)"
+            what = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's prefix matching)"
             if triton_wanted:
-                what += "; triton matcher requested but needs SGLANG_RADIX_FAST_MATCH=1"
-            log_once(f"nsa-fastpath: RadixCache prefix matching: {what}")
+                what += "; the triton matcher needs SGLANG_RADIX_FAST_MATCH=1"
+            log_once(f"nsa-fastpath: radix prefix matcher: {what}")
             return
         ops = None
         if triton_wanted:
             from sglang.srt.mem_cache.radix_cache_kernels import OptimizedRadixCacheOps
 
             ops = OptimizedRadixCacheOps(True, self.device)
-        self._nsa_matcher = NsaPrefixMatcher(
+        self._nsa_walker = make_walker(self.page_size, self.is_eagle, _check_extra_key, ops)
+        # insert and subclasses compare through key_match_fn: the drop-in list matcher
+        self.key_match_fn = NsaPrefixMatcher(
             self.page_size, self.is_eagle, _check_extra_key, ops
-        )
-        self.key_match_fn = self._nsa_matcher.key_match
-        # The offset walk replaces only RadixCache's own helper and key functions: a subclass
-        # that overrides the helper, or swaps key_match_fn / get_child_key_fn, keeps its code.
+        ).key_match
+        # The walk replaces only RadixCache's own helpers: a subclass that overrides them, or
+        # swaps key_match_fn / get_child_key_fn, keeps its code (0.5.8's match_prefix).
         self._nsa_key_match_ref = self.key_match_fn
         self._nsa_child_key_ref = self.get_child_key_fn
+        cls = type(self)
         self._nsa_walk_ok = (
-            type(self)._match_prefix_helper is RadixCache._match_prefix_helper
+            cls._match_prefix_helper is RadixCache._match_prefix_helper
+            and cls.maybe_bigram_convert is RadixCache.maybe_bigram_convert
         )
-        log_once(f"nsa-fastpath: RadixCache prefix matching: {self._nsa_matcher.describe()}")
+        self._nsa_announced = False
 
-    def _nsa_fast_walk_ok(self) -> bool:
-        return (
+    def _nsa_match_prefix(self, key: RadixKey) -> Optional[MatchResult]:
+        """match_prefix with 0.5.8's results, tree updates and clock reads, by radix_match's
+        walk; None where it does not apply (0.5.8's code runs)."""
+        raw = key.token_ids
+        if not (
             self._nsa_walk_ok
+            and raw.__class__ is list
             and self.key_match_fn is self._nsa_key_match_ref
             and self.get_child_key_fn is self._nsa_child_key_ref
-        )
-
-    def _nsa_match_prefix(self, key: RadixKey) -> MatchResult:
-        """match_prefix with the same results, tree updates and clock reads, walking the tree by
-        offset into the key's token list instead of slicing a new RadixKey at every node."""
-        raw = key.token_ids
-        key, _ = self.maybe_bigram_convert(key)
-        n = len(key)
-        if not self.disable and n and self.page_size != 1:
+        ):
+            served("upstream")
+            return None
+        if not self.is_eagle:
+            form, n = INTS, len(raw)
+        elif key.is_bigram or (raw and isinstance(raw[0], tuple)):
+            form, n = PAIRS, len(raw)  # 0.5.8 leaves these as they are
+        elif key.__class__ is RadixKey:
+            form, n = CHAIN, (len(raw) - 1 if len(raw) > 1 else 0)  # pairs it would build
+        else:  # a RadixKey subclass gets 0.5.8's conversion, then the pairs walk
+            raw = key.token_ids = convert_to_bigram_key_fast(raw, convert_to_bigram_key)
+            form, n = PAIRS, len(raw)
+        if not self._nsa_announced:
+            self._nsa_announced = True
+            log_once(f"nsa-fastpath: radix prefix matcher: {self._nsa_walker.describe()}")
+        if form == CHAIN:  # token_ids becomes 0.5.8's bigram list when read (RadixKey.__getattr__)
+            d = key.__dict__
+            del d["token_ids"]
+            d["_nsa_bigram_src"] = raw
+        if not self.disable and self.page_size != 1:
             n = n // self.page_size * self.page_size
+        value = None
         if self.disable or n == 0:
-            return MatchResult(
-                device_indices=torch.empty((0,), dtype=torch.int64, device=self.device),
-                last_device_node=self.root_node,
-                last_host_node=self.root_node,
-            )
-        tokens = key.token_ids
-        if tokens.__class__ is list:
-            # The query's ints, for packed comparisons: the token list itself, or for EAGLE the
-            # ints its bigram pairs were just made of (None: compare lists).
-            if not self.is_eagle:
-                ints = tokens
-            elif raw is not tokens and raw.__class__ is list:
-                ints = raw
-            else:
-                ints = None
-            value, last_node = self._nsa_match_prefix_walk(key, tokens, n, ints)
+            last_node = self.root_node
         else:
-            if n != len(key):
-                key = key[:n]
-            value, last_node = self._match_prefix_helper(self.root_node, key)
+            value, last_node = self._nsa_walker.walk(self, key, raw, n, form, time.monotonic)
         if value:
             value = torch.cat(value)
         else:
@@ -764,48 +790,19 @@ class RadixCache(BasePrefixCache):
             last_host_node=last_node,
         )
 
-    def _nsa_match_prefix_walk(self, key: RadixKey, tokens: list, n: int, ints=None):
-        """_match_prefix_helper(self.root_node, key[:n]) by offset (same order of effects)."""
-        node = self.root_node
-        access_time = time.monotonic()
-        node.last_access_time = access_time
-        extra_key = key.extra_key
-        ps = self.page_size
-        matcher = self._nsa_matcher
-        match_at = matcher.match_at
-        bytes_min = matcher.bytes_min if ints is not None else 1 << 62
-        q = None  # QueryInts, made when a comparison is long enough to pack the query
-
-        if ps == 1:
-            plain = tokens[0]
-        else:
-            plain = tuple(tokens[0:ps] if ps <= n else tokens[0:n])
-        child_key = plain if extra_key is None else (extra_key, plain)
-
-        value = []
-        off = 0
-        while off < n and child_key in node.children:
-            child = node.children[child_key]
-            child.last_access_time = access_time
-            if q is None and n - off >= bytes_min and len(child.key.token_ids) >= bytes_min:
-                q = QueryInts(ints, self.is_eagle)
-            prefix_len = match_at(child.key, key, tokens, off, n, q)
-            if prefix_len < len(child.key.token_ids):
-                new_node = self._split_node(child.key, child, prefix_len)
-                value.append(new_node.value)
-                node = new_node
-                break
-            value.append(child.value)
-            node = child
-            off += prefix_len
-            if off < n:
-                if ps == 1:
-                    plain = tokens[off]
-                else:
-                    end = off + ps
-                    plain = tuple(tokens[off : end if end < n else n])
-                child_key = plain if extra_key is None else (extra_key, plain)
-        return value, node
+    def _nsa_split_packed(self, old_key: RadixKey, new_key: RadixKey, child_key: RadixKey,
+                          split_len: int) -> None:
+        """The two keys of a split take their slices of the old key's packed ids (EAGLE: the
+        chain ints overlap by one), so the walk never repacks a split key."""
+        c = old_key._nsa_ints
+        if c is None or c[2] is None or c[1] != len(c[0]) or c[0] is not old_key.token_ids:
+            return
+        b = c[2]
+        k = 8 * split_len
+        t = new_key.token_ids
+        new_key._nsa_ints = (t, len(t), b[: k + 8] if self.is_eagle else b[:k])
+        t = child_key.token_ids
+        child_key._nsa_ints = (t, len(t), b[k:])
 
     ##### Internal Helper Functions #####
 
@@ -839,6 +836,7 @@ class RadixCache(BasePrefixCache):
         # new_node -> child
         # New node inherits child's priority (represents shared prefix)
         new_node = TreeNode(priority=child.priority)
+        old_key = child.key  # nsa-fastpath: its packed ids are sliced below
         new_node.children = {self.get_child_key_fn(key[split_len:]): child}
         new_node.parent = child.parent
         new_node.lock_ref = child.lock_ref
@@ -854,6 +852,8 @@ class RadixCache(BasePrefixCache):
             child.hash_value, split_len, self.page_size
         )
 
+        if self._nsa_walker is not None:
+            self._nsa_split_packed(old_key, new_node.key, child.key, split_len)
         return new_node
 
     def _insert_helper(self, node: TreeNode, key: RadixKey, value, priority: int = 0):

@@ -10,585 +10,492 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""nsa-fastpath: adaptive prefix matching for RadixCache (SGLANG_RADIX_FAST_MATCH=1, the default).
+"""nsa-fastpath: RadixCache prefix matching (SGLANG_RADIX_FAST_MATCH=1, the default).
 
-Same results as SGLang 0.5.8's ``_key_match_page_size1`` / ``_key_match_paged`` (which stay in
-radix_cache.py and are what the flag set to 0 uses), found faster. Per comparison, by the length
-of the overlap and by what was measured fastest there (bench/bench_radix_match.py --sweep and
---ablation; docs/BENCHMARKS.md, radix section):
+``match_prefix`` of a plain-list query walks the tree by offset into the query's token ids
+(``Walker``); each tree key keeps its ids packed as int64 bytes (``_nsa_ints`` on the RadixKey,
+built on first compare, sliced by ``_split_node``, gone with the key), and each comparison finds
+the first differing position with one of these matchers, chosen once per RadixCache:
 
-- Short overlaps: exactly SGLang's own loops.
-- Int keys, page size 1 and pages up to 16 tokens: C-level list slices. The first ``NSA_HEAD``
-  positions / ``NSA_HEAD_PAGES`` pages go as in SGLang's loop (an early divergence costs what it
-  costs there). If the overlap's last positions agree (a node matched whole, or a local
-  difference such as a date in a system prompt), slices doubling from ``NSA_GALLOP`` positions are
-  compared, a failing slice is binary-searched down to ``NSA_LINEAR`` positions, then one by one:
-  the cost grows with the position found, not with the overlap. If they differ (the keys went on
-  differently), single positions are probed (exponential, then binary search) for the boundary and
-  one slice comparison checks everything before it (falling back to the galloping search).
-- Pages of 32 tokens and more: SGLang's page loop, which already compares a page per C call.
-- EAGLE bigram keys in match_prefix: packed ints. SGLang compares tuples there; a bigram key
-  ``[(a, b), (b, c), ...]`` is equal to another over its first m pairs exactly when the ints they
-  chain through are equal over m + 1 positions. The query's ints (those it was just converted
-  from) are packed as int64 in chunks doubling from ``NSA_BYTES_GALLOP`` and compared with one
-  memcmp each, then binary-searched by memcmp; each tree key keeps its ints packed (node_ints).
-- Paged keys: the first differing position is mapped onto SGLang's page loop exactly, including
-  its quirk of returning a value past ``min_len`` when both keys end in the same equal partial page.
-- The EAGLE conversion of a query is built with ``zip`` (the same list of tuples, ~2x faster).
+- ``compiled`` (default): radix_match_ext.cpp reads the query's Python ints in place (about 1 ns
+  a token; radix_match_native.py builds it with a lock and a cache dir).
+- ``python``: when the helper is unavailable (no compiler, NSA_FASTPATH_RADIX_JIT=0 and not
+  built, a build failure) or SGLANG_RADIX_COMPILED_MATCH=0: radix_match_py.py's pure-Python
+  comparisons (list slices for int keys, struct-packed ints and memcmp for EAGLE keys).
+- ``triton`` (opt-in, SGLANG_RADIX_TRITON_MATCH=1 or CacheInitParams.enable_triton_kernels): the
+  seed's Triton kernel (radix_cache_kernels.py) for overlaps from 512 tokens, the above below.
 
-Equality: ``list ==`` compares elements by identity first, then ``==``; SGLang's loop uses
-``!=``; packed ints compare the values ``struct`` packs (``__index__``). For token ids (ints) and
-bigram keys (tuples of ints) these all agree. Only plain lists take the fast paths; other token
-containers, and tokens that do not pack as int64, get SGLang's loop or the list path.
+EAGLE (``is_eagle``): SGLang converts the query into bigram tuples ``[(a, b), (b, c), ...]`` on
+every call and compares tuples. Pairs [0, m) of two such keys are equal exactly when the ints
+they chain through are equal over [0, m + 1), so the walk compares the query's own ints with the
+tree key's packed chain ints; child keys (one pair, or a page of pairs) are the only tuples it
+builds. The query RadixKey gets its bigram ``token_ids`` on first read afterwards (identical to
+0.5.8's; ``RadixKey.__getattr__`` in radix_cache.py).
 
-Why our own code and not a library: the keys are Python lists of fresh Python ints from the
-scheduler. Turning a query into an array costs 7 ns a token with struct, 15 with array('q'), 17
-with numpy and 50 with torch.tensor, against 35 ns a token for SGLang's loop and 8-9 for a C-level
-``list ==`` of slices, so only struct (for bigram keys, where SGLang compares tuples) and list
-slices pay off; nothing else in the standard library finds a first difference.
+A waiting request matched again (same ints) is served by the re-match cache (radix_rematch.py,
+SGLANG_RADIX_REMATCH_CACHE=1), validated on every hit.
 
-Memory: the list paths keep nothing. Packed ints are cached only on tree keys compared on the
-packed path: 8 bytes a token plus 8 a key (and a 3-tuple and bytes header, ~100 bytes a key),
-exact to the key and dropped with it when the node is split or evicted, so bounded by the tree.
+Every result, tree update and clock read is 0.5.8's (tests/test_parity_radix.py,
+tests/test_radix_match.py). ``describe()`` says which matcher this Python would use without
+building anything; ``stats`` / ``last_served()`` say which one served (the tests read them).
+One INFO line ``nsa-fastpath: radix prefix matcher: <name>`` is logged when a matcher is first
+used, a WARNING when one fails and the next takes over.
+
+Pre-build the helper: ``python -m sglang.srt.mem_cache.radix_match --build``.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
-import struct
-from itertools import chain
+import sys
+from pathlib import Path
 from typing import Callable, Optional
 
-import torch
+if __package__:
+    from sglang.srt.mem_cache import radix_match_native as native
+    from sglang.srt.mem_cache.radix_match_py import (  # noqa: F401 (re-exported)
+        NEVER,
+        NsaPrefixMatcher,
+        QueryInts,
+        bytes_prefix,
+        convert_to_bigram_key_fast,
+        node_ints,
+        paged_result,
+        tokens_to_tensor,
+    )
+    from sglang.srt.mem_cache.radix_rematch import UNSEEN, RematchCache
+else:  # loaded as a single file (tests, scripts): the sibling modules the same way
+    def _sibling(name):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    native = _sibling("radix_match_native")
+    _py = _sibling("radix_match_py")
+    NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
+    bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
+    node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
+    RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
 logger = logging.getLogger(__name__)
-_pack = struct.pack
 
-NEVER = 1 << 62
+# Query forms (fixed per call): the ids themselves; EAGLE ints whose bigram pairs SGLang would
+# build; EAGLE keys already given as pairs (cache_unfinished_req passes is_bigram keys).
+INTS, CHAIN, PAIRS = 0, 1, 2
 
-# Comparison paths, each measured against SGLang's own loops per overlap length (key compare
-# sweep and match_prefix ablation of bench/bench_radix_match.py, docs/BENCHMARKS.md):
-# - list slices (prefix_len_page1 / prefix_len_paged): int keys, page size 1 and paged up to
-#   NSA_PAGED_MAX_PAGE_SIZE; also every key_match_fn call (insert, subclasses).
-NSA_HEAD = 16  # positions compared one by one before any slice comparison (page size 1)
-NSA_HEAD_PAGES = 2  # pages compared as SGLang does before any longer slice comparison (paged)
-NSA_GALLOP = 32  # first slice of the galloping search (positions), doubling
-NSA_LINEAR = 16  # the binary search stops at this many positions, then one by one
-NSA_LONG_PAGE1 = 64  # from this overlap (tokens) on; below, SGLang's loop
-NSA_DIVERGE_PAGE1 = 256  # the same where the keys' last overlapping tokens differ
-NSA_LONG_PAGED_PAGES = 8  # paged, in pages
-NSA_DIVERGE_PAGED_PAGES = 16
-# SGLang's page loop compares a whole page per C call: from 32 tokens a page the slice path gains
-# about 10% on whole matches and loses 20-30% where one token differs, so larger pages keep it.
-NSA_PAGED_MAX_PAGE_SIZE = 16
-# - packed ints (bytes_prefix): EAGLE bigram keys in the match_prefix walk, where SGLang compares
-#   tuples. Int keys do not use it by default: packing a fresh query costs about what comparing
-#   its ints does, and list slices need no cache.
-NSA_BYTES_MIN_BIGRAM = 96  # from this overlap (tokens), and at least NSA_BYTES_MIN_PAGES pages
-NSA_BYTES_MIN_PAGES = 2
-NSA_BYTES_DIVERGE_BIGRAM = 384  # where the last overlapping tokens differ, and >= 12 pages
-NSA_BYTES_DIVERGE_PAGES = 12
-NSA_BYTES_GALLOP = 64  # first chunk (tokens) packed and compared, doubling
-NSA_BYTES_NODE_FACTOR = 4  # a tree key is packed only if at most this many times the overlap
-# - the seed's Triton kernel (opt-in): seed 004's threshold.
-NSA_TRITON_MIN = 512
+NSA_TRITON_MIN = 512  # seed 004's threshold (tokens): the Triton kernel from this overlap
+# The re-match cache looks queries up, and remembers walks, from this many matched ints, per
+# matcher: shorter ones cost less to walk again than to look up and replay
+# (bench_radix_match.py, re-matched table: the cache against "no cache" per length).
+NSA_REMATCH_MIN = {"compiled": 1024, "python": 64}
 
 
-def _boundary(t0: list, t1: list, off: int, lo: int, hi: int, verify: bool = True) -> int:
-    """First i in [lo, hi] with t0[i] != t1[off + i], where position hi is known to differ.
-
-    For keys that went on differently from some position: find it with single-position probes
-    (exponential, then binary), then check everything before it with one slice comparison; if
-    that finds an earlier difference (the probes' premise failed), search there with slices.
-    verify=False returns the probes' candidate unchecked (the caller checks).
-    """
-    a = lo
-    step = 1
-    b = hi
-    while True:
-        y = lo + step - 1
-        if y >= b:
-            break
-        if t0[y] != t1[off + y]:
-            b = y
-            break
-        a = y + 1
-        step <<= 1
-    while a < b:
-        mid = (a + b) >> 1
-        if t0[mid] != t1[off + mid]:
-            b = mid
-        else:
-            a = mid + 1
-    if not verify or b == lo or t0[lo:b] == t1[off + lo : off + b]:
-        return b
-    return _gallop(t0, t1, off, lo, b, False)
+def rematch_min(kind: str) -> int:
+    return NSA_REMATCH_MIN.get(kind, NSA_REMATCH_MIN["compiled"])
 
 
-def _gallop(t0: list, t1: list, off: int, lo: int, hi: int, maybe_equal: bool) -> int:
-    """First i in [lo, hi) with t0[i] != t1[off + i]; if none, hi (only if maybe_equal).
+def scan_max(page_size: int, form: int) -> int:
+    """The compiled walk finds a child by comparing the query with each key of a node's children
+    dict (about 9 ns a key) up to this many children, and beyond by a dict lookup of the key it
+    builds, whose building and hashing cost this pays for (bench_radix_match.py --only scan:
+    page 64: EAGLE 2.0 us, int tokens 0.2 us; page 16: 0.43 / 0.06 us; page 1 EAGLE 0.02 us;
+    page 1 int tokens: the key is the token, looked up directly)."""
+    if page_size == 1:
+        return 2
+    if form == CHAIN:
+        return 2 * page_size
+    return max(2, page_size // 3) if form == INTS else page_size
 
-    Slices doubling from NSA_GALLOP positions, a binary search of the failing slice down to
-    NSA_LINEAR positions, then one by one: the cost grows with the position found.
-    """
-    step = NSA_GALLOP
-    while True:
-        end = lo + step
-        if end >= hi:
-            if maybe_equal and t0[lo:hi] == t1[off + lo : off + hi]:
-                return hi
-            break
-        if t0[lo:end] != t1[off + lo : off + end]:
-            hi = end
-            break
-        lo = end
-        step <<= 1
-    while hi - lo > NSA_LINEAR:
-        mid = (lo + hi) >> 1
-        if t0[lo:mid] == t1[off + lo : off + mid]:
-            lo = mid
-        else:
-            hi = mid
-    for k0, k1 in zip(t0[lo:hi], t1[off + lo : off + hi]):
-        if k0 != k1:
-            break
-        lo += 1
-    return lo
-
-
-def prefix_len_page1(t0: list, t1: list, off: int, m: int, diverged: bool) -> int:
-    """Common prefix length of t0[0:m] and t1[off:off + m], m > NSA_HEAD.
-
-    ``diverged``: position m - 1 differs (the caller probed it).
-    """
-    i = 0
-    for k0, k1 in zip(t0, t1[off : off + NSA_HEAD]):
-        if k0 != k1:
-            return i
-        i += 1
-    if diverged:
-        return _boundary(t0, t1, off, i, m - 1)
-    return _gallop(t0, t1, off, i, m, True)
-
-
-def paged_result(p: int, m: int, len0: int, len1: int, page_size: int) -> int:
-    """_key_match_paged's result, given p = the first differing position (or m = min_len)."""
-    if p < m:
-        return p // page_size * page_size
-    full = m // page_size * page_size
-    if full == m:
-        return m
-    # The overlap ends in a partial page: SGLang's two page slices are equal only if both keys
-    # end there (equal lengths), and then its loop steps one page past min_len.
-    return full + page_size if len0 == len1 else full
-
-
-def _first_page(t0: list, t1: list, off: int, lo: int, hi: int, ps: int, maybe_equal: bool):
-    """Start of the first page in [lo, hi) where t0 and t1[off:] differ; hi if none (only if
-    maybe_equal). lo is page aligned; the last page may be partial (hi = min_len).
-
-    Like _gallop, in whole pages: slices doubling, then a binary search down to one page.
-    """
-    step = (NSA_GALLOP + ps - 1) // ps * ps
-    while True:
-        end = lo + step
-        if end >= hi:
-            if maybe_equal and t0[lo:hi] == t1[off + lo : off + hi]:
-                return hi
-            break
-        if t0[lo:end] != t1[off + lo : off + end]:
-            hi = end
-            break
-        lo = end
-        step <<= 1
-    while hi - lo > ps:
-        mid = lo + max(1, (hi - lo) // ps // 2) * ps
-        if t0[lo:mid] == t1[off + lo : off + mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def prefix_len_paged(
-    t0: list, t1: list, off: int, m: int, len0: int, len1: int, ps: int, diverged: bool
-) -> int:
-    """_key_match_paged(key0=t0 (len0), key1=t1[off:off + len1]), m = min_len > head pages.
-
-    ``diverged``: position m - 1 differs (the caller probed it).
-    """
-    i = 0
-    head = NSA_HEAD_PAGES * ps
-    while i < head:  # whole pages (head < m): exactly SGLang's loop
-        if t0[i : i + ps] != t1[off + i : off + i + ps]:
-            return i
-        i += ps
-    if diverged:
-        q = _boundary(t0, t1, off, i, m - 1, False) // ps * ps
-        # [i, q) is unchecked unless the probes' premise held: check it, else search it.
-        if q > i and t0[i:q] != t1[off + i : off + q]:
-            q = _first_page(t0, t1, off, i, q, ps, False)
-        return q
-    q = _first_page(t0, t1, off, i, m, ps, True)
-    if q < m:
-        return q
-    return paged_result(m, m, len0, len1, ps)
-
-
-def convert_to_bigram_key_fast(tokens, fallback: Callable):
-    """SGLang's convert_to_bigram_key (utils.py) with the list built by zip: same tuples."""
-    if len(tokens) and isinstance(tokens[0], tuple):
-        return tokens
-    if len(tokens) < 2:
-        return []
-    if type(tokens) is list:
-        return list(zip(tokens, tokens[1:]))
-    return fallback(tokens)
-
-
-def tokens_to_tensor(tokens) -> torch.Tensor:
-    """int64 tensor of token ids (bigram tuples: shape (n, 2)), same values as torch.tensor.
-
-    struct.pack reads a Python int list about 7x faster than torch.tensor does.
-    """
-    n = len(tokens)
-    if n == 0:
-        return torch.empty((0,), dtype=torch.int64)
-    try:
-        if isinstance(tokens[0], tuple):
-            buf = bytearray(struct.pack(f"={2 * n}q", *chain.from_iterable(tokens)))
-            return torch.frombuffer(buf, dtype=torch.int64).view(n, 2)
-        return torch.frombuffer(bytearray(struct.pack(f"={n}q", *tokens)), dtype=torch.int64)
-    except (struct.error, TypeError, OverflowError):
-        return torch.tensor(tokens, dtype=torch.int64)
-
-
-class QueryInts:
-    """A match_prefix query's token ids packed as int64 bytes, as far as the walk has needed them.
-
-    ``ints`` are the query's ints; for EAGLE bigram keys the ints the pairs were made of (pair i
-    is (ints[i], ints[i + 1])). ``ok`` turns False if they do not pack (not ints, or beyond int64):
-    the walk then compares lists.
-    """
-
-    __slots__ = ("ints", "pairs", "buf", "done", "ok")
-
-    def __init__(self, ints: list, pairs: bool):
-        self.ints = ints
-        self.pairs = pairs
-        self.buf = bytearray()  # ints [0, done) packed
-        self.done = 0
-        self.ok = True
-
-def node_ints(key0, pairs: bool):
-    """The tree key's ints packed as int64 bytes, cached on the key (None: not packable).
-
-    Bigram keys: the ints their pairs chain through (n + 1 of them), if consecutive pairs do
-    chain; else None. The cache is exact to the key (8 bytes a token, plus 8 for bigram keys), is
-    rebuilt if ``token_ids`` was reassigned or changed length, and goes with the key: when the
-    node is split or evicted, the old key and its bytes are dropped.
-    """
-    t0 = key0.token_ids
-    cached = getattr(key0, "_nsa_ints", None)
-    if cached is not None and cached[0] is t0 and cached[1] == len(t0):
-        return cached[2]
-    packed = None
-    try:
-        if pairs:
-            if t0:
-                firsts = [a for a, _ in t0]
-                seconds = [b for _, b in t0]
-                if firsts[1:] == seconds[:-1]:
-                    packed = _pack(f"={len(t0) + 1}q", firsts[0], *seconds)
-        else:
-            packed = _pack(f"={len(t0)}q", *t0)
-    except (struct.error, TypeError, OverflowError, ValueError):
-        packed = None
-    key0._nsa_ints = (t0, len(t0), packed)
-    return packed
-
-
-def bytes_prefix(b0: bytes, q: QueryInts, off: int, k: int) -> Optional[int]:
-    """First i in [0, k) where the tree key's ints b0[i] != the query's ints[off + i], or k.
-
-    Packs the query in chunks doubling from NSA_BYTES_GALLOP ints (so the work grows with the
-    position found), compares each chunk with one memcmp (bytearray.startswith), then binary
-    searches a differing chunk with memcmp. None if the query does not pack.
-    """
-    mv0 = memoryview(b0)
-    buf = q.buf
-    lo = 0
-    step = NSA_BYTES_GALLOP
-    while True:
-        hi = lo + step
-        if hi > k:
-            hi = k
-        need = off + hi
-        done = q.done
-        if done < need:
-            try:
-                buf += _pack(f"={need - done}q", *q.ints[done:need])
-            except (struct.error, TypeError, OverflowError):
-                q.ok = False
-                return None
-            q.done = need
-        if not buf.startswith(mv0[8 * lo : 8 * hi], 8 * (off + lo)):
-            break
-        lo = hi
-        if lo == k:
-            return k
-        step <<= 1
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if buf.startswith(mv0[8 * lo : 8 * mid], 8 * (off + lo)):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
+# ------------------------------------------------------------------------------------------------
+# which matcher served: tests and benchmarks read these (one dict update per match_prefix)
+# ------------------------------------------------------------------------------------------------
+stats: dict = {}
+_last = [None]
 _logged: set = set()
 
 
-def log_once(message: str) -> None:
-    """logger.info once per distinct message and process."""
+def last_served() -> Optional[str]:
+    """Name of what served the latest match_prefix in this process: 'compiled', 'python',
+    'triton', 'rematch' (a validated re-match hit) or 'upstream' (SGLang 0.5.8's code)."""
+    return _last[0]
+
+
+def reset_stats() -> None:
+    stats.clear()
+    _last[0] = None
+
+
+def served(name: str) -> None:
+    stats[name] = stats.get(name, 0) + 1
+    _last[0] = name
+
+
+def log_once(message: str, level: int = logging.INFO) -> None:
     if message not in _logged:
         _logged.add(message)
-        logger.info(message)
+        logger.log(level, message)
 
 
-class NsaPrefixMatcher:
-    """The adaptive matcher of one RadixCache (page size, key kind and thresholds fixed).
+# ------------------------------------------------------------------------------------------------
+# flags and describe()
+# ------------------------------------------------------------------------------------------------
+def _envs():
+    """SGLang's ``envs``: the imported module's, else environ.py beside us loaded as one file
+    (it imports only the standard library), so describe() works without importing sglang."""
+    module = sys.modules.get("sglang.srt.environ")
+    if module is None:
+        path = Path(__file__).resolve().parent.parent / "environ.py"
+        spec = importlib.util.spec_from_file_location("_nsa_radix_environ", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(spec.name, None)
+    return module.envs
 
-    ``key_match(key0, key1)``: drop-in for SGLang's key_match_fn: the same results, and the same
-    ValueError through ``check_extra_key`` (SGLang's ``_check_extra_key``, passed in).
-    ``match_at(key0, key, tokens, off, n, q)``: ``key_match(key0, RadixKey(tokens[off:n],
-    key.extra_key))`` without building that key, for RadixCache's match_prefix walk; ``q`` (a
-    QueryInts of the query, or None) lets it compare packed ints with the tree key's cached ints.
 
-    The keyword thresholds override the measured defaults (benchmarks and tests force each path
-    on alone with them); ``NEVER`` turns a path off.
+def flags() -> dict:
+    e = _envs()
+    return {name: getattr(e, name).get() for name in (
+        "SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_COMPILED_MATCH", "SGLANG_RADIX_REMATCH_CACHE",
+        "SGLANG_RADIX_TRITON_MATCH")}
+
+
+def describe() -> str:
+    """One line: the matcher a RadixCache of this Python would use, and why. Builds nothing,
+    loads nothing (the state of a load in this process is reported if there was one)."""
+    f = flags()
+    if not f["SGLANG_RADIX_FAST_MATCH"]:
+        return "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's prefix matching)"
+    state, detail = native.state()
+    if not f["SGLANG_RADIX_COMPILED_MATCH"]:
+        name = "python (pure-Python packed matcher: SGLANG_RADIX_COMPILED_MATCH=0)"
+    elif state == "loaded":
+        name = f"compiled (C++ helper loaded from {detail})"
+    elif state == "built":
+        name = f"compiled (C++ helper built: {detail})"
+    elif state == "buildable":
+        name = f"compiled (C++ helper not built yet: builds at the first RadixCache into {detail})"
+    else:
+        name = f"python (pure-Python packed matcher: C++ helper {state}: {detail})"
+    extras = ["re-match cache " + ("on" if f["SGLANG_RADIX_REMATCH_CACHE"] else "off")]
+    if f["SGLANG_RADIX_TRITON_MATCH"]:
+        extras.append(f"triton opt-in on (from {NSA_TRITON_MIN} tokens)")
+    return f"{name}; {'; '.join(extras)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the walk
+# ------------------------------------------------------------------------------------------------
+class Walker:
+    """match_prefix's walk for one RadixCache: page size, key kind and matcher fixed.
+
+    ``walk(cache, key, q, n, form, clock)`` returns 0.5.8's ``_match_prefix_helper(root,
+    key[:n])`` result (value list, last node) with the same splits and access times, for the
+    query ``q`` (a plain list) in ``form``; ``n`` counts key positions (pairs for EAGLE).
     """
 
-    def __init__(
-        self,
-        page_size: int,
-        is_eagle: bool = False,
-        check_extra_key: Optional[Callable] = None,
-        triton_ops=None,
-        long_min: Optional[int] = None,
-        diverge_min: Optional[int] = None,
-        bytes_min: Optional[int] = None,
-        bytes_diverge_min: Optional[int] = None,
-        triton_min: int = NSA_TRITON_MIN,
-    ):
-        self.page_size = ps = page_size
-        self.is_eagle = is_eagle
-        if check_extra_key is None:
-            raise TypeError("check_extra_key (SGLang's _check_extra_key) is required")
+    def __init__(self, cache_is_eagle: bool, page_size: int, check_extra_key: Callable,
+                 kind: str, ext=None, triton_ops=None, rematch: Optional[RematchCache] = None,
+                 py_matcher: Optional[NsaPrefixMatcher] = None, triton_min: int = NSA_TRITON_MIN):
+        self.page_size = page_size
+        self.pairs_keys = cache_is_eagle  # tree keys are bigram pairs
         self.check_extra_key = check_extra_key
-        if ps == 1:
-            d_long, d_diverge = NSA_LONG_PAGE1, NSA_DIVERGE_PAGE1
-        elif ps <= NSA_PAGED_MAX_PAGE_SIZE:
-            d_long, d_diverge = NSA_LONG_PAGED_PAGES * ps, NSA_DIVERGE_PAGED_PAGES * ps
-        else:
-            d_long = d_diverge = NEVER
-        if is_eagle:
-            d_bytes = max(NSA_BYTES_MIN_BIGRAM, NSA_BYTES_MIN_PAGES * ps)
-            d_bytes_diverge = max(NSA_BYTES_DIVERGE_BIGRAM, NSA_BYTES_DIVERGE_PAGES * ps)
-        else:
-            d_bytes = d_bytes_diverge = NEVER
-        # The slice path needs more positions than its head compared one by one / page by page.
-        floor = NSA_HEAD + 1 if ps == 1 else NSA_HEAD_PAGES * ps + 1
-        self.long_min = max(int(d_long if long_min is None else long_min), floor)
-        self.diverge_min = max(int(d_diverge if diverge_min is None else diverge_min),
-                               self.long_min)
-        self.bytes_min = max(int(d_bytes if bytes_min is None else bytes_min), 1)
-        self.bytes_diverge_min = max(
-            int(d_bytes_diverge if bytes_diverge_min is None else bytes_diverge_min),
-            self.bytes_min)
+        self.ext = ext
+        self.rematch = rematch
+        self.py = py_matcher or NsaPrefixMatcher(page_size, cache_is_eagle, check_extra_key)
         self.triton_ops = triton_ops if triton_ops is not None and triton_ops.enabled else None
-        self.triton_min = int(triton_min)
-        self.key_match, self.match_at = self._build()
+        self.triton_min = triton_min
+        self.kind = kind if self.triton_ops is None else "triton"
+        self.base_kind = kind
+        if kind == "compiled":
+            self._pack = ext.pack_pairs if cache_is_eagle else ext.pack
+            cmps = (self._cmp_compiled_ints, self._cmp_compiled_chain, self._cmp_compiled_pairs)
+        else:
+            self._pack = None
+            cmps = (self._cmp_python_list, self._cmp_python_chain, self._cmp_python_list)
+        if self.triton_ops is not None:
+            cmps = tuple(self._with_triton(c, form) for form, c in enumerate(cmps))
+        self._cmps = cmps
+        self._qi = None  # python CHAIN: the query's packed ints, per walk
+        self.scan_max = tuple(scan_max(page_size, form) for form in (INTS, CHAIN, PAIRS))
+        if self.kind == "compiled":
+            self._walk = self._walk_compiled
+        else:
+            self._walk = lambda *a: self._walk_py(*a)[:2]
 
     def describe(self) -> str:
-        kind = "page_size=1" if self.page_size == 1 else f"paged page_size={self.page_size}"
-        keys = "bigram (EAGLE) keys" if self.is_eagle else "token keys"
-        parts = ["match_prefix walks the tree by offset"]
-        if self.bytes_min < NEVER:
-            parts.append(
-                f"packed ints from {self.bytes_min} tokens of overlap ({self.bytes_diverge_min} "
-                f"where the last overlapping tokens differ; tree keys cache them)")
-        if self.long_min < NEVER:
-            parts.append(
-                f"list slices from {self.long_min} tokens ({self.diverge_min} where the last "
-                f"overlapping tokens differ; head {NSA_HEAD} tokens / {NSA_HEAD_PAGES} pages)")
-        parts.append("SGLang's loop below" if len(parts) > 1 else "SGLang's page loop otherwise")
+        ps = "page_size=1" if self.page_size == 1 else f"page_size={self.page_size}"
+        keys = "EAGLE bigram keys" if self.pairs_keys else "token keys"
+        extra = []
         if self.triton_ops is not None:
-            triton = f"{self.triton_ops.describe()}, from {self.triton_min} tokens"
-        else:
-            triton = "off"
-        return f"fast ({kind}, {keys}: {'; '.join(parts)}); triton {triton}"
+            extra.append(f"triton {self.triton_ops.describe()} from {self.triton_min} tokens, "
+                         f"{self.base_kind} below")
+        extra.append("re-match cache " + ("on" if self.rematch is not None else "off"))
+        return f"{self.kind} ({ps}, {keys}; {'; '.join(extra)})"
 
-    def _build(self):
-        long_min = self.long_min
-        diverge_min = self.diverge_min
-        bytes_min = self.bytes_min
-        bytes_diverge_min = self.bytes_diverge_min
-        ps = self.page_size
-        ops = self.triton_ops
-        triton_min = self.triton_min if ops is not None else NEVER
-        gate = min(long_min, triton_min)
-        walk_gate = min(gate, bytes_min)
-        pairs = self.is_eagle
-        ext = 1 if pairs else 0  # bigram keys: pairs [0, m) are ints [0, m + 1)
-        node_factor = NSA_BYTES_NODE_FACTOR
-        check = self.check_extra_key
-        page1_long = prefix_len_page1
-        paged_long = prefix_len_paged
-        _list = list
+    # -- packed tree keys ------------------------------------------------------------------------
+    def packed(self, key0, t0) -> Optional[bytes]:
+        """The tree key's ids as int64 bytes (EAGLE: the n + 1 ints its pairs chain through),
+        cached on the key; None if they do not pack. Rebuilt if token_ids was reassigned or
+        changed length."""
+        c = key0._nsa_ints
+        if c is not None and c[0] is t0 and c[1] == len(t0):
+            return c[2]
+        if self._pack is None:
+            return node_ints(key0, self.pairs_keys)
+        b = self._pack(t0)
+        key0._nsa_ints = (t0, len(t0), b)
+        return b
 
-        def _triton(key0, key1, off, m):
+    # -- comparisons: each returns 0.5.8's key_match_fn(child.key, key[off:n]) ------------------
+    def _generic(self, key0, key, q, off, n, form):
+        """SGLang's own comparison (radix_match_py's exact loops), for keys or queries that do
+        not pack; CHAIN builds the pairs it needs (min(n - off, len0 + 1) decides paged ends)."""
+        stats["generic"] = stats.get("generic", 0) + 1
+        if form != CHAIN:
+            return self.py.match_at(key0, key, q, off, n, None)
+        e = off + min(n - off, len(key0.token_ids) + 1)
+        w = list(zip(q[off:e], q[off + 1:e + 1]))
+        return self.py.match_at(key0, key, w, 0, len(w), None)
+
+    def _cmp_compiled_ints(self, key0, key, q, off, n):
+        t0 = key0.token_ids
+        len0 = len(t0)
+        rem = n - off
+        m = len0 if len0 < rem else rem
+        b0 = self.packed(key0, t0)
+        if b0 is not None:
             try:
-                return ops.first_mismatch(key0, key1, off, m)
-            except Exception as e:  # any failure: this comparison on the CPU path
-                log_once(f"nsa-fastpath: RadixCache triton matcher fell back to the CPU: {e!r}")
-                return None
+                j = self.ext.first_mismatch(b0, q, off, m)
+            except TypeError:
+                return self._generic(key0, key, q, off, n, INTS)
+            ps = self.page_size
+            return j if ps == 1 else paged_result(j, m, len0, rem, ps)
+        return self._generic(key0, key, q, off, n, INTS)
 
-        def _packed(key0, t0, q, off, m):
-            """First differing pair/token in [0, m) via packed ints, or None (not packable)."""
-            b0 = node_ints(key0, pairs)
-            if b0 is None:
-                return None
-            j = bytes_prefix(b0, q, off, m + ext)
-            if j is None or not ext:
-                return j
-            return m if j > m else (j - 1 if j else 0)
+    def _cmp_compiled_chain(self, key0, key, q, off, n):
+        t0 = key0.token_ids
+        len0 = len(t0)
+        rem = n - off
+        m = len0 if len0 < rem else rem
+        b0 = self.packed(key0, t0)
+        if b0 is not None:
+            try:
+                j = self.ext.first_mismatch(b0, q, off, m + 1)
+            except TypeError:
+                return self._generic(key0, key, q, off, n, CHAIN)
+            p = m if j > m else (j - 1 if j else 0)  # ints [0, j) equal: pairs [0, j - 1)
+            ps = self.page_size
+            return p if ps == 1 else paged_result(p, m, len0, rem, ps)
+        return self._generic(key0, key, q, off, n, CHAIN)
 
-        if ps == 1:
+    def _cmp_compiled_pairs(self, key0, key, q, off, n):
+        t0 = key0.token_ids
+        len0 = len(t0)
+        rem = n - off
+        m = len0 if len0 < rem else rem
+        b0 = self.packed(key0, t0)
+        if b0 is not None and m:
+            try:
+                j = self.ext.first_mismatch_pairs(b0, q, off, m)
+            except TypeError:
+                return self._generic(key0, key, q, off, n, PAIRS)
+            ps = self.page_size
+            return j if ps == 1 else paged_result(j, m, len0, rem, ps)
+        return self._generic(key0, key, q, off, n, PAIRS)
 
-            def key_match(key0, key1):
-                if key0.extra_key != key1.extra_key:
-                    check(key0, key1)
-                t0 = key0.token_ids
-                t1 = key1.token_ids
-                m = len(t0)
-                if m >= gate:  # short tree keys go straight to SGLang's loop
-                    n1 = len(t1)
-                    if n1 < m:
-                        m = n1
-                    if m >= gate and t0.__class__ is _list and t1.__class__ is _list:
-                        if m >= triton_min:
-                            p = _triton(key0, key1, 0, m)
-                            if p is not None:
-                                return p
-                        if m >= long_min:
-                            if t0[m - 1] == t1[m - 1]:
-                                return page1_long(t0, t1, 0, m, False)
-                            if m >= diverge_min:
-                                return page1_long(t0, t1, 0, m, True)
-                i = 0
-                for k0, k1 in zip(t0, t1):
-                    if k0 != k1:
-                        break
-                    i += 1
-                return i
+    def _cmp_python_list(self, key0, key, q, off, n):
+        return self.py.match_at(key0, key, q, off, n, None)
 
-            def match_at(key0, key, tokens, off, n, q=None):
-                if key0.extra_key != key.extra_key:
-                    check(key0, key)
-                t0 = key0.token_ids
-                m = len(t0)
-                if n - off < m:
-                    m = n - off
-                if m >= walk_gate and t0.__class__ is _list:
-                    if m >= triton_min:
-                        p = _triton(key0, key, off, m)
-                        if p is not None:
-                            return p
-                    same_end = t0[m - 1] == tokens[off + m - 1]
-                    if (
-                        m >= bytes_min
-                        and q is not None
-                        and (same_end or m >= bytes_diverge_min)
-                        and q.ok
-                        and len(t0) <= node_factor * m
-                    ):
-                        p = _packed(key0, t0, q, off, m)
-                        if p is not None:
-                            return p
-                    if m >= long_min:
-                        if same_end:
-                            return page1_long(t0, tokens, off, m, False)
-                        if m >= diverge_min:
-                            return page1_long(t0, tokens, off, m, True)
-                i = 0
-                for k0, k1 in zip(t0, tokens[off : off + m]):
-                    if k0 != k1:
-                        break
-                    i += 1
-                return i
+    def _cmp_python_chain(self, key0, key, q, off, n):
+        t0 = key0.token_ids
+        len0 = len(t0)
+        rem = n - off
+        m = len0 if len0 < rem else rem
+        c = key0._nsa_ints
+        # pack a tree key the first time only if the overlap is a fair share of it
+        if (c is not None and c[0] is t0 and c[1] == len0) or len0 <= 4 * m:
+            b0 = node_ints(key0, True)
+            qi = self._qi
+            if b0 is not None and (qi is None or qi.ok):
+                if qi is None:
+                    qi = self._qi = QueryInts(q, True)
+                j = bytes_prefix(b0, qi, off, m + 1)
+                if j is not None:
+                    p = m if j > m else (j - 1 if j else 0)
+                    ps = self.page_size
+                    return p if ps == 1 else paged_result(p, m, len0, rem, ps)
+        return self._generic(key0, key, q, off, n, CHAIN)
 
-        else:
+    def _with_triton(self, base, form):
+        ops, tmin, ps = self.triton_ops, self.triton_min, self.page_size
 
-            def key_match(key0, key1):
-                if key0.extra_key != key1.extra_key:
-                    check(key0, key1)
-                t0 = key0.token_ids
-                t1 = key1.token_ids
-                len0 = len(t0)
-                len1 = len(t1)
-                min_len = len0 if len0 < len1 else len1
-                if min_len >= gate and t0.__class__ is _list and t1.__class__ is _list:
-                    if min_len >= triton_min:
-                        p = _triton(key0, key1, 0, min_len)
-                        if p is not None:
-                            return paged_result(p, min_len, len0, len1, ps)
-                    if min_len >= long_min:
-                        if t0[min_len - 1] == t1[min_len - 1]:
-                            return paged_long(t0, t1, 0, min_len, len0, len1, ps, False)
-                        if min_len >= diverge_min:
-                            return paged_long(t0, t1, 0, min_len, len0, len1, ps, True)
-                i = 0
-                while i < min_len:
-                    if t0[i : i + ps] != t1[i : i + ps]:
-                        break
-                    i += ps
-                return i
+        def cmp(key0, key, q, off, n):
+            len0 = len(key0.token_ids)
+            rem = n - off
+            m = len0 if len0 < rem else rem
+            if m >= tmin:
+                try:
+                    p = ops.first_mismatch_query(key0, q, off, m, form == CHAIN)
+                except Exception as e:  # this comparison on the CPU matcher
+                    log_once(f"nsa-fastpath: radix triton matcher failed, the "
+                             f"{self.base_kind} matcher takes over: {e!r}", logging.WARNING)
+                else:
+                    return p if ps == 1 else paged_result(p, m, len0, rem, ps)
+            return base(key0, key, q, off, n)
 
-            def match_at(key0, key, tokens, off, n, q=None):
-                if key0.extra_key != key.extra_key:
-                    check(key0, key)
-                t0 = key0.token_ids
-                len0 = len(t0)
-                len1 = n - off
-                m = len0 if len0 < len1 else len1
-                if m >= walk_gate and t0.__class__ is _list:
-                    if m >= triton_min:
-                        p = _triton(key0, key, off, m)
-                        if p is not None:
-                            return paged_result(p, m, len0, len1, ps)
-                    same_end = t0[m - 1] == tokens[off + m - 1]
-                    if (
-                        m >= bytes_min
-                        and q is not None
-                        and (same_end or m >= bytes_diverge_min)
-                        and q.ok
-                        and len0 <= node_factor * m
-                    ):
-                        p = _packed(key0, t0, q, off, m)
-                        if p is not None:
-                            return paged_result(p, m, len0, len1, ps)
-                    if m >= long_min:
-                        if same_end:
-                            return paged_long(t0, tokens, off, m, len0, len1, ps, False)
-                        if m >= diverge_min:
-                            return paged_long(t0, tokens, off, m, len0, len1, ps, True)
-                i = 0
-                while i < m:
-                    j = off + i + ps
-                    if t0[i : i + ps] != tokens[off + i : j if j < n else n]:
-                        break
-                    i += ps
-                return i
+        return cmp
 
-        return key_match, match_at
+    # -- the walk --------------------------------------------------------------------------------
+    def walk(self, cache, key, q: list, n: int, form: int, clock):
+        root = cache.root_node
+        extra_key = key.extra_key
+        ext = 1 if form == CHAIN else 0
+        rm = self.rematch if form != PAIRS else None
+        fp = None
+        self._qi = None
+        value = []
+        if rm is not None and n >= rm.min_len:
+            nq = len(q)  # RematchCache.fingerprint, inline
+            last, mid = q[-1], q[nq >> 1]
+            fp = (extra_key, nq, id(last), id(mid), last, mid)
+            try:
+                entry = rm.entries.get(fp, UNSEEN)
+            except TypeError:  # an unhashable extra_key: the walk raises as 0.5.8 does
+                fp = None
+            if fp is not None and entry is not None and entry is not UNSEEN:
+                hit = rm.replay_entry(fp, entry, root, q, clock, value)
+                if hit is not None:  # access times set, values appended: resume where it stopped
+                    t, steps, stored = hit
+                    off = len(stored) - ext
+                    path = list(steps)
+                    end, end_off = self._walk(cache, key, q, n, form, steps[-1][1], off, t,
+                                              value, path)
+                    if end_off != off:
+                        rm.store(fp, root, q, end_off + ext, path)
+                    served("rematch")
+                    return value, end
+                entry = None  # now a mark
+        t = clock()
+        root.last_access_time = t
+        path = [] if fp is not None and entry is None else None
+        node, off = self._walk(cache, key, q, n, form, root, 0, t, value, path)
+        if path:
+            rm.store(fp, root, q, off + ext, path)
+        elif fp is not None and off + ext >= rm.min_len:
+            rm.mark(fp, off + ext)
+        served(self.kind)
+        return value, node
+
+    def _walk_compiled(self, cache, key, q, n, form, node, off, t, value, path):
+        """The helper's walk; at a split it returns here, at anything it cannot judge it hands
+        over one step to the Python walk (SGLang's own semantics), then takes over again."""
+        helper = self.ext.walk
+        ps = self.page_size
+        extra_key = key.extra_key
+        pairs_keys = self.pairs_keys
+        scan_max = self.scan_max[form]
+        while True:
+            node, off, outcome, prefix_len, child_key = helper(
+                node, q, off, n, form, ps, t, value, path, extra_key, pairs_keys, scan_max)
+            if outcome == 0:  # done
+                return node, off
+            if outcome == 1:  # split node (the child) at prefix_len
+                new_node = cache._split_node(node.key, node, prefix_len)
+                value.append(new_node.value)
+                if path is not None:
+                    path.append((child_key, new_node, new_node.key))
+                return new_node, off + prefix_len
+            stats["bail"] = stats.get("bail", 0) + 1
+            node, off, stop = self._walk_py(cache, key, q, n, form, node, off, t, value, path,
+                                            one_step=True)
+            if stop:
+                return node, off
+
+    def _walk_py(self, cache, key, q, n, form, node, off, t, value, path, one_step=False):
+        """0.5.8's loop from ``node`` at key position ``off``; appends (child key, node, node
+        key) per node to ``path`` (if given). Returns (node, off, stopped): ``one_step`` stops
+        after one node matched whole (stopped False)."""
+        ps = self.page_size
+        extra_key = key.extra_key
+        cmp = self._cmps[form]
+        while off < n:
+            if ps == 1:
+                plain = (q[off], q[off + 1]) if form == CHAIN else q[off]
+            else:
+                e = off + ps
+                if e > n:
+                    e = n
+                if form == CHAIN:
+                    plain = tuple(zip(q[off:e], q[off + 1:e + 1]))
+                else:
+                    plain = tuple(q[off:e])
+            child_key = plain if extra_key is None else (extra_key, plain)
+            child = node.children.get(child_key)
+            if child is None:
+                break
+            child.last_access_time = t
+            key0 = child.key
+            if key0.extra_key != extra_key:
+                self.check_extra_key(key0, key)
+            prefix_len = cmp(key0, key, q, off, n)
+            if prefix_len < len(key0.token_ids):
+                new_node = cache._split_node(key0, child, prefix_len)
+                value.append(new_node.value)
+                if path is not None:
+                    path.append((child_key, new_node, new_node.key))
+                return new_node, off + prefix_len, True
+            value.append(child.value)
+            if path is not None:
+                path.append((child_key, child, key0))
+            node = child
+            off += prefix_len
+            if one_step:
+                return node, off, False
+        return node, off, True
+
+
+def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, triton_ops=None):
+    """The Walker a RadixCache gets: the flags are read here, once (server start). Loads the
+    compiled helper, building it if needed and allowed (logged)."""
+    f = flags()
+    ext = native.load() if f["SGLANG_RADIX_COMPILED_MATCH"] else None
+    kind = "compiled" if ext is not None else "python"
+    rematch = None
+    if f["SGLANG_RADIX_REMATCH_CACHE"]:
+        replay = None
+        if ext is not None:
+            # a path step is checked by finding the node among its parent's children (about 2 ns
+            # a child) or by a lookup of its key (hashing it: cheap for page 1, ~0.3 us for a page
+            # of 64 ints, ~1.5 us for 64 pairs)
+            scan = 4 if page_size == 1 else (256 if is_eagle else 64)
+
+            def replay(root, steps, stored, q, clock, value, _replay=ext.replay):
+                return _replay(root, steps, stored, q, clock, value, scan)
+        rematch = RematchCache(replay, rematch_min(kind))
+    return Walker(is_eagle, page_size, check_extra_key, kind, ext, triton_ops, rematch)
+
+
+def _main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="nsa-fastpath radix prefix matcher")
+    ap.add_argument("--build", action="store_true",
+                    help="build the C++ helper into $NSA_FASTPATH_BUILD_DIR (or verify it loads)")
+    args = ap.parse_args()
+    if args.build:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        ok = native.load(allow_build=True) is not None
+        print(describe())
+        return 0 if ok else 1
+    print(describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,423 @@
+"""The real RadixCache, pristine SGLang 0.5.8 vs patched (one subprocess each), on edge cases the
+parity suites do not reach, under every matcher; and the patched caches' bounds.
+
+Edge cases, compared exactly with every matcher (compiled, python, compiled without the re-match
+cache, triton opt-in) and with every flag off: unaligned inserts hitting the paged partial-page
+quirk, non-list and already-bigram queries, key_match_fn with differing extra keys, page size 2,
+a disabled cache; an EAGLE query key's token_ids as its caller reads them afterwards (0.5.8
+converts them in place; the patched walk converts on first read), also through copy and pickle;
+the re-match cache fed a query list changed in place after it was remembered, and a different
+query with the same fingerprint (length, extra key, the same objects at its end and middle).
+
+Bounds, patched: the packed ids cached on RadixKeys sit on tree keys (or on keys a re-match entry
+pins) and are exact to their key (8 bytes a token, +8 for EAGLE); the re-match cache stays within
+its entry and token limits; everything goes with the nodes when the cache is evicted and cleared.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from harness.radix_build import helper_build_env
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_CONFIGS = [(1, False), (2, False), (16, False), (64, False), (1, True), (16, True),
+                  (64, True)]
+TAGS = {  # patched runs: flags per tag
+    "compiled": {},
+    "python": {"SGLANG_RADIX_COMPILED_MATCH": "0"},
+    "nocache": {"SGLANG_RADIX_REMATCH_CACHE": "0"},
+    "triton": {"SGLANG_RADIX_TRITON_MATCH": "1"},
+    "off": {"SGLANG_RADIX_FAST_MATCH": "0"},
+}
+FLAGS = ("SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_COMPILED_MATCH", "SGLANG_RADIX_REMATCH_CACHE",
+         "SGLANG_RADIX_TRITON_MATCH")
+
+
+def _match(rc, cache, MatchPrefixParams, tokens, extra):
+    r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tokens, extra)))
+    return len(r.device_indices), r.device_indices[:3].tolist(), r.last_device_node.id
+
+
+def _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log) -> int:
+    kind = rng.randrange(9)
+    if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
+        keys = rc.convert_to_bigram_key(toks) if eagle else toks
+        vals = torch.arange(slot, slot + len(keys), dtype=torch.int64)
+        slot += len(keys)
+        log.append(("ins", i, cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle), vals)))
+    elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
+        vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
+        slot += len(toks)
+        log.append(("ins-raw", i, cache.insert(rc.RadixKey(list(toks), extra), vals)))
+    elif kind == 2:  # tuple token ids
+        r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tuple(toks), extra)))
+        log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
+    elif kind == 3 and eagle:  # already-bigram query
+        key = rc.RadixKey(rc.convert_to_bigram_key(toks), extra, is_bigram=True)
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
+    elif kind == 4 and eagle:  # the query key afterwards: copied, pickled, an unknown attribute
+        key = rc.RadixKey(toks, extra)
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        twin = copy.copy(key)
+        frozen = pickle.loads(pickle.dumps(key))
+        try:
+            key.nsa_no_such_attribute
+        except AttributeError as e:
+            missing = str(e)
+        log.append(("m-key", i, len(r.device_indices), twin.token_ids[:3],
+                    len(frozen.token_ids), frozen.token_ids[-2:], len(key), missing,
+                    hasattr(key, "token_ids"), getattr(key, "nsa_other", "absent")))
+    elif kind == 5:  # waiting: the same ints matched again in new lists, then changed in place
+        q = list(toks)
+        res = [_match(rc, cache, MatchPrefixParams, list(q), extra) for _ in range(3)]
+        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
+        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
+        if q:
+            q[rng.randrange(len(q))] = rng.randrange(300, 90_000)  # the caller's list changes
+        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
+        log.append(("m-again", i, res))
+    elif kind == 6 and len(toks) > 4:  # another query with the same fingerprint
+        q = list(toks)
+        res = [_match(rc, cache, MatchPrefixParams, list(q), extra) for _ in range(3)]
+        other = pickle.loads(pickle.dumps(q))
+        other[-1], other[len(q) >> 1] = q[-1], q[len(q) >> 1]  # same objects there
+        other[rng.choice([j for j in range(len(q) - 1) if j != len(q) >> 1])] = -5
+        res.append(_match(rc, cache, MatchPrefixParams, other, extra))
+        res.append(_match(rc, cache, MatchPrefixParams, list(q), extra))
+        log.append(("m-collide", i, res))
+    else:
+        key = rc.RadixKey(toks, extra)
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        log.append(("m", i, r.device_indices.tolist(), r.last_device_node.id,
+                    key.token_ids[:4], len(key.token_ids)))
+    if rng.random() < 0.05:
+        cache.evict(rng.randrange(1, 3000))
+        log.append(("evict", i, cache.evictable_size(), cache.total_size()))
+    return slot
+
+
+def _edge_run(rc, out: dict, tag: str) -> None:
+    """Edge cases on SGLang's RadixCache with a counting clock; every result recorded."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+
+    for ps, eagle in WORKER_CONFIGS:
+        # node ids and clock restart per config, so every run of it sees the same sequence
+        rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+        rc.TreeNode.counter = 0
+        rng = random.Random(ps * 10 + eagle)
+        log = []
+        alloc = RecordingAllocator()
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=alloc,
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        prompts = [[rng.randrange(300, 90_000) for _ in range(L)]
+                   for L in (1, 5, ps + 3, 3 * ps + 1, 700, 2600, 9000)]
+        slot = 0
+        for i in range(200):
+            p = rng.choice(prompts)
+            cut = rng.randrange(0, len(p) + 1)
+            toks = pickle.loads(pickle.dumps(p[:cut])) + [rng.randrange(300, 90_000)
+                                                          for _ in range(rng.choice((0, 1, 7)))]
+            extra = rng.choice((None, None, "salt"))
+            try:  # unaligned paged inserts can trip SGLang's own asserts: same in both trees
+                slot = _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log)
+            except Exception as e:
+                log.append(("exception", i, type(e).__name__, str(e)))
+        # key_match_fn directly, extra keys that differ
+        for a, b in ((prompts[3], prompts[3]), ([], [])):
+            if eagle:
+                a, b = rc.convert_to_bigram_key(a), rc.convert_to_bigram_key(b)
+            try:
+                log.append(("kmf", cache.key_match_fn(rc.RadixKey(a, "x"), rc.RadixKey(b, "y"))))
+            except ValueError as e:
+                log.append(("kmf-error", str(e)))
+        empty = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey([], None)))
+        log.append(("empty", empty.device_indices.tolist(), empty.last_device_node.id))
+        out[f"{tag}/{ps}/{eagle}/log"] = log
+        out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
+        out[f"{tag}/{ps}/{eagle}/freed"] = [t.tolist() for t in alloc.freed]
+    disabled = rc.RadixCache(CacheInitParams(disable=True, req_to_token_pool=None,
+                                             token_to_kv_pool_allocator=RecordingAllocator(),
+                                             page_size=1, is_eagle=True))
+    key = rc.RadixKey([1, 2, 3])
+    r = disabled.match_prefix(MatchPrefixParams(key=key))
+    out[f"{tag}/disabled"] = (r.device_indices.tolist(), key.token_ids,
+                              disabled.insert(rc.RadixKey([1, 2])))
+
+
+def _tree_keys(cache):
+    ids, tokens, stack = set(), 0, [cache.root_node]
+    while stack:
+        node = stack.pop()
+        ids.add(id(node.key))
+        tokens += len(node.key)
+        stack.extend(node.children.values())
+    return ids, tokens
+
+
+def _census(rc, allowed: set, eagle: bool):
+    """(packed bytes, tokens they cover, tensor bytes) over every live RadixKey; packed ids must
+    sit on allowed keys only and be exact to their key, tensors exact and not views."""
+    gc.collect()
+    packed = tensors = packed_tokens = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, rc.RadixKey):
+            continue
+        d = obj.__dict__
+        if d.get("_nsa_ints") is not None and d["_nsa_ints"][2] is not None:
+            b = d["_nsa_ints"][2]
+            assert id(obj) in allowed, "packed ids cached on a key that is not in the tree"
+            assert len(b) == 8 * (len(obj.token_ids) + (1 if eagle else 0))
+            packed += len(b)
+            packed_tokens += len(obj.token_ids)
+        if d.get("_tensor_cache") is not None:
+            t = d["_tensor_cache"][3]
+            assert id(obj) in allowed, "a tensor cached on a key that is not in the tree"
+            assert t.numel() == len(obj.token_ids) * (2 if eagle else 1)
+            assert t.untyped_storage().nbytes() == t.numel() * 8  # no view of a bigger buffer
+            tensors += t.numel() * 8
+    return packed, packed_tokens, tensors
+
+
+def _pinned_keys(cache) -> set:
+    rm = cache._nsa_walker.rematch if cache._nsa_walker is not None else None
+    if rm is None:
+        return set()
+    return {id(key) for e in rm.entries.values() if e is not None for _, _, key in e[1]}
+
+
+def _memory_run(rc, out: dict, tag: str) -> None:
+    """Per-key caches and the re-match cache after a workload with evictions and re-matches."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, make_workload
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+    from sglang.srt.mem_cache.utils import convert_to_bigram_key
+
+    rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+    for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
+        rng = random.Random(ps + eagle)
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        rm = cache._nsa_walker.rematch
+        # small limits, to see them hold; every walk long enough to remember
+        rm.max_entries, rm.max_tokens, rm.min_len = 24, 30_000, 64
+        slot = 0
+        requests = make_workload(rng, 150, 4096, eagle)
+        for n, (tokens, extra) in enumerate(requests):
+            for _ in range(3):  # matched three times, as a waiting request
+                cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(tokens), extra)))
+            assert len(rm.entries) <= rm.max_entries and rm.tokens <= rm.max_tokens
+            assert rm.tokens == sum(len(e[2]) for e in rm.entries.values() if e is not None)
+            keys = convert_to_bigram_key(list(tokens)) if eagle else list(tokens)
+            keys = keys[: len(keys) // ps * ps]
+            cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle),
+                         torch.arange(slot, slot + len(keys), dtype=torch.int64))
+            slot += len(keys)
+            if cache.evictable_size() > 30_000:
+                cache.evict(cache.evictable_size() - 15_000)
+        node_keys, tree_tokens = _tree_keys(cache)
+        packed, packed_tokens, tensors = _census(rc, node_keys | _pinned_keys(cache), eagle)
+        out[f"{tag}/{ps}/{eagle}"] = dict(
+            tree_tokens=tree_tokens, packed_bytes=packed, packed_tokens=packed_tokens,
+            tensor_bytes=tensors, rematch_hits=rm.hits, rematch_tokens=rm.tokens,
+            rematch_entries=len(rm.entries))
+        cache.evict(10 ** 9)  # nothing is locked: every node goes
+        assert not cache.root_node.children
+        cache.reset()  # and the re-match cache with it
+        assert not rm.entries and rm.tokens == 0
+        packed, _, tensors = _census(rc, _tree_keys(cache)[0], eagle)
+        out[f"{tag}/{ps}/{eagle}/after-evict"] = packed + tensors
+
+
+def worker(tree: str, out_path: str, patched: bool) -> None:
+    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), str(ROOT / "tests" / "standins"),
+                    str(ROOT / "tests" / "harness")]
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.levelname, record.getMessage()))
+
+    logging.getLogger().addHandler(Keep())
+    logging.getLogger().setLevel(logging.INFO)
+    from sglang.srt.mem_cache import radix_cache as rc
+
+    out: dict = {}
+    for tag, env in (TAGS if patched else {"pristine": {}}).items():
+        saved = {k: os.environ.pop(k, None) for k in FLAGS}
+        os.environ.update(env)
+        try:
+            rm = sys.modules.get("sglang.srt.mem_cache.radix_match")
+            if rm is not None:
+                rm.reset_stats()
+            _edge_run(rc, out, f"edge-{tag}")
+            if patched:
+                out[f"stats-{tag}"] = dict(rm.stats)
+                if tag in ("compiled", "python", "triton"):
+                    _memory_run(rc, out, f"mem-{tag}")
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None)
+                if v is not None:
+                    os.environ[k] = v
+    out["log"] = [r for r in records if "nsa-fastpath" in r[1]]
+    with open(out_path, "wb") as f:
+        pickle.dump(out, f)
+
+
+@pytest.fixture(scope="module")
+def worker_results(pristine_template, patched_template, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("radix-cache")
+    env = {k: v for k, v in os.environ.items() if k not in FLAGS}
+    env.update(helper_build_env(tmp_path_factory), TRITON_INTERPRET="1")
+    procs = {}
+    for name, tree in (("pristine", pristine_template), ("patched", patched_template)):
+        out = tmp / f"{name}.pkl"
+        procs[name] = (subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(tree), str(out), name],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
+    results = {}
+    for name, (proc, out) in procs.items():
+        text, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{name} worker failed:\n{text[-6000:]}"
+        with open(out, "rb") as f:
+            results[name] = pickle.load(f)
+    return results
+
+
+@pytest.mark.parametrize("tag", list(TAGS))
+def test_edge_cases_match_sglang(worker_results, tag):
+    want = {k.split("/", 1)[1]: v for k, v in worker_results["pristine"].items()
+            if k.startswith("edge-pristine/")}
+    assert want
+    got = {k.split("/", 1)[1]: v for k, v in worker_results["patched"].items()
+           if k.startswith(f"edge-{tag}/")}
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
+    logs = [v for k, v in want.items() if k.endswith("/log")]
+    for kind in ("kmf-error", "m-again", "m-collide", "m-key", "m-bigram", "m-tuple", "exception"):
+        assert any(e[0] == kind for log in logs for e in log), f"no {kind} case ran"
+    stats = worker_results["patched"][f"stats-{tag}"]
+    if tag == "off":
+        assert not stats, stats
+    else:
+        served = {"nocache": "compiled"}.get(tag, tag)
+        assert stats.get(served, 0) > 300, stats
+        if tag == "nocache":
+            assert "rematch" not in stats, stats
+        else:
+            assert stats.get("rematch", 0) > 20, stats
+        assert stats.get("upstream", 0) > 0  # the tuple queries took 0.5.8's walk
+
+
+def test_caches_are_bounded(worker_results):
+    res = worker_results["patched"]
+    lines = []
+    for tag in ("compiled", "python", "triton"):
+        for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
+            r = res[f"mem-{tag}/{ps}/{eagle}"]
+            # packed ids: 8 bytes a token (+8 a key for EAGLE), on tree keys or keys a re-match
+            # entry pins (at most its remembered tokens)
+            assert r["packed_tokens"] <= r["tree_tokens"] + r["rematch_tokens"]
+            per_token = r["packed_bytes"] / max(1, r["packed_tokens"])
+            assert per_token <= 8 + (8 if eagle else 0)
+            assert r["tensor_bytes"] <= (16 if eagle else 8) * r["tree_tokens"]
+            assert r["rematch_entries"] <= 24 and r["rematch_tokens"] <= 30_000
+            assert r["rematch_hits"] > 0
+            assert res[f"mem-{tag}/{ps}/{eagle}/after-evict"] == 0
+            lines.append(f"{tag} ps={ps} eagle={eagle}: tree {r['tree_tokens']} tokens, packed "
+                         f"{r['packed_bytes']} B on {r['packed_tokens']} tokens "
+                         f"({per_token:.2f} B/token), tensors {r['tensor_bytes']} B, re-match "
+                         f"{r['rematch_entries']} entries / {r['rematch_tokens']} tokens, "
+                         f"{r['rematch_hits']} hits")
+        if tag == "compiled":
+            assert all(res[f"mem-compiled/{ps}/{e}"]["packed_tokens"] > 0
+                       for ps, e in ((1, False), (64, True)))
+            assert all(res[f"mem-compiled/{ps}/{e}"]["tensor_bytes"] == 0
+                       for ps, e in ((1, False), (64, True)))
+    assert res["mem-triton/1/False"]["tensor_bytes"] > 0, "triton path never ran"
+    print("\n".join(lines))
+
+
+def test_matcher_is_logged_once_per_configuration(worker_results):
+    log = worker_results["patched"]["log"]
+    lines = [m for _, m in log]
+    assert len(lines) == len(set(lines)), lines
+    assert all(level == "INFO" for level, _ in log), log
+    for want in ("nsa-fastpath: radix prefix matcher: compiled (page_size=1, token keys; "
+                 "re-match cache on)",
+                 "nsa-fastpath: radix prefix matcher: compiled (page_size=64, EAGLE bigram keys; "
+                 "re-match cache on)",
+                 "nsa-fastpath: radix prefix matcher: python (page_size=16, token keys; "
+                 "re-match cache on)",
+                 "nsa-fastpath: radix prefix matcher: compiled (page_size=2, token keys; "
+                 "re-match cache off)",
+                 "nsa-fastpath: radix prefix matcher: upstream (SGLANG_RADIX_FAST_MATCH=0: "
+                 "SGLang 0.5.8's prefix matching)"):
+        assert want in lines, (want, lines)
+    assert any(m.startswith("nsa-fastpath: radix prefix matcher: triton (page_size=1, token keys;"
+                            " triton on") for m in lines), lines
+    assert not worker_results["pristine"]["log"]
+
+
+def test_no_compiler_at_server_start(patched_template, tmp_path):
+    """A RadixCache made where the helper cannot build: one WARNING, the pure-Python matcher
+    serves, with 0.5.8's results (the parity suites check those in full)."""
+    code = f"""
+import logging, sys
+sys.path[:0] = [{str(patched_template)!r}, {str(ROOT / 'tests' / 'standins' / 'cpu')!r},
+                {str(ROOT / 'tests' / 'standins')!r}]
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+import torch
+from sglang.srt.mem_cache import radix_match
+from sglang.srt.mem_cache.radix_cache import RadixCache, RadixKey
+from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+class A:
+    device = torch.device("cpu")
+    def free(self, x): pass
+c = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
+                               token_to_kv_pool_allocator=A(), page_size=64, is_eagle=True))
+ids = list(range(1000, 1300))
+c.insert(RadixKey(list(zip(ids, ids[1:]))[:256], None, is_bigram=True), torch.arange(256))
+r = c.match_prefix(MatchPrefixParams(key=RadixKey(list(ids))))
+print(len(r.device_indices), radix_match.last_served(), radix_match.describe())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_RADIX_",
+                                                                    "NSA_FASTPATH_"))}
+    env.update(NSA_FASTPATH_BUILD_DIR=str(tmp_path), CXX=str(tmp_path / "no-such-c++"),
+               TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    n, served, describe = r.stdout.strip().split(" ", 2)
+    assert (n, served) == ("256", "python"), r.stdout
+    assert describe.startswith("python (pure-Python packed matcher: C++ helper failed: ")
+    warnings = [l for l in r.stderr.splitlines() if l.startswith("WARNING nsa-fastpath")]
+    assert len(warnings) == 1 and "the pure-Python packed matcher takes over" in warnings[0]
+    assert ("INFO nsa-fastpath: radix prefix matcher: python (page_size=64, EAGLE bigram keys; "
+            "re-match cache on)") in r.stderr
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
+    worker(sys.argv[2], sys.argv[3], sys.argv[4] == "patched")
