@@ -3,7 +3,7 @@
 
 Run by scripts/apply.sh with the target's interpreter ($PYTHON). Reports
   * Triton: importable? which version (the Triton metadata path needs it),
-  * the CUDA C++ extension: built? (any *.so under $NSA_FASTPATH_BUILD_DIR,
+  * the CUDA C++ extension: built? (nsa_fastpath_metadata*.so under $NSA_FASTPATH_BUILD_DIR,
     default ~/.cache/nsa-fastpath/build),
   * each nsa-fastpath environment flag, read through the target's own (patched)
     sglang/srt/environ.py, loaded as a single file: it only imports os, subprocess,
@@ -50,7 +50,8 @@ def triton_info() -> tuple[bool, str]:
 def cuda_ext_info() -> tuple[bool, str]:
     build = Path(os.environ.get("NSA_FASTPATH_BUILD_DIR")
                  or Path.home() / ".cache" / "nsa-fastpath" / "build")
-    sos = sorted(build.rglob("*.so")) if build.is_dir() else []
+    # the NSA metadata extension only (the radix helper is built under the same directory)
+    sos = sorted(build.rglob("nsa_fastpath_metadata*.so")) if build.is_dir() else []
     if sos:
         return True, ", ".join(str(p) for p in sos)
     return False, f"not built (no *.so under {build})"
