@@ -20,6 +20,7 @@ import random
 import struct
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -367,6 +368,25 @@ def test_stale_torch_lock_does_not_hang(tmp_path):
     stale.write_text("")
     r = _py(LOAD_NATIVE + "assert native.load(allow_build=True) is not None", env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_build_is_not_broken_by_what_the_caller_imported(tmp_path):
+    """A server process may have imported the standard library's distutils before the first
+    RadixCache is made; setuptools (which torch's build imports) then refuses to load. The build
+    runs in a child process, so it doesn't care, and the caller never imports setuptools."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"]) / "distutils" / "__init__.py"
+    if not stdlib.exists():
+        pytest.skip(f"this Python ({sys.version.split()[0]}) has no distutils in its stdlib")
+    code = LOAD_NATIVE + f"""
+spec = importlib.util.spec_from_file_location("distutils", {str(stdlib)!r},
+                                              submodule_search_locations=[{str(stdlib.parent)!r}])
+sys.modules["distutils"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(sys.modules["distutils"])
+m = native.load(allow_build=True)
+print(m is not None, native.state()[0], "setuptools" in sys.modules)
+"""
+    r = _py(code, {"NSA_FASTPATH_BUILD_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["True", "loaded", "False"], (r.stdout, r.stderr[-3000:])
 
 
 def test_no_compiler_falls_back_with_a_warning(tmp_path):

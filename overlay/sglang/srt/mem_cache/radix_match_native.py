@@ -17,7 +17,10 @@ Where: ``$NSA_FASTPATH_BUILD_DIR/radix_match/<python tag>-<machine>-<source hash
 the path, so a helper found there was built from this source for this Python.
 
 How: ``torch.utils.cpp_extension.load`` (a C++ compiler and ninja; SGLang already depends on
-ninja), a few seconds. One process builds at a time: an ``fcntl.flock`` on a lock file there, which
+ninja), a few seconds, in a child process of the same Python: what the calling process has
+imported (a server imports a lot; stdlib ``distutils`` imported before setuptools makes
+setuptools refuse) can't break the build, and the caller never imports setuptools. One process
+builds at a time: an ``fcntl.flock`` on a lock file there, which
 the kernel releases if the builder dies (torch's own lock file would then stay and hang every later
 build, so it is removed under our lock). The finished ``.so`` is moved into place with one rename:
 readers see a whole file or none. The helper uses the CPython C API only and is linked
@@ -38,6 +41,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -174,6 +178,24 @@ def _build(directory: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+_CHILD = """import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("nsa_radix_match_build", sys.argv[1])
+native = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(native)
+native._build(Path(sys.argv[2]), Path(sys.argv[3]))
+"""
+
+
+def _build_in_child(directory: Path, target: Path) -> None:
+    """_build in a fresh interpreter (caller holds the lock); raises with the child's error."""
+    proc = subprocess.run([sys.executable, "-c", _CHILD, __file__, str(directory), str(target)],
+                          capture_output=True, text=True, timeout=LOCK_TIMEOUT_S)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or [f"exit {proc.returncode}"]
+        raise RuntimeError(f"build failed: {lines[-1]}")
+
+
 def load(allow_build: Optional[bool] = None):
     """The helper module, building it first if needed and allowed; None if unavailable (the
     reason is logged once as a WARNING and kept in ``state()``). Never raises."""
@@ -193,7 +215,7 @@ def load(allow_build: Optional[bool] = None):
                     logger.info("nsa-fastpath: building the radix prefix-match helper in %s "
                                 "(once per source and Python)", target.parent)
                     t0 = time.monotonic()
-                    _build(target.parent, target)
+                    _build_in_child(target.parent, target)
                     logger.info("nsa-fastpath: radix prefix-match helper built in %.1f s",
                                 time.monotonic() - t0)
         _module = _import(target)
