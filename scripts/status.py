@@ -54,7 +54,7 @@ def cuda_ext_info() -> tuple[bool, str]:
     sos = sorted(build.rglob("nsa_fastpath_metadata*.so")) if build.is_dir() else []
     if sos:
         return True, ", ".join(str(p) for p in sos)
-    return False, f"not built (no *.so under {build})"
+    return False, f"not built (no nsa_fastpath_metadata*.so under {build})"
 
 
 def env_fields(envs) -> list[str]:
