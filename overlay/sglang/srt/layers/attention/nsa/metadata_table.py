@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import torch
 
+# Replay modes (the CUDA kernel's Mode enum has the same values) and the input dtypes the
+# kernels take for req_pool_indices, seq_lens and accept_length.
+MODE_DECODE, MODE_TARGET_VERIFY, MODE_DRAFT_EXTEND = 0, 1, 2
+INDEX_DTYPES = (torch.int32, torch.int64)
+
 # Output buffers, in the order of a destination row of the table.
 FIELDS = (
     "cache_seqlens_int32",

@@ -43,12 +43,11 @@ from collections import Counter
 import torch
 
 from sglang.srt.environ import envs
+from sglang.srt.layers.attention.nsa.metadata_table import (
+    INDEX_DTYPES, MODE_DECODE, MODE_DRAFT_EXTEND, MODE_TARGET_VERIFY, N_FIELDS, plan_table)
 from sglang.srt.utils import is_cuda
 
 logger = logging.getLogger(__name__)
-
-MODE_DECODE, MODE_TARGET_VERIFY, MODE_DRAFT_EXTEND = 0, 1, 2
-INDEX_DTYPES = (torch.int32, torch.int64)
 
 # Replay calls served, per path: "metadata.cuda" / "metadata.triton" / "metadata.upstream" for the
 # replay entry points, "copy.triton" / "copy.foreach" / "copy.upstream" for the precomputed copy.
@@ -136,15 +135,12 @@ class _Plan:
         self.metadatas = [b.decode_cuda_graph_metadata[bs] for b in backends]
         self.metadata = self.metadatas[0]
         self.pairs = list(zip(backends, self.metadatas))
-        self.multi = multi
-        self.resets = backends if multi else ()  # see replay_multi
+        self.multi = multi  # a multi-step backend's plan: see replay_multi
         self.n_draft = first.speculative_num_draft_tokens or 0
         self.rows = self.metadata.page_table_1.shape[0]
         self.n_tokens = {MODE_DECODE: bs, MODE_TARGET_VERIFY: bs * self.n_draft}.get(mode)
         self.flashmla = first.nsa_decode_impl == "flashmla_kv"
         self.on_gpu = torch.device(first.device).type == "cuda"
-        from sglang.srt.layers.attention.nsa.metadata_table import plan_table
-
         self.table = plan_table(
             self.metadatas, req_to_token=first.req_to_token, bs=bs, topk=first.nsa_index_topk,
             n_draft=self.n_draft, device=first.device)
@@ -204,8 +200,6 @@ class _Plan:
 
     def _dest_table(self) -> torch.Tensor:
         """The destination rows of the plan table as [n_dest, 7] (a view, no copy)."""
-        from sglang.srt.layers.attention.nsa.metadata_table import N_FIELDS
-
         n = len(self.backends)
         return self.table[: n * N_FIELDS].view(n, N_FIELDS)
 
@@ -272,8 +266,9 @@ class _Plan:
 
     # -------------------------------------------------------------- replay
     def run(self, req_pool_indices, seq_lens, spec_info) -> bool:
-        for b in self.resets:
-            b.set_nsa_prefill_impl(forward_batch=None)
+        if self.multi:  # 0.5.8 resets each step backend's prefill state on every replay
+            for b in self.backends:
+                b.set_nsa_prefill_impl(forward_batch=None)
         n, accept = self.n_tokens, None
         if n is None:  # draft_extend
             n = self._draft_extend_tokens(spec_info)

@@ -53,16 +53,13 @@ import torch
 import triton
 import triton.language as tl
 
-from sglang.srt.layers.attention.nsa.metadata_table import N_FIELDS, PARAMS
+from sglang.srt.layers.attention.nsa.metadata_table import (  # noqa: F401 (MODE_* re-exported)
+    INDEX_DTYPES, MODE_DECODE, MODE_DRAFT_EXTEND, MODE_TARGET_VERIFY, N_FIELDS, PARAMS)
 
 logger = logging.getLogger(__name__)
 
-MODE_DECODE = 0
-MODE_TARGET_VERIFY = 1
-MODE_DRAFT_EXTEND = 2
-
 CHUNK = 2048  # page-table columns per program
-INDEX_DTYPES = (torch.int32, torch.int64)
+
 
 @triton.jit
 def _clamped_run_sum(a, n, topk):
@@ -79,16 +76,15 @@ def _dest(table_ptr, d, field: tl.constexpr):
     return tl.load(table_ptr + d * 7 + field).to(tl.pointer_type(tl.int32))
 
 
+ALIGNMENT_FREE = "do_not_specialize_on_alignment" in inspect.signature(triton.jit).parameters
+
+
 def _jit(**kw):
     """triton.jit, not specializing the given arguments on alignment where this Triton can (so a
     compiled variant serves inputs at any address)."""
-    params = inspect.signature(triton.jit).parameters
-    if "do_not_specialize_on_alignment" not in params:
+    if not ALIGNMENT_FREE:
         kw.pop("do_not_specialize_on_alignment", None)
     return triton.jit(**kw)
-
-
-ALIGNMENT_FREE = "do_not_specialize_on_alignment" in inspect.signature(triton.jit).parameters
 _INPUTS = ["req_pool_indices_ptr", "seq_lens_ptr", "accept_length_ptr"]
 
 
