@@ -9,7 +9,7 @@ from . import errors as E
 from .context import Context, command
 from .errors import Fail
 from .lock import DirLock
-from .manifest import STATE_REL, Manifest, file_state, load
+from .manifest import Manifest
 from .tree import Scan, Target, journal_text, owner_of, staged_leftovers
 from .txn import remove_path
 
@@ -27,20 +27,6 @@ def lock_target(ctx: Context, t: Target) -> DirLock:
     lock = DirLock(t / "sglang", str(t.root))
     lock.acquire(ctx.lock_timeout, ctx.log)
     return lock
-
-
-def recorded_manifest(ctx: Context, t: Target, m: Manifest, op: str) -> Manifest:
-    """revert/status use the manifest recorded at apply time when ours differs."""
-    rec = t.state / "manifest.tsv"
-    if not rec.is_file() or file_state(rec) == m.sha256:
-        return m
-    if op != "apply":
-        ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv")
-        return load(rec)
-    raise Fail(E.REFUSED, f"another nsa-fastpath version is applied to {t.root} "
-                          f"({STATE_REL}/manifest.tsv differs from {m.path}). Run "
-                          f"`{command('revert', '--target', t.root)}` first (it uses the recorded "
-                          "manifest and backups), then apply. Nothing changed.")
 
 
 def foreign_lines(t: Target, m: Manifest, s: Scan, verb: str) -> list[str]:
@@ -124,3 +110,20 @@ def clean_leftovers(ctx: Context, t: Target, m: Manifest) -> None:
     for p in staged_leftovers(t, m):
         remove_path(p)
         ctx.say(f"removed leftover temp file {t.rel(p)}")
+
+
+def reinstall_advice(t: Target, m: Manifest, then: str) -> str:
+    """How to get SGLang's own files back: reinstall the release that is installed (never a
+    downgrade); for another release than the patch set's, also how to port the patch set."""
+    same = t.version == m.version
+    known = t.version not in ("", "unknown") and "," not in t.version
+    pip = (f"pip install --force-reinstall --no-deps sglang=={t.version if known else m.version}"
+           if same or known else "pip install --force-reinstall --no-deps sglang==<the version "
+           "you serve>")
+    port = ("" if same else
+            f" SGLang {t.version} is installed here and this patch set is for {m.target_spec} "
+            "(README lists the supported releases)"
+            + (f"; to port the patch set to it: python3 scripts/regen.py --release {t.version}."
+               if known else "."))
+    return (f"What to do: restore SGLang's own files with `{pip}` (or undo local edits), "
+            f"{then}.{port} Nothing changed.")
