@@ -19,7 +19,8 @@ from .context import Context, command
 from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, note_late_signal,
                      run_txn)
 from .errors import Fail
-from .manifest import STATE_REL, Manifest, check_overlay
+from .manifest import STATE_REL, Manifest
+from .releases import choose
 from .preflight import (announce, check_space, check_writable, clean_leftovers, foreign_lines,
                         lock_target, recorded_manifest, uninstalled_fail)
 from .tree import (Target, read_journal, require_readable, require_state_readable, resolve,
@@ -27,19 +28,19 @@ from .tree import (Target, read_journal, require_readable, require_state_readabl
 
 
 def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
-    m = ctx.manifest()
-    check_overlay(m, ctx.overlay)
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m)
     lock = lock_target(ctx, t)
     try:
+        require_state_readable(t)
+        m = ctx.use(choose(sets, t, "apply", ctx.say), check=True)
+        announce(ctx, t, m)
         return _apply_locked(ctx, t, m, dry)
     finally:
         lock.release()
 
 
 def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
-    require_state_readable(t)
     recorded_manifest(ctx, t, m, "apply")
     s = scan(t, m)
     require_readable(s, t)
@@ -101,12 +102,13 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
 
 
 def cmd_revert(ctx: Context, target: str | None, dry: bool) -> int:
-    m = ctx.manifest()
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)
+        m = ctx.use(choose(sets, t, "revert", ctx.say))
+        announce(ctx, t, m)
         return _revert_locked(ctx, t, recorded_manifest(ctx, t, m, "revert"), dry)
     finally:
         lock.release()

@@ -11,15 +11,17 @@ from .context import ROOT, Context, command
 from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
 from .preflight import announce, recorded_manifest
+from .releases import choose
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_uninstalled,
                    staged_leftovers, state_unreadable)
 
 
 def cmd_status(ctx: Context, target: str | None) -> int:
-    m0 = ctx.manifest()
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m0)
     blocked = state_unreadable(t)
+    m0 = ctx.use(choose(sets, t, "status", ctx.say))
+    announce(ctx, t, m0)
     m = m0 if blocked else recorded_manifest(ctx, t, m0, "status")
     s = scan(t, m)
     for row in m.rows:
