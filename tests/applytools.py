@@ -35,9 +35,25 @@ def run_apply(*args: str, env: dict | None = None, check: bool = True
 
 STATE = Path("sglang/.nsa_fastpath")
 # The files apply.sh installs (it honours the same variables).
-MANIFEST = Path(os.environ.get("NSA_FASTPATH_MANIFEST") or ROOT / "manifest.tsv")
-OVERLAY = Path(os.environ.get("NSA_FASTPATH_OVERLAY") or ROOT / "overlay")
-PATCHES = sorted(Path(os.environ.get("NSA_FASTPATH_PATCHES") or ROOT / "patches").glob("*.patch"))
+RELEASE = "0.5.8"  # the release set these tests apply (the pinned wheel's)
+MANIFEST = Path(os.environ.get("NSA_FASTPATH_MANIFEST") or ROOT / "manifests" / f"{RELEASE}.tsv")
+# Our files: the release's own first, then the shared ones (scripts/nsa_apply/releases.py's rule).
+OVERLAYS = ((Path(os.environ["NSA_FASTPATH_OVERLAY"]),) if os.environ.get("NSA_FASTPATH_OVERLAY")
+            else (ROOT / "overlay" / RELEASE, ROOT / "overlay" / "shared"))
+PATCHES = sorted(Path(os.environ.get("NSA_FASTPATH_PATCHES") or ROOT / "patches" / RELEASE)
+                 .glob("*.patch"))
+
+
+def our_file(rel: str) -> Path:
+    """The file apply.sh installs at site-packages path `rel`."""
+    return next((d / rel for d in OVERLAYS if (d / rel).exists()), OVERLAYS[0] / rel)
+
+
+def copy_overlay(dst: Path) -> Path:
+    """The release's files as one overlay directory (NSA_FASTPATH_OVERLAY's form)."""
+    for d in reversed(OVERLAYS):
+        shutil.copytree(d, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
 FILES_ONLY = {"NSA_FASTPATH_STATUS_FILES_ONLY": "1"}  # status without the Triton/flags report
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from applytools import (  # noqa: F401  (fixtures are used by name)
-    ADDED, ADDED_ROWS, OVERLAY, REPLACED, ROWS, STATE, _tree_hygiene, assert_tree, ext_env,
+    ADDED, ADDED_ROWS, REPLACED, ROWS, STATE, _tree_hygiene, assert_tree, ext_env, our_file,
     ext_patched, link_tree, out, patched_map, pristine_map, rewrite, run_apply, sha, site,
     stat_map, status, tree_map)
 from conftest import APPLY
@@ -115,7 +115,7 @@ def test_rollback_method2_apply_sh_revert(site, pristine_map, patched_map):
     p = run_apply("apply", "--target", str(site))
     for kind, rel, pre, post in ROWS:
         assert f"patched {rel}" in p.stdout or f"added {rel}" in p.stdout
-        assert sha(site / rel) == post == sha(OVERLAY / rel)
+        assert sha(site / rel) == post == sha(our_file(rel))
         if kind == "replace":
             assert f"backed up {rel}" in p.stdout
             backup = site / STATE / "backup" / rel
@@ -293,8 +293,11 @@ def test_wrong_version_refuses(site):
     before = tree_map(site)
     p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4, out(p)
-    assert "version 0.5.9" in p.stderr and "sglang==0.5.8" in p.stderr and rel in p.stderr
-    assert "pip install" in p.stderr
+    # It names what it found, the releases it supports, the file that fits none of them, and
+    # both ways out: port the release, or reinstall it (a local edit).
+    assert "SGLang 0.5.9" in p.stderr and "supported: " in p.stderr and "0.5.8" in p.stderr
+    assert f"{rel}: sha256 {sha(site / rel)}: no supported release's file" in p.stderr
+    assert "scripts/regen.py --release" in p.stderr and "pip install" in p.stderr
     assert tree_map(site) == before
 
 

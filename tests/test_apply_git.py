@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from applytools import (  # noqa: F401  (fixtures are used by name)
-    OVERLAY, PATCHES, REPLACED, ROWS, _tree_hygiene, copy_tree, out, patched_map, pristine_map,
+    PATCHES, REPLACED, ROWS, _tree_hygiene, copy_tree, our_file, out, patched_map, pristine_map,
     run_apply, tree_map)
 from conftest import APPLY, ROOT
 
@@ -110,7 +110,7 @@ def test_rollback_method3_apply_sh_revert_git(git_repo, pkg_pristine):
     p = run_apply("apply", "--git", str(git_repo))
     assert "sglang 0.5.8" in p.stdout
     for _, rel, _, _ in ROWS:
-        assert (git_repo / "python" / rel).read_bytes() == (OVERLAY / rel).read_bytes()
+        assert (git_repo / "python" / rel).read_bytes() == our_file(rel).read_bytes()
     assert our_commits_since(git_repo, head0) == [str(i) for i in range(len(PATCHES), 0, -1)]
     assert git(git_repo, "status", "--porcelain") == ""
     st = run_apply("status", "--git", str(git_repo))

@@ -24,9 +24,9 @@ from conftest import ROOT
 
 
 def repo_copy(dst: Path) -> Path:
-    for name in ("scripts", "overlay", "patches"):
+    for name in ("scripts", "overlay", "patches", "manifests"):
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("manifest.tsv", "requirements-cpu.txt"):
+    for name in ("requirements-cpu.txt",):
         shutil.copy(ROOT / name, dst / name)
     return dst
 

@@ -1,24 +1,45 @@
-"""overlay/ and patches/ (and manifest.tsv) must never drift: each is regenerated from the other."""
+"""overlay/ and each release's patches/ and manifest must never drift: each is regenerated from
+the other, for every release set in manifests/."""
 import hashlib
 import subprocess
 import sys
 import zipfile
 
-from conftest import ROOT, WHEEL
+import pytest
 
-OVERLAY = ROOT / "overlay"
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import regen  # noqa: E402
+
+RELEASES = sorted(p.stem for p in (ROOT / "manifests").glob("*.tsv"))
 
 
-def test_patches_and_manifest_regenerate_from_overlay():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "regen.py"), "--check"],
-                          capture_output=True, text=True)
+def wheel(release: str):
+    path = regen.default_wheel(release)
+    if not path.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), release], check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def test_every_release_set_is_a_supported_release():
+    assert RELEASES and set(RELEASES) == set(regen.RELEASES)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_patches_and_manifest_regenerate_from_overlay(release):
+    wheel(release)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "regen.py"), "--check",
+                           "--release", release], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_git_am_of_patches_onto_pristine_gives_overlay(tmp_path):
-    """The other direction: pristine 0.5.8 files + `git am patches/*` == overlay, byte for byte."""
-    overlay_files = sorted(p.relative_to(OVERLAY).as_posix() for p in OVERLAY.rglob("*")
-                           if p.is_file() and "__pycache__" not in p.parts)
+@pytest.mark.parametrize("release", RELEASES)
+def test_git_am_of_patches_onto_pristine_gives_overlay(tmp_path, release):
+    """The other direction: pristine files + `git am patches/<release>/*` == the release's
+    overlay, byte for byte."""
+    files = regen.overlay_files(release)
     repo = tmp_path / "sglang"
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
@@ -28,26 +49,28 @@ def test_git_am_of_patches_onto_pristine_gives_overlay(tmp_path):
 
     repo.mkdir()
     git("init", "-q")
-    with zipfile.ZipFile(WHEEL) as zf:
-        for rel in overlay_files:
+    with zipfile.ZipFile(wheel(release)) as zf:
+        for rel in files:
             if rel in zf.namelist():
                 (repo / "python" / rel).parent.mkdir(parents=True, exist_ok=True)
                 (repo / "python" / rel).write_bytes(zf.read(rel))
     git("add", "-A")
     git("commit", "-q", "-m", "pristine")
-    git("am", "-q", *sorted(str(p) for p in (ROOT / "patches").glob("*.patch")))
-    for rel in overlay_files:
+    git("am", "-q", *sorted(str(p) for p in regen.patches_dir(release).glob("*.patch")))
+    for rel, src in files.items():
         got = (repo / "python" / rel).read_bytes()
-        assert hashlib.sha256(got).digest() == hashlib.sha256((OVERLAY / rel).read_bytes()).digest(), rel
+        assert hashlib.sha256(got).digest() == hashlib.sha256(src.read_bytes()).digest(), rel
 
 
-def test_manifest_hashes_match_overlay_and_wheel():
-    with zipfile.ZipFile(WHEEL) as zf:
-        for line in (ROOT / "manifest.tsv").read_text().splitlines():
+@pytest.mark.parametrize("release", RELEASES)
+def test_manifest_hashes_match_overlay_and_wheel(release):
+    files = regen.overlay_files(release)
+    with zipfile.ZipFile(wheel(release)) as zf:
+        for line in regen.manifest_path(release).read_text().splitlines():
             if line.startswith("#"):
                 continue
             kind, rel, pristine, patched = line.split("\t")
-            assert hashlib.sha256((OVERLAY / rel).read_bytes()).hexdigest() == patched, rel
+            assert hashlib.sha256(files[rel].read_bytes()).hexdigest() == patched, rel
             if kind == "replace":
                 assert hashlib.sha256(zf.read(rel)).hexdigest() == pristine, rel
             else:

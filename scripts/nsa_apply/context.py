@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import Fail, USAGE
 from .faults import FaultHook
-from .manifest import Manifest, load
+from .manifest import Manifest, check_overlay
 from .output import Log
 from .signals import Signals
 
@@ -21,9 +21,6 @@ class Context:
     log: Log
     signals: Signals
     hook: FaultHook
-    manifest_path: Path
-    overlay: Path
-    patches: Path
     lock_timeout: float
     status_kernels: bool
     env: dict
@@ -31,9 +28,6 @@ class Context:
     @classmethod
     def from_env(cls, env, log: Log | None = None, signals: Signals | None = None,
                  hook: FaultHook | None = None) -> "Context":
-        def path(var: str, default: Path) -> Path:
-            return Path(env.get(var) or default)
-
         raw = env.get("NSA_FASTPATH_LOCK_TIMEOUT", "")
         try:
             timeout = float(raw) if raw != "" else 600.0
@@ -48,16 +42,27 @@ class Context:
             log=log or Log(trace=trace),
             signals=signals or Signals(),
             hook=hook or FaultHook.from_env(env),
-            manifest_path=path("NSA_FASTPATH_MANIFEST", ROOT / "manifest.tsv"),
-            overlay=path("NSA_FASTPATH_OVERLAY", ROOT / "overlay"),
-            patches=path("NSA_FASTPATH_PATCHES", ROOT / "patches"),
             lock_timeout=timeout,
             status_kernels=env.get("NSA_FASTPATH_STATUS_FILES_ONLY", "") in ("", "0"),
             env=dict(env),
         )
 
-    def manifest(self) -> Manifest:
-        return load(self.manifest_path)
+    release: "ReleaseSet | None" = None  # the set chosen for the target (releases.choose)
+
+    def release_sets(self) -> "tuple[ReleaseSet, ...]":
+        from .releases import discover
+        return discover(self.env, ROOT)
+
+    def use(self, rs: "ReleaseSet", check: bool = False) -> Manifest:
+        """Work with release set `rs`; `check`: its files must match its manifest first."""
+        if check:
+            check_overlay(rs.manifest, *rs.overlays)
+        self.release = rs
+        return rs.manifest
+
+    def source(self, rel: str) -> Path:
+        """Our file for site-packages path `rel`, in the chosen release's set."""
+        return self.release.source(rel)
 
     def say(self, msg: str) -> None:
         self.log.say(msg)

@@ -190,7 +190,7 @@ def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fal
         if dry:
             act("", f"{verb[1]} {row.rel}")
             continue
-        data = (ctx.overlay / row.rel).read_bytes()
+        data = ctx.source(row.rel).read_bytes()
         if hashlib.sha256(data).hexdigest() != row.post:
             raise Fail(E.TARGET, f"overlay/{row.rel} changed while apply.sh was running")
         mode = stat.S_IMODE(os.stat(dest).st_mode) if dest.exists() else 0o644

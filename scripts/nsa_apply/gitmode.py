@@ -18,7 +18,8 @@ from .context import Context, command
 from .engine import note_late_signal
 from .errors import Fail, Interrupted
 from .lock import DirLock
-from .manifest import Manifest, check_overlay
+from .manifest import Manifest
+from .releases import choose
 from .tree import Scan, Target, scan, sglang_version
 from .txn import fsync_dir
 
@@ -244,14 +245,20 @@ class Checkout:
         return head0
 
 
-def _prepare(ctx: Context, arg: str, m: Manifest) -> tuple[Checkout, DirLock]:
+def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manifest]:
+    sets = ctx.release_sets()
     co = Checkout(ctx, arg)
-    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
-    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
-            f"nsa-fastpath targets {m.target_spec}")
     lock = DirLock(co.gitdir, str(co.co))
     lock.acquire(ctx.lock_timeout, ctx.log)
-    return co, lock
+    try:
+        m = ctx.use(choose(sets, co.target, op, ctx.say), check=op == "apply")
+    except BaseException:
+        lock.release()
+        raise
+    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
+    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
+            f"nsa-fastpath set: {m.target_spec}")
+    return co, lock, m
 
 
 def _refuse_foreign(co: Checkout, m: Manifest, s: Scan, verb: str, what: str) -> None:
@@ -289,9 +296,7 @@ def our_commits(co: Checkout, m: Manifest) -> list[str]:
 
 
 def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
-    m = ctx.manifest()
-    check_overlay(m, ctx.overlay)
-    co, lock = _prepare(ctx, arg, m)
+    co, lock, m = _prepare(ctx, arg, "apply")
     try:
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
             return _apply(ctx, co, m, dry)
@@ -313,9 +318,10 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
         ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
         return E.OK
     _refuse_dirty(co, m)
-    patches = sorted(ctx.patches.glob("*.patch"))
+    series = ctx.release.patches
+    patches = sorted(series.glob("*.patch"))
     if not patches:
-        raise Fail(E.TARGET, f"no patches in {ctx.patches}. Nothing changed.")
+        raise Fail(E.TARGET, f"no patches in {series}. Nothing changed.")
     rows = {r.rel for r in m.rows}
     covered, todo = set(), []
     for p in patches:
@@ -358,8 +364,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
 
 
 def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
-    m = ctx.manifest()
-    co, lock = _prepare(ctx, arg, m)
+    co, lock, m = _prepare(ctx, arg, "revert")
     try:
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
             return _revert(ctx, co, m, dry)
@@ -406,11 +411,12 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
 
 
 def cmd_status(ctx: Context, arg: str) -> int:
-    m = ctx.manifest()
+    sets = ctx.release_sets()
     co = Checkout(ctx, arg)
+    m = ctx.use(choose(sets, co.target, "status", ctx.say))
     head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
     ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
-            f"nsa-fastpath targets {m.target_spec}")
+            f"nsa-fastpath set: {m.target_spec}")
     n = len(m.rows)
     s = scan(co.target, m)
     for row in m.rows:

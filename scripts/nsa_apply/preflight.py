@@ -17,10 +17,10 @@ BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
 
 
 def announce(ctx: Context, t: Target, m: Manifest) -> None:
-    ctx.say(f"target: {t.root} (sglang {t.version}); nsa-fastpath targets {m.target_spec}")
+    ctx.say(f"target: {t.root} (sglang {t.version}); nsa-fastpath set: {m.target_spec}")
     if t.version != m.version:
-        ctx.log.warn(f"SGLang version found is {t.version}, nsa-fastpath targets "
-                     f"{m.target_spec}: files are checked by hash")
+        ctx.log.warn(f"SGLang's version string says {t.version}, but its files are those of "
+                     f"{m.target_spec} (identified by sha256): using that release's set")
 
 
 def lock_target(ctx: Context, t: Target) -> DirLock:
@@ -91,7 +91,7 @@ def check_space(t: Target, m: Manifest, s: Scan, ctx: Context) -> None:
         return -(-n // bsize) + 1
 
     todo = s.rows_in(m, "pristine")
-    need = sum(blocks(os.path.getsize(ctx.overlay / r.rel)) for r in todo)
+    need = sum(blocks(os.path.getsize(ctx.source(r.rel))) for r in todo)
     need += blocks(len(m.data)) + 3 * blocks(len(journal_text("apply", "in-progress", m.sha256)))
     need += BLOCK_MARGIN
     free = shutil.disk_usage(t / "sglang").free // bsize

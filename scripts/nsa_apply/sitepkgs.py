@@ -19,7 +19,8 @@ from .context import Context, command
 from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, note_late_signal,
                      run_txn)
 from .errors import Fail
-from .manifest import STATE_REL, Manifest, check_overlay
+from .manifest import STATE_REL, Manifest
+from .releases import choose
 from .preflight import (announce, check_space, check_writable, clean_leftovers, foreign_lines,
                         lock_target, reinstall_advice, uninstalled_fail)
 from .tree import (Target, read_journal, require_readable, require_state_readable, resolve,
@@ -28,19 +29,19 @@ from .verify import recorded_manifest, refuse_foreign_state
 
 
 def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
-    m = ctx.manifest()
-    check_overlay(m, ctx.overlay)
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m)
     lock = lock_target(ctx, t)
     try:
+        require_state_readable(t)
+        m = ctx.use(choose(sets, t, "apply", ctx.say), check=True)
+        announce(ctx, t, m)
         return _apply_locked(ctx, t, m, dry)
     finally:
         lock.release()
 
 
 def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
-    require_state_readable(t)
     recorded_manifest(ctx, t, m, "apply")
     s = scan(t, m)
     require_readable(s, t)
@@ -104,12 +105,13 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
 
 
 def cmd_revert(ctx: Context, target: str | None, dry: bool, forget: bool = False) -> int:
-    m = ctx.manifest()
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)
+        m = ctx.use(choose(sets, t, "revert", ctx.say))
+        announce(ctx, t, m)
         if forget:
             # the recorded journal and manifest are not read: this checkout's manifest is
             # used, and every file and backup is still checked by sha256 (scan)
@@ -134,10 +136,6 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         ctx.say("SGLang itself was uninstalled here; "
                 + ("would remove" if dry else "removing") + " nsa-fastpath's leftovers: "
                 + ", ".join(left))
-    elif s.foreign and not t.state.exists() and not s.count("patched"):
-        ctx.say(f"nothing to revert: no file of nsa-fastpath's and no {STATE_REL} in {t.root} "
-                f"(SGLang {t.version}, never patched by this patch set for {m.target_spec})")
-        return E.OK
     elif s.foreign:
         keep = [r.rel for r in m.rows if r.kind == "add" and s.state[r.rel] == "patched"]
         if t.state.exists():

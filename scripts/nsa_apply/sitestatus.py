@@ -12,16 +12,18 @@ from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
 from .errors import Fail
 from .preflight import announce, reinstall_advice
+from .releases import choose
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_uninstalled,
                    staged_leftovers, state_unreadable)
 from .verify import recorded_manifest
 
 
 def cmd_status(ctx: Context, target: str | None) -> int:
-    m0 = ctx.manifest()
+    sets = ctx.release_sets()
     t = resolve(target, ctx.log)
-    announce(ctx, t, m0)
     blocked = state_unreadable(t)
+    m0 = ctx.use(choose(sets, t, "status", ctx.say))
+    announce(ctx, t, m0)
     try:
         m = m0 if blocked else recorded_manifest(ctx, t, m0, "status")
     except Fail as f:  # damaged state, or a .nsa_fastpath that is not ours: say so, and why
