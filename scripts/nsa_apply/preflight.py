@@ -10,7 +10,7 @@ from .context import Context, command
 from .errors import Fail
 from .lock import DirLock
 from .manifest import Manifest
-from .tree import Scan, Target, journal_text, owner_of, staged_leftovers
+from .tree import Scan, Target, distributions, journal_text, owner_of, staged_leftovers
 from .txn import remove_path
 
 BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
@@ -18,7 +18,10 @@ BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
 
 def announce(ctx: Context, t: Target, m: Manifest) -> None:
     ctx.say(f"target: {t.root} (sglang {t.version}); nsa-fastpath set: {m.target_spec}")
-    if t.version != m.version:
+    if t.version == "unknown" and not distributions(t.root):
+        ctx.log.warn(f"no SGLang distribution is installed in {t.root} (no sglang-*.dist-info: "
+                     "uninstalled?); its files are identified by sha256")
+    elif t.version != m.version:
         ctx.log.warn(f"SGLang's version string says {t.version}, but its files are those of "
                      f"{m.target_spec} (identified by sha256): using that release's set")
 
@@ -63,9 +66,7 @@ def check_writable(t: Target, m: Manifest) -> None:
             dirs.add(d / "__pycache__")
     for d in sorted(dirs):
         if d.exists() and not os.access(d, os.W_OK | os.X_OK):
-            why = "read-only filesystem" if _readonly_fs(d) else f"owned by {owner_of(d)}"
-            raise Fail(E.TARGET, f"no write permission on {d} ({why}): run as the owner of "
-                                 "this SGLang install. Nothing changed.")
+            raise Fail(E.TARGET, f"cannot write to {d}: {why_not_writable(d)}. Nothing changed.")
     dev = os.stat(t / "sglang").st_dev
     for d in sorted(dirs):
         if d.exists() and os.stat(d).st_dev != dev:
@@ -75,11 +76,44 @@ def check_writable(t: Target, m: Manifest) -> None:
                                  "cannot do that here. Nothing changed.")
 
 
-def _readonly_fs(d: Path) -> bool:
+FS_IOC_GETFLAGS = 0x80086601          # linux/fs.h, as on every 64-bit Linux
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20
+
+
+def why_not_writable(d: Path) -> str:
+    """Why this user cannot change directory d, in words that point at the way out."""
     try:
-        return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+        if os.statvfs(d).f_flag & os.ST_RDONLY:
+            return ("it is on a read-only file system (Read-only file system): remount it "
+                    "read-write, or apply to a writable copy of this environment")
     except OSError:
-        return False
+        pass
+    flags = inode_flags(d)
+    if flags & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+        kind = "immutable" if flags & FS_IMMUTABLE_FL else "append-only"
+        return (f"the directory is {kind} (chattr +{'i' if kind == 'immutable' else 'a'}; "
+                f"lsattr -d shows it): as root, chattr -{'i' if kind == 'immutable' else 'a'} "
+                f"{d}, then rerun")
+    return (f"permission denied (owned by {owner_of(d)}): run as the owner of this SGLang "
+            "install")
+
+
+def inode_flags(d: Path) -> int:
+    """The inode flags of d (chattr), 0 where the filesystem does not say."""
+    import array
+    import fcntl
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return 0
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return buf[0]
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def check_space(t: Target, m: Manifest, s: Scan, ctx: Context) -> None:
