@@ -5,16 +5,20 @@ Kept importable by old Pythons so that they get a clear message instead of a Syn
 signal while Python starts up ends the run cleanly (exit 5, nothing changed) instead of a
 KeyboardInterrupt traceback.
 """
-import signal
-_early = []
+try:  # the first statement: from here a signal is only noted (the C module: no imports)
+    import _signal
+    _early = []
 
+    def _note_early(signum, frame):
+        _early.append(signum)
 
-def _note_early(signum, frame):
-    _early.append(signum)
-
-
-for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(_sig, _note_early)
+    for _sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(_sig, _note_early)
+except KeyboardInterrupt:  # in the microseconds before that
+    import posix
+    posix.write(2, b"[nsa-fastpath] ERROR: interrupted by SIGINT before any change: "
+                   b"nothing changed\n")
+    posix._exit(5)
 
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -46,5 +50,4 @@ if __package__ in (None, ""):
 
 from nsa_apply.cli import main  # noqa: E402
 
-_name = signal.Signals(_early[0]).name if _early else None
-sys.exit(main(sys.argv[1:], early_signal=_name, standalone=True))
+sys.exit(main(sys.argv[1:], early=_early, standalone=True))

@@ -3,6 +3,7 @@ exit code (USAGE below is the reference; ROLLBACK.md repeats it)."""
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from dataclasses import dataclass
 
@@ -220,16 +221,17 @@ def dispatch(ctx: Context, a: Args) -> int:
 
 
 def main(argv: list[str], env=None, log: Log | None = None, hook=None,
-         early_signal: str | None = None, standalone: bool = False) -> int:
-    """early_signal: one that __main__ noted while Python was starting (nothing read yet).
-    standalone: this process ends after main() (our handlers stay: a late signal is a note)."""
+         early: list | None = None, standalone: bool = False) -> int:
+    """early: signal numbers __main__'s first handler noted while Python was starting (it
+    stays installed until signals.install() below, so none is missed); standalone: this
+    process ends after main() (our handlers stay: a late signal is only a note)."""
     env = os.environ if env is None else env
     log = log or Log(trace=env.get("NSA_FASTPATH_TRACE", "") not in ("", "0"))
     signals = Signals()
     signals.install()
     try:
-        if early_signal:
-            raise Interrupted(early_signal)
+        if early:
+            raise Interrupted(signal.Signals(early[0]).name)
         try:
             a = parse(argv)
         except Fail as f:
