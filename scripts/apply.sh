@@ -20,4 +20,8 @@ case $ver in
     *) bad_python "'$py' is not a Python interpreter (it did not run a Python one-liner)" ;;
 esac
 [ "$minor" -ge 10 ] || bad_python "'$py' is Python 3.$minor; apply.sh needs 3.10 or newer"
+# Ignored from here until Python's first statement installs apply.sh's own handlers: a signal
+# in those milliseconds of interpreter start-up would otherwise be a KeyboardInterrupt
+# traceback (or "Fatal Python error"); it is dropped, and the run goes on, its exit code true.
+trap '' INT TERM HUP
 exec "$py" -S "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/nsa_apply/__main__.py" "$@"

@@ -50,4 +50,12 @@ if __package__ in (None, ""):
 
 from nsa_apply.cli import main  # noqa: E402
 
-sys.exit(main(sys.argv[1:], early=_early, standalone=True))
+_code = main(sys.argv[1:], early=_early, standalone=True)
+# os._exit, not sys.exit: interpreter shutdown puts the default SIGINT/SIGTERM handlers back,
+# and a signal then would end the process by that signal after the run had finished.
+for _stream in (sys.stdout, sys.stderr):
+    try:
+        _stream.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+os._exit(_code)

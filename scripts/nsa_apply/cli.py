@@ -91,11 +91,12 @@ Exit codes
      files remain: `apply.sh revert` removes them
   8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
      .git/index.lock exists (the message gives the command that clears it)
-  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM that arrived in
-  the first milliseconds, before apply.sh's Python installed its handlers (nothing changed;
-  from then on signals give 5 before the commit point and leave the run's own code after
-  it); 137 -- SIGKILL (below). Never 141. A closed or failing stdout/stderr only loses the
-  output; the exit code stays the run's own.
+  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM while the bash
+  wrapper was still checking $PYTHON (nothing changed). While that Python starts up (a few
+  milliseconds, until its first statement) these signals are ignored; from then on they give
+  5 before the commit point and leave the run's own code after it. 137 -- SIGKILL (below).
+  Never 141, never a KeyboardInterrupt traceback. A closed or failing stdout/stderr only
+  loses the output; the exit code stays the run's own.
 
 Signals and pipes
   SIGINT, SIGTERM, SIGHUP  noted; the run stops at the next step boundary and rolls back (exit 5).

@@ -278,3 +278,15 @@ def prune_empty_dirs(top: Path) -> None:
             os.rmdir(dirpath)
         except OSError:
             pass
+
+
+def reverted_summary(m: Manifest) -> str:
+    """What a completed revert did, in counts that say which files are where."""
+    n_rep = sum(1 for r in m.rows if r.kind == "replace")
+    n_add = len(m.rows) - n_rep
+    parts = []
+    if n_rep:
+        parts.append(f"{n_rep} file(s) are SGLang {m.version}'s originals again")
+    if n_add:
+        parts.append(f"the {n_add} file(s) nsa-fastpath added are removed")
+    return " and ".join(parts)

@@ -18,14 +18,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 from . import errors as E
 from .context import Context, command
-from .engine import note_late_signal
+from .engine import note_late_signal, reverted_summary
 from .errors import Fail, Interrupted
 from .lock import DirLock
+from .signals import HANDLED
 from .manifest import Manifest
 from .releases import choose
 from .tree import Scan, Target, scan, sglang_version
@@ -63,16 +65,33 @@ class Checkout:
 
     # ------------------------------------------------------------ git plumbing
     def git(self, *args: str) -> subprocess.CompletedProcess:
+        """Runs git where no signal meant for apply.sh reaches it: in a session of its own
+        (a Ctrl-C goes to our process group), and started with SIGINT/SIGTERM/SIGHUP blocked
+        (the mask is inherited through exec), which also covers the instant between fork and
+        setsid when the child is still in our group. apply.sh notes the signal and acts on
+        it once git is done (signals.py)."""
         env = dict(os.environ, GIT_EDITOR="true", GIT_TERMINAL_PROMPT="0")
-        # start_new_session: signals to our process group (Ctrl-C) do not reach git
-        return subprocess.run(["git", "-C", str(self.co), *args], capture_output=True, text=True,
-                              errors="replace", env=env, stdin=subprocess.DEVNULL,
-                              start_new_session=True)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            proc = subprocess.Popen(["git", "-C", str(self.co), *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                    errors="replace", env=env, start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        with proc:
+            try:
+                stdout, stderr = proc.communicate()
+            except BaseException:  # Interrupted: only before any change (read-only git)
+                proc.kill()
+                proc.wait()
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def out(self, *args: str) -> str:
         p = self.git(*args)
         if p.returncode != 0:
-            raise Fail(E.MANUAL, f"`git {' '.join(args)}` failed in {self.co}:",
+            raise Fail(E.MANUAL, f"`git {' '.join(args)}` failed in {self.co} (exit "
+                                 f"{p.returncode}):",
                        *p.stderr.strip().splitlines(), "Check `git status` there.")
         return p.stdout
 
@@ -86,8 +105,8 @@ class Checkout:
     def paths(self, m: Manifest) -> list[str]:
         return ["python/" + r.rel for r in m.rows]
 
-    def dirty(self, m: Manifest) -> str:
-        return self.out("status", "--porcelain", "--untracked-files=all", "--", *self.paths(m))
+    def dirty(self, paths: list[str]) -> str:
+        return self.out("status", "--porcelain", "--untracked-files=all", "--", *paths)
 
     def identity(self) -> None:
         """`git am`/`git revert` need an identity; fall back to one naming this tool."""
@@ -184,7 +203,7 @@ class Checkout:
             return False
         return True
 
-    def undo(self, m: Manifest, head0: str, op: str) -> str | None:
+    def undo(self, paths: list[str], head0: str, op: str) -> str | None:
         """Abort our git `op` and go back to head0. Returns None, or why that failed.
 
         We start `git am`/`git revert` only on a clean index and with our files clean, so
@@ -209,15 +228,15 @@ class Checkout:
             return f"a git {ip} is in progress, which apply.sh did not start"
         if self.head() != head0 and not self.ours_since(head0):
             return f"HEAD moved from {head0[:12]} by commits that are not nsa-fastpath's"
-        if self.head() != head0 or self.dirty(m) or self.staged():
+        if self.head() != head0 or self.dirty(paths) or self.staged():
             p = self.git("reset", "--quiet", "--merge", head0)
             if p.returncode != 0:
                 return f"`git reset --merge {head0[:12]}` failed: {p.stderr.strip()}"
-        if self.dirty(m):
-            why = self.restore_paths(m, head0)
+        if self.dirty(paths):
+            why = self.restore_paths(paths, head0)
             if why:
                 return why
-        if self.head() != head0 or self.dirty(m):
+        if self.head() != head0 or self.dirty(paths):
             return f"{self.co} is not back at {head0[:12]} with clean files"
         self.remove_marker()
         return None
@@ -225,9 +244,8 @@ class Checkout:
     def staged(self) -> list[str]:
         return self.out("diff", "--cached", "--name-only").splitlines()
 
-    def restore_paths(self, m: Manifest, head0: str) -> str | None:
+    def restore_paths(self, paths: list[str], head0: str) -> str | None:
         """Our files exactly as in head0: tracked ones checked out, others removed."""
-        paths = self.paths(m)
         tracked = set(self.out("ls-tree", "-r", "--name-only", head0, "--", *paths).split())
         extra = [p for p in paths if p not in tracked]
         if extra:
@@ -241,8 +259,10 @@ class Checkout:
                 return f"`git checkout {head0[:12]} -- <our files>` failed: {p.stderr.strip()}"
         return None
 
-    def recover(self, m: Manifest) -> None:
-        """Abort our own interrupted git am / git revert; refuse on anyone else's."""
+    def recover(self, paths: list[str]) -> None:
+        """Abort our own interrupted git am / git revert; refuse on anyone else's. `paths`:
+        every file any release set touches (this runs before a set is chosen by the files'
+        hashes, which an interrupted operation may have left mixed)."""
         marker = self.read_marker()
         ip = self.in_progress(marker.get("op", ""))
         if ip is not None and marker.get("op") != ip:
@@ -256,7 +276,7 @@ class Checkout:
         if not marker:
             return
         head0, op = marker.get("head", ""), marker.get("op", "")
-        if ip is None and not self.dirty(m) and not self.staged():
+        if ip is None and not self.dirty(paths) and not self.staged():
             self.ctx.say(f"found the marker of an interrupted apply.sh run (git "
                          f"{op or '?'}, no git operation in progress): removed it")
             self.remove_marker()
@@ -264,7 +284,7 @@ class Checkout:
         what = f"git {ip}" if ip else f"git {op or '?'} (it left changed files)"
         self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: undoing it "
                      f"(back to {head0[:12]})")
-        why = self.undo(m, head0, op) if re.fullmatch(r"[0-9a-f]{40,64}", head0) else \
+        why = self.undo(paths, head0, op) if re.fullmatch(r"[0-9a-f]{40,64}", head0) else \
             f"the marker names no starting commit ({head0!r})"
         ip = ip or op
         if why:
@@ -289,7 +309,7 @@ class Checkout:
                 self.step(f"git {op} {' '.join(args[:2])}...")
             except Exception as e:  # noqa: BLE001 -- any failure: back to head0
                 self.ctx.hook.disarm()
-                why = self.undo(m, head0, op)
+                why = self.undo(self.paths(m), head0, op)
                 reason = e.signame if isinstance(e, Interrupted) else str(e)
                 if why:
                     raise Fail(E.MANUAL, f"{reason}; and going back to {head0[:12]} failed: "
@@ -307,6 +327,9 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
     lock = DirLock(co.gitdir, str(co.co))
     lock.acquire(ctx.lock_timeout, ctx.log)
     try:
+        ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
+        co.check_index_lock()
+        co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}))
         m = ctx.use(choose(sets, co.target, op, ctx.say), check=op == "apply")
     except BaseException:
         lock.release()
@@ -326,7 +349,7 @@ def _refuse_foreign(co: Checkout, m: Manifest, s: Scan, verb: str, what: str) ->
 
 
 def _refuse_dirty(co: Checkout, m: Manifest) -> None:
-    dirty = co.dirty(m)
+    dirty = co.dirty(co.paths(m))
     if dirty:
         raise Fail(E.REFUSED, f"uncommitted changes in {co.co} to files nsa-fastpath touches:",
                    *("    " + ln for ln in dirty.splitlines()),
@@ -367,8 +390,6 @@ def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
 
 
 def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
-    co.check_index_lock()
-    co.recover(m)
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "apply",
@@ -376,7 +397,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     f"targets {m.target_spec} only. What to do: check out SGLang "
                     f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
                     "Nothing changed.")
-    if s.count("patched") == n and not co.dirty(m):
+    if s.count("patched") == n and not co.dirty(co.paths(m)):
         ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
         return E.OK
     _refuse_dirty(co, m)
@@ -435,8 +456,6 @@ def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
 
 
 def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
-    co.check_index_lock()
-    co.recover(m)
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "revert",
@@ -467,7 +486,7 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
         raise Fail(E.MANUAL, f"after reverting, {n - after.count('pristine')} file(s) are "
                              f"still not SGLang's (other commits changed them): check `git "
                              f"log` in {co.co}")
-    ctx.say(f"reverted: all {n} files are SGLang's again ({co.head()[:12]})")
+    ctx.say(f"reverted: {reverted_summary(m)} (HEAD {co.head()[:12]})")
     note_late_signal(ctx)
     return E.OK
 
@@ -485,7 +504,7 @@ def cmd_status(ctx: Context, arg: str) -> int:
         ctx.say(f"  {s.state[row.rel]:<9} python/{row.rel}")
     for c in our_commits(co, m):
         ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
-    if co.dirty(m):
+    if co.dirty(co.paths(m)):
         ctx.say("note: uncommitted changes to these files")
     if co.path("index.lock").exists():
         ctx.say(f"note: git's own lock {co.path('index.lock')} exists (a git command is running, "

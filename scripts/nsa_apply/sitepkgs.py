@@ -17,7 +17,7 @@ from __future__ import annotations
 from . import errors as E
 from .context import Context, command
 from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, note_late_signal,
-                     run_txn)
+                     reverted_summary, run_txn)
 from .errors import Fail
 from .manifest import STATE_REL, Manifest
 from .releases import choose
@@ -185,14 +185,3 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         note_late_signal(ctx)
     return E.OK
 
-
-def reverted_summary(m: Manifest) -> str:
-    """What a completed revert did, in counts that say which files are where."""
-    n_rep = sum(1 for r in m.rows if r.kind == "replace")
-    n_add = len(m.rows) - n_rep
-    parts = []
-    if n_rep:
-        parts.append(f"{n_rep} file(s) are SGLang {m.version}'s originals again")
-    if n_add:
-        parts.append(f"the {n_add} file(s) nsa-fastpath added are removed")
-    return " and ".join(parts)
