@@ -66,7 +66,8 @@ def check_writable(t: Target, m: Manifest) -> None:
             dirs.add(d / "__pycache__")
     for d in sorted(dirs):
         if d.exists() and not os.access(d, os.W_OK | os.X_OK):
-            raise Fail(E.TARGET, f"cannot write to {d}: {why_not_writable(d)}. Nothing changed.")
+            raise Fail(E.TARGET, f"no write permission on {d}: {why_not_writable(d)}. "
+                                 "Nothing changed.")
     dev = os.stat(t / "sglang").st_dev
     for d in sorted(dirs):
         if d.exists() and os.stat(d).st_dev != dev:
