@@ -21,7 +21,7 @@ from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, n
 from .errors import Fail
 from .manifest import STATE_REL, Manifest
 from .releases import choose
-from .preflight import (announce, check_space, check_writable, clean_leftovers, foreign_lines,
+from .preflight import (announce, announce_target, check_space, check_writable, clean_leftovers, foreign_lines,
                         lock_target, recorded_manifest, uninstalled_fail)
 from .tree import (Target, read_journal, require_readable, require_state_readable, resolve,
                    scan, sglang_uninstalled, staged_leftovers)
@@ -30,6 +30,7 @@ from .tree import (Target, read_journal, require_readable, require_state_readabl
 def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)
@@ -104,6 +105,7 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
 def cmd_revert(ctx: Context, target: str | None, dry: bool) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)

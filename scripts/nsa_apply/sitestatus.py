@@ -10,7 +10,7 @@ from . import errors as E
 from .context import ROOT, Context, command
 from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
-from .preflight import announce, recorded_manifest
+from .preflight import announce, announce_target, recorded_manifest
 from .releases import choose
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_uninstalled,
                    staged_leftovers, state_unreadable)
@@ -19,6 +19,7 @@ from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_u
 def cmd_status(ctx: Context, target: str | None) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     blocked = state_unreadable(t)
     m0 = ctx.use(choose(sets, t, "status", ctx.say))
     announce(ctx, t, m0)
