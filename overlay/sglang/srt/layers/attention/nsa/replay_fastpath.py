@@ -73,10 +73,15 @@ def _log_once(key: str, level: int, msg: str, *args) -> None:
         logger.log(level, msg, *args)
 
 
+class _Reported(RuntimeError):
+    """A path that can't load, already logged (WARNING) by the module that found out why."""
+
+
 def _disable(name: str, error: Exception) -> None:
     if name not in _failed:
         _failed[name] = f"{type(error).__name__}: {error}"
-        logger.warning("nsa-fastpath: %s replay path disabled for this process: %s",
+        if not isinstance(error, _Reported):
+            logger.warning("nsa-fastpath: %s replay path disabled for this process: %s",
                        name, _failed[name])
 
 
@@ -174,8 +179,8 @@ class _Plan:
     def _cuda(self):
         from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
-        if not cw.is_cuda_kernel_available():
-            raise RuntimeError(cw.get_kernel_info()["error"])
+        if not cw.is_cuda_kernel_available():  # it logged the cause and the next step
+            raise _Reported(cw.unavailable_reason())
         m = self.metadata
         plan = cw.make_plan(
             req_to_token=self.backends[0].req_to_token, dest_table=self._dest_table(),
@@ -417,14 +422,13 @@ def describe() -> str:
     if cuda_on and torch.cuda.is_available():
         from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
-        built = cw.built_extension()
-        if built is not None:
-            return f"cuda (CUDA C++ extension built: {built})"
-        if os.environ.get("NSA_FASTPATH_CUDA_JIT", "1") != "0":
-            return ("cuda (the CUDA C++ extension is not built yet: it builds at the first "
-                    "CUDA-graph capture, about a minute, or now with `python -m "
-                    "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build`)")
-        notes.append("CUDA extension not built and NSA_FASTPATH_CUDA_JIT=0")
+        report = cw.build_report()
+        if report.startswith("built"):
+            return f"cuda (CUDA metadata kernel {report})"
+        if cw.jit_allowed():
+            return (f"cuda (the CUDA metadata kernel is {report}; it builds at the first "
+                    f"CUDA-graph capture, about 15 s, or now with `{cw.PREBUILD}`)")
+        notes.append(f"CUDA metadata kernel {report}")
     elif cuda_on:
         notes.append("no CUDA device for the CUDA C++ path")
     if triton_on:
