@@ -123,11 +123,19 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
         logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-def _input_dtypes(mode: int):
-    """Input dtype combinations a replay can bring: the CUDA-graph runners' int32 buffers, a
-    ScheduleBatch's int64 tensors (the draft runner passes them unpadded), and mixes of both."""
-    accepts = INDEX_DTYPES if mode == MODE_DRAFT_EXTEND else (None,)
-    return [(r, s, a) for r in INDEX_DTYPES for s in INDEX_DTYPES for a in accepts]
+def _input_dtypes(mode: int, multi: bool):
+    """The input dtypes (req_pool_indices, seq_lens, accept_length) a replay of this plan can
+    bring from SGLang 0.5.8's runners, each a Triton variant compiled at capture (one compile per
+    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). CudaGraphRunner and the
+    draft-extend runner pass their int32 buffers (input_buffers.py; accept_length is the runner's
+    int32 buffer or eagle_info's int32 tensor). EAGLEDraftCudaGraphRunner, which calls the
+    multi-step backend, passes its int32 buffers when it pads and the batch's own int64 tensors
+    when it doesn't (bs == raw_bs). Anything else (e.g. a step backend replayed on its own, which
+    happens only when the multi-step fill declined) is still served: through Triton's dispatch,
+    which compiles it on that replay, logged once."""
+    i32, i64 = INDEX_DTYPES
+    accept = i32 if mode == MODE_DRAFT_EXTEND else None
+    return [(i32, i32, accept)] + ([(i64, i64, accept)] if multi else [])
 
 
 class _Plan:
@@ -200,7 +208,7 @@ class _Plan:
             self.table, mode=self.mode, n_draft=self.n_draft, page_size=b.real_page_size,
             bs=self.bs, n_dest=len(self.backends),
             page_table_shape=tuple(self.metadata.page_table_1.shape),
-            input_dtypes=_input_dtypes(self.mode))
+            input_dtypes=_input_dtypes(self.mode, self.multi))
         return plan.fill, None
 
     def _dest_table(self) -> torch.Tensor:
