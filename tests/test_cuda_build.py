@@ -349,3 +349,37 @@ def test_at_capture_an_unbuildable_kernel_is_one_warning_and_triton_serves(nsa_m
     assert plan.launchers == [["triton", triton_fill, None]]
     assert "sm_80 or newer" in rf.path_report()["disabled"]["cuda"]
     rf.reset_for_tests()
+
+
+# ------------------------------------------------------------------ GPU tier
+_SERVER_START = """
+import importlib.util, json, sys, time
+t0 = time.monotonic()
+spec = importlib.util.spec_from_file_location("cuda_metadata_wrapper", sys.argv[1])
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+ok = w.is_cuda_kernel_available()
+print(json.dumps({"ok": ok, "seconds": time.monotonic() - t0, "info": w.get_kernel_info()}))
+"""
+
+
+@pytest.mark.gpu
+def test_eight_processes_starting_at_once_build_once_and_all_load(tmp_path):
+    """A TP-8 server's start on one GPU: eight processes reach capture at once with an empty
+    cache and no TORCH_CUDA_ARCH_LIST; one builds for this GPU, the others wait and load it."""
+    env = dict(os.environ, NSA_FASTPATH_BUILD_DIR=str(tmp_path))
+    env.pop("TORCH_CUDA_ARCH_LIST", None)
+    procs = [subprocess.Popen([sys.executable, "-c", _SERVER_START, str(WRAPPER_PY)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["ok"] for r in results), [r["info"]["error"] for r in results]
+    (directory,) = {Path(r["info"]["library"]).parent for r in results}
+    assert compiles(directory) == 1
+    waits = sorted(r["seconds"] for r in results)
+    print(f"eight processes at once, empty cache: one build; ready after {waits[0]:.1f} .. "
+          f"{waits[-1]:.1f} s (import and load included)")
