@@ -142,7 +142,6 @@ def run_one(tree: Path, flags: dict, caches: Path, device: str, extra=()) -> dic
     out = caches / f"result-{time.monotonic_ns()}.json"
     env = dict(os.environ, **flags, NSA_FASTPATH_BUILD_DIR=str(caches / "nsa"),
                TRITON_CACHE_DIR=str(caches / "triton"), TVM_FFI_CACHE_DIR=str(caches / "tvm-ffi"))
-    env.pop("TORCH_CUDA_ARCH_LIST", None)
     subprocess.run([sys.executable, __file__, "--one", str(tree), "--device", device,
                     "--out", str(out), *extra], env=env, check=True)
     return json.loads(out.read_text())

@@ -255,6 +255,9 @@ bool is_int(const TensorView& t, int bits) {
   return t.dtype().code == kDLInt && t.dtype().bits == bits && t.dtype().lanes == 1;
 }
 
+// The first element's address (DLPack allows a byte offset; torch passes 0).
+void* addr(const TensorView& t) { return static_cast<char*>(t.data_ptr()) + t.byte_offset(); }
+
 bool on_device(const TensorView& t, int64_t device) {
   return t.device().device_type == kDLCUDA && t.device().device_id == device;
 }
@@ -265,7 +268,7 @@ int64_t* plan_of(const TensorView& plan, bool initialized = true) {
     TVM_FFI_THROW(ValueError) << "nsa-fastpath: a plan is a contiguous CPU int64 tensor of "
                               << kPlanWords << " words (plan_words())";
   }
-  int64_t* w = static_cast<int64_t*>(plan.data_ptr());
+  int64_t* w = static_cast<int64_t*>(addr(plan));
   if (initialized && w[kMagic] != kPlanMagic) {
     TVM_FFI_THROW(ValueError) << "nsa-fastpath: plan not initialized by init_plan";
   }
@@ -292,7 +295,7 @@ nf::IndexArray index_array(const TensorView& t, const char* name, int64_t bs, in
     TVM_FFI_THROW(ValueError) << "nsa-fastpath: " << name << " must be on the backend's GPU (cuda:"
                               << device << ")";
   }
-  return {t.data_ptr(), t.stride(0), is_int(t, 64) ? 1 : 0};
+  return {addr(t), t.stride(0), is_int(t, 64) ? 1 : 0};
 }
 
 void check_launch(const char* what) {
@@ -330,12 +333,12 @@ void init_plan(TensorView plan, TensorView req_to_token, TensorView dest_table, 
   }
   for (int k = 0; k < kPlanWords; ++k) w[k] = 0;
   w[kDevice] = device;
-  w[kReqToToken] = reinterpret_cast<int64_t>(req_to_token.data_ptr());
+  w[kReqToToken] = reinterpret_cast<int64_t>(addr(req_to_token));
   w[kR2TStride0] = req_to_token.stride(0);
   w[kR2TStride1] = req_to_token.stride(1);
   w[kPoolRows] = req_to_token.size(0);
   w[kR2TCols] = req_to_token.size(1);
-  w[kDestTable] = reinterpret_cast<int64_t>(dest_table.data_ptr());
+  w[kDestTable] = reinterpret_cast<int64_t>(addr(dest_table));
   w[kNDest] = dest_table.size(0);
   w[kPageTableStride] = page_table_stride;
   w[kRealPageTableStride] = real_page_table_stride;
@@ -361,7 +364,7 @@ void add_schedule(TensorView plan, TensorView schedule) {
     TVM_FFI_THROW(ValueError) << "nsa-fastpath: schedule buffers must be contiguous int32 of one shape";
   }
   w[kScheduleNumel] = schedule.numel();
-  w[kSchedules + w[kNSchedules]++] = reinterpret_cast<int64_t>(schedule.data_ptr());
+  w[kSchedules + w[kNSchedules]++] = reinterpret_cast<int64_t>(addr(schedule));
 }
 
 nf::Args args_of(const int64_t* w) {
@@ -436,7 +439,7 @@ void copy_schedule(TensorView plan, TensorView src) {
   const int64_t numel = src.numel();
   const int64_t blocks = (numel + 255) / 256 < 64 ? (numel + 255) / 256 : 64;
   nf::copy_schedule_kernel<<<blocks > 0 ? blocks : 1, 256, 0, stream_of(w)>>>(
-      static_cast<const int32_t*>(src.data_ptr()), numel, schedule_dests_of(w));
+      static_cast<const int32_t*>(addr(src)), numel, schedule_dests_of(w));
   check_launch("copy_schedule");
 }
 
