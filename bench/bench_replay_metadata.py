@@ -16,7 +16,8 @@ spec_info. Per mode (decode, target_verify, draft_extend, and the multi-step dra
   a call that waits for the GPU shows it there);
 - whole call, and "share": the same call with DeepGEMM's two calls (`get_num_sms`,
   `get_paged_mqa_logits_metadata`) replaced by no-ops, i.e. what the replay costs besides them;
-- the floors, measured in the same run: an empty launch of our CUDA extension, an empty Triton
+- the floors, measured in the same run: an empty launch of our CUDA kernel's library (one call
+  through apache-tvm-ffi with one tensor, the mechanism its fill goes through), an empty Triton
   launch (Triton's dispatch, and the compiled kernel launched directly), one torch op; and the
   DeepGEMM stand-in's own call (one launch, no sync, like the real one).
 
@@ -124,13 +125,14 @@ def main() -> None:
     # ---------------------------------------------------------------- floors
     f = results["floors"]
     dummy = torch.empty(1, device="cuda")
-    f["cuda_ext_empty_launch_us"] = time(cw.empty_launch, before=sync)
+    f["cuda_ext_empty_launch_us"] = time(lambda: cw.empty_launch(dummy), before=sync)
     f["triton_empty_launch_us"] = time(lambda: _empty[(1,)](dummy), before=sync)
     direct = _empty[(1,)](dummy)[(1, 1, 1)]
     f["triton_empty_direct_launch_us"] = time(lambda: direct(dummy), before=sync)
     f["torch_op_us"] = time(lambda: dummy.add_(0), before=sync)
     busy_first = lambda: (sync(), busy())  # noqa: E731
-    f["cuda_ext_empty_launch_busy_us"] = time(cw.empty_launch, before=busy_first, after=sync)
+    f["cuda_ext_empty_launch_busy_us"] = time(lambda: cw.empty_launch(dummy), before=busy_first,
+                                              after=sync)
     f["triton_empty_launch_busy_us"] = time(lambda: _empty[(1,)](dummy), before=busy_first,
                                             after=sync)
     seqlens = torch.ones(256, dtype=torch.int32, device="cuda")
@@ -243,7 +245,8 @@ class _null:
 
 def report(results: dict, device: str) -> None:
     f = results["floors"]
-    print(f"\n### Floors ({device}): empty CUDA-extension launch {f['cuda_ext_empty_launch_us']:.1f} us, "
+    print(f"\n### Floors ({device}): empty launch through tvm-ffi (the CUDA kernel's library) "
+          f"{f['cuda_ext_empty_launch_us']:.1f} us, "
           f"empty Triton launch {f['triton_empty_launch_us']:.1f} us (direct "
           f"{f['triton_empty_direct_launch_us']:.1f} us); busy GPU: "
           f"{f['cuda_ext_empty_launch_busy_us']:.1f} / {f['triton_empty_launch_busy_us']:.1f} us; "

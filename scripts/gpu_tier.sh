@@ -3,11 +3,17 @@
 #   run(command="bash scripts/gpu_tier.sh tests", carry=[".whl", ".cache/wheels"])
 #   run(command="bash scripts/gpu_tier.sh multi", carry=[".whl", ".cache/wheels"])
 #   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
+#   run(command="bash scripts/gpu_tier.sh build", carry=[".whl", ".cache/wheels"])
 # `tests`: pre-builds the CUDA extension with the operator's command (for this GPU), compiles the
 # kernel for sm_90 + sm_100 (test_cuda_build.py), the Triton kernel tests compiled for the GPU,
 # then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
 # C++ kernel tests, first replay after capture). `multi`: the multi-step parity tests.
-# `bench`: the side-by-side benchmarks. Each stage fits the device tool's 10-minute limit.
+# `bench`: the side-by-side benchmarks. `build`: the CUDA metadata kernel's build through
+# apache-tvm-ffi (issue 14): the operator's prebuild into an empty cache (cold, then again), the
+# gpu-marked kernel and build tests and single-backend parity on the CUDA path, the capture cost
+# (0.5.8 / CUDA path / Triton path, empty and warm caches), eight processes starting at once, and
+# the replay host cost beside the tvm-ffi empty-launch floor (about 7 minutes).
+# Each stage fits the device tool's 10-minute limit.
 # Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
 # travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
 set -uo pipefail
@@ -56,6 +62,27 @@ bench)
             | tee "$out/bench_radix_match.log" || status=1
     fi
     ;;
-*) echo "usage: gpu_tier.sh tests|multi|bench [args]" >&2; exit 2 ;;
+build)  # the CUDA metadata kernel built through apache-tvm-ffi (issue 14)
+    export NSA_FASTPATH_BUILD_DIR=$(mktemp -d /tmp/nsa-fastpath-build.XXXX)  # empty: a first start
+    wrapper=(python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build)
+    for run in cold again; do
+        start=$(date +%s%N)
+        PYTHONPATH=$patched:$PYTHONPATH TORCH_CUDA_ARCH_LIST=9.0a "${wrapper[@]}" 2>&1 \
+            | tee -a "$out/cuda_build.log" || status=1
+        echo "prebuild ($run) for sm_90a: $(( ($(date +%s%N) - start) / 1000000 )) ms" \
+            | tee -a "$out/cuda_build.log"
+    done
+    python3 -m pytest -p no:cacheprovider -q -rA -s tests/test_cuda_build.py \
+        -k "eight_processes or prebuild or either_gpu" 2>&1 \
+        | tee "$out/cuda_build_tests.log" || status=1  # the rest is CI's (no GPU needed)
+    python3 -m pytest -p no:cacheprovider -m gpu -q -rA tests/test_metadata_kernel.py -k cuda \
+        2>&1 | tee "$out/cuda_kernel_tests.log" || status=1
+    python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/test_parity_nsa.py \
+        -k "gpu_single and flags-default" 2>&1 | tee "$out/cuda_parity.log" || status=1
+    python3 bench/bench_capture_cost.py 2>&1 | tee "$out/capture_cost.log" || status=1
+    python3 bench/bench_replay_metadata.py --iters 100 --bs 1,32,256 "$@" 2>&1 \
+        | tee "$out/bench_replay_metadata.log" || status=1
+    ;;
+*) echo "usage: gpu_tier.sh tests|multi|bench|build [args]" >&2; exit 2 ;;
 esac
 exit $status

@@ -27,7 +27,7 @@ printf '%s\n' "$report"
 args=()
 for a in "$@"; do case $a in -n | --dry-run) ;; *) args+=("$a") ;; esac; done
 cmd() { printf 'PYTHON=%q bash %q %s' "$py" "$root/scripts/apply.sh" "$1"; [ "${#args[@]}" -eq 0 ] || printf ' %q' "${args[@]}"; }
-where=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] target: \(.*\); nsa-fastpath set.*/\1/p' | head -n 1)
+where=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] target: \(.*\)$/\1/p' | head -n 1)
 overall=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] overall: \([a-z]*\).*/\1/p' | head -n 1)
 echo "[nsa-fastpath] ---"
 echo "[nsa-fastpath] setup: ${overall:-unknown}: the SGLang in ${where:-?}, the one $py imports"

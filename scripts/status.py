@@ -81,6 +81,7 @@ def load_envs(environ_py: Path):
 # (label, module, function): what the patched tree says it would use. Each prints one line.
 DESCRIBERS = (
     ("NSA replay metadata", "sglang.srt.layers.attention.nsa.replay_fastpath", "describe"),
+    ("CUDA metadata kernel", "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper", "build_report"),
     ("radix prefix matching", "sglang.srt.mem_cache.radix_match", "describe"),
 )
 _PROBE = """

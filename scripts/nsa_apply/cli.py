@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from . import errors as E
 from . import gitmode, sitepkgs, sitestatus
 from .context import Context
+from .kernel_build import build_kernel
 from .errors import Fail, Interrupted
 from .output import Log
 from .signals import Signals
 
 USAGE = """\
 Usage: apply.sh apply|revert|status|help [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run]
-       apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
+       apply.sh apply --build [...]   apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
 
 Install the nsa-fastpath patch set into SGLang 0.5.8, or roll it back.
 
@@ -62,6 +63,14 @@ Target (one of)
 Options
   --dry-run, -n       print what apply/revert would do; change nothing (status ignores it)
   --forget-state      revert only, site-packages only: see above
+  --build             apply, then build the CUDA metadata kernel with the target's Python into
+                      the cache servers load from ($NSA_FASTPATH_BUILD_DIR): nvcc through
+                      apache-tvm-ffi, SGLang's own JIT-kernel mechanism, about 15 s per
+                      architecture, no GPU needed. TORCH_CUDA_ARCH_LIST="9.0a;10.0a" picks the
+                      architectures (else this machine's GPU). The cache is keyed by source,
+                      architectures, nvcc and tvm-ffi versions: an upgrade rebuilds. Without it
+                      the first CUDA-graph capture builds the kernel (unless
+                      NSA_FASTPATH_CUDA_JIT=0); `status` says for which GPU it is built.
   -h, --help          this text
 
 Exit codes
@@ -91,6 +100,8 @@ Exit codes
      files remain: `apply.sh revert` removes them
   8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
      .git/index.lock exists (the message gives the command that clears it)
+  9  apply --build: applied, but the CUDA metadata kernel did not build (the message says why
+     and what to do; servers use the Triton path meanwhile)
   Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM while the bash
   wrapper was still checking $PYTHON (nothing changed). While that Python starts up (a few
   milliseconds, until its first statement) these signals are ignored; from then on they give
@@ -130,7 +141,7 @@ Environment
   NSA_FASTPATH_MANIFEST        manifest to use (default: manifest.tsv next to scripts/)
   NSA_FASTPATH_OVERLAY         directory holding our files (default: overlay/)
   NSA_FASTPATH_PATCHES         patch series for --git (default: patches/)
-  NSA_FASTPATH_BUILD_DIR       where status looks for the built CUDA extension
+  NSA_FASTPATH_BUILD_DIR       the CUDA kernel cache that --build fills and status reads
                                (default: ~/.cache/nsa-fastpath/build)
   NSA_FASTPATH_LOCK_TIMEOUT    seconds to wait for the lock (default 600)
   NSA_FASTPATH_STATUS_FILES_ONLY=1  status: file states only (no Triton/CUDA/flags report)
@@ -142,7 +153,7 @@ Environment
 
 COMMANDS = ("apply", "revert", "status", "help")
 SHORT_USAGE = ("usage: apply.sh apply|revert|status|help [--target DIR | --git DIR] [--dry-run] "
-               "[--forget-state]; see `apply.sh help`")
+               "[--build] [--forget-state]; see `apply.sh help`")
 
 
 @dataclass
@@ -153,6 +164,7 @@ class Args:
     dry: bool = False
     forget: bool = False
     help: bool = False
+    build: bool = False
 
 
 def parse(argv: list[str]) -> Args:
@@ -195,9 +207,13 @@ def parse(argv: list[str]) -> Args:
             a.forget = True
         elif arg in ("-h", "--help"):
             a.help = True
+        elif arg == "--build":
+            once(arg)
+            a.build = True
         else:
             raise Fail(E.USAGE, f"unknown argument {arg!r}: commands are {', '.join(COMMANDS)}; "
-                                "options --target DIR, --git DIR, --dry-run (see --help). "
+                                "options --target DIR, --git DIR, --dry-run, --build, "
+                                "--forget-state (see --help). "
                                 "Nothing changed.")
     if a.target is not None and a.git is not None:
         raise Fail(E.USAGE, "--target and --git exclude each other: give one. Nothing changed.")
@@ -217,8 +233,12 @@ def dispatch(ctx: Context, a: Args) -> int:
     if a.cmd == "status":
         return sitestatus.cmd_status(ctx, a.target)
     if a.cmd == "apply":
-        return sitepkgs.cmd_apply(ctx, a.target, a.dry)
-    return sitepkgs.cmd_revert(ctx, a.target, a.dry, a.forget)
+        rc = sitepkgs.cmd_apply(ctx, a.target, a.dry)
+    else:
+        rc = sitepkgs.cmd_revert(ctx, a.target, a.dry, a.forget)
+    if rc == E.OK and a.build and a.cmd == "apply" and not a.dry:
+        rc = build_kernel(ctx, a.target)
+    return rc
 
 
 def main(argv: list[str], env=None, log: Log | None = None, hook=None,

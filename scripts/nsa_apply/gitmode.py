@@ -324,6 +324,7 @@ class Checkout:
 def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manifest]:
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
+    _announce(ctx, co)
     lock = DirLock(co.gitdir, str(co.co))
     lock.acquire(ctx.lock_timeout, ctx.log)
     try:
@@ -334,10 +335,13 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
     except BaseException:
         lock.release()
         raise
-    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
-    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
-            f"nsa-fastpath set: {m.target_spec}")
+    ctx.say(f"nsa-fastpath set: {m.target_spec}")
     return co, lock, m
+
+
+def _announce(ctx: Context, co: Checkout) -> None:
+    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
+    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head})")
 
 
 def _refuse_foreign(co: Checkout, m: Manifest, s: Scan, verb: str, what: str) -> None:
@@ -494,10 +498,9 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
 def cmd_status(ctx: Context, arg: str) -> int:
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
+    _announce(ctx, co)
     m = ctx.use(choose(sets, co.target, "status", ctx.say))
-    head = co.git("rev-parse", "--short", "HEAD").stdout.strip() or "none"
-    ctx.say(f"target: git checkout {co.co} (sglang {co.target.version}, HEAD {head}); "
-            f"nsa-fastpath set: {m.target_spec}")
+    ctx.say(f"nsa-fastpath set: {m.target_spec}")
     n = len(m.rows)
     s = scan(co.target, m)
     for row in m.rows:

@@ -16,8 +16,14 @@ from .txn import remove_path
 BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
 
 
+def announce_target(ctx: Context, t: Target) -> None:
+    """Said first, before the lock is waited for: which tree this run is about."""
+    ctx.say(f"target: {t.root} (sglang {t.version})")
+
+
 def announce(ctx: Context, t: Target, m: Manifest) -> None:
-    ctx.say(f"target: {t.root} (sglang {t.version}); nsa-fastpath set: {m.target_spec}")
+    """The release set chosen for the target (releases.choose)."""
+    ctx.say(f"nsa-fastpath set: {m.target_spec}")
     if t.version == "unknown" and not distributions(t.root):
         ctx.log.warn(f"no SGLang distribution is installed in {t.root} (no sglang-*.dist-info: "
                      "uninstalled?); its files are identified by sha256")

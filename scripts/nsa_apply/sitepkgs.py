@@ -21,8 +21,8 @@ from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, n
 from .errors import Fail
 from .manifest import STATE_REL, Manifest
 from .releases import choose
-from .preflight import (announce, check_space, check_writable, clean_leftovers, foreign_lines,
-                        lock_target, reinstall_advice, uninstalled_fail)
+from .preflight import (announce, announce_target, check_space, check_writable, clean_leftovers,
+                        foreign_lines, lock_target, reinstall_advice, uninstalled_fail)
 from .tree import (Target, read_journal, require_readable, require_state_readable, resolve,
                    scan, sglang_uninstalled, staged_leftovers)
 from .verify import recorded_manifest, refuse_foreign_state
@@ -31,6 +31,7 @@ from .verify import recorded_manifest, refuse_foreign_state
 def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)
@@ -107,6 +108,7 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
 def cmd_revert(ctx: Context, target: str | None, dry: bool, forget: bool = False) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)

@@ -11,7 +11,7 @@ from .context import ROOT, Context, command
 from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
 from .errors import Fail
-from .preflight import announce, reinstall_advice
+from .preflight import announce, announce_target, reinstall_advice
 from .releases import choose
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_uninstalled,
                    staged_leftovers, state_unreadable)
@@ -21,6 +21,7 @@ from .verify import recorded_manifest
 def cmd_status(ctx: Context, target: str | None) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
+    announce_target(ctx, t)
     blocked = state_unreadable(t)
     m0 = ctx.use(choose(sets, t, "status", ctx.say))
     announce(ctx, t, m0)

@@ -73,10 +73,15 @@ def _log_once(key: str, level: int, msg: str, *args) -> None:
         logger.log(level, msg, *args)
 
 
+class _Reported(RuntimeError):
+    """A path that can't load, already logged (WARNING) by the module that found out why."""
+
+
 def _disable(name: str, error: Exception) -> None:
     if name not in _failed:
         _failed[name] = f"{type(error).__name__}: {error}"
-        logger.warning("nsa-fastpath: %s replay path disabled for this process: %s",
+        if not isinstance(error, _Reported):
+            logger.warning("nsa-fastpath: %s replay path disabled for this process: %s",
                        name, _failed[name])
 
 
@@ -118,11 +123,19 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
         logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-def _input_dtypes(mode: int):
-    """Input dtype combinations a replay can bring: the CUDA-graph runners' int32 buffers, a
-    ScheduleBatch's int64 tensors (the draft runner passes them unpadded), and mixes of both."""
-    accepts = INDEX_DTYPES if mode == MODE_DRAFT_EXTEND else (None,)
-    return [(r, s, a) for r in INDEX_DTYPES for s in INDEX_DTYPES for a in accepts]
+def _input_dtypes(mode: int, multi: bool):
+    """The input dtypes (req_pool_indices, seq_lens, accept_length) a replay of this plan can
+    bring from SGLang 0.5.8's runners, each a Triton variant compiled at capture (one compile per
+    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). CudaGraphRunner and the
+    draft-extend runner pass their int32 buffers (input_buffers.py; accept_length is the runner's
+    int32 buffer or eagle_info's int32 tensor). EAGLEDraftCudaGraphRunner, which calls the
+    multi-step backend, passes its int32 buffers when it pads and the batch's own int64 tensors
+    when it doesn't (bs == raw_bs). Anything else (e.g. a step backend replayed on its own, which
+    happens only when the multi-step fill declined) is still served: through Triton's dispatch,
+    which compiles it on that replay, logged once."""
+    i32, i64 = INDEX_DTYPES
+    accept = i32 if mode == MODE_DRAFT_EXTEND else None
+    return [(i32, i32, accept)] + ([(i64, i64, accept)] if multi else [])
 
 
 class _Plan:
@@ -174,8 +187,8 @@ class _Plan:
     def _cuda(self):
         from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
-        if not cw.is_cuda_kernel_available():
-            raise RuntimeError(cw.get_kernel_info()["error"])
+        if not cw.is_cuda_kernel_available():  # it logged the cause and the next step
+            raise _Reported(cw.unavailable_reason())
         m = self.metadata
         plan = cw.make_plan(
             req_to_token=self.backends[0].req_to_token, dest_table=self._dest_table(),
@@ -195,7 +208,7 @@ class _Plan:
             self.table, mode=self.mode, n_draft=self.n_draft, page_size=b.real_page_size,
             bs=self.bs, n_dest=len(self.backends),
             page_table_shape=tuple(self.metadata.page_table_1.shape),
-            input_dtypes=_input_dtypes(self.mode))
+            input_dtypes=_input_dtypes(self.mode, self.multi))
         return plan.fill, None
 
     def _dest_table(self) -> torch.Tensor:
@@ -417,14 +430,13 @@ def describe() -> str:
     if cuda_on and torch.cuda.is_available():
         from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
-        built = cw.built_extension()
-        if built is not None:
-            return f"cuda (CUDA C++ extension built: {built})"
-        if os.environ.get("NSA_FASTPATH_CUDA_JIT", "1") != "0":
-            return ("cuda (the CUDA C++ extension is not built yet: it builds at the first "
-                    "CUDA-graph capture, about a minute, or now with `python -m "
-                    "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build`)")
-        notes.append("CUDA extension not built and NSA_FASTPATH_CUDA_JIT=0")
+        report = cw.build_report()
+        if report.startswith("built"):
+            return f"cuda (CUDA metadata kernel {report})"
+        if cw.jit_allowed():
+            return (f"cuda (the CUDA metadata kernel is {report}; it builds at the first "
+                    f"CUDA-graph capture, about 15 s, or now with `{cw.PREBUILD}`)")
+        notes.append(f"CUDA metadata kernel {report}")
     elif cuda_on:
         notes.append("no CUDA device for the CUDA C++ path")
     if triton_on:

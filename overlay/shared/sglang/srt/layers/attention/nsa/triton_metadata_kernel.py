@@ -34,8 +34,9 @@ Everything that is fixed for a captured batch size lives in one small device tab
 capture time (metadata_table.plan_table): one row of output-buffer addresses per backend (so a
 single launch fills all N step backends of NativeSparseAttnMultiStepBackend), then the constants. A replay
 passes only that table and its three inputs, which keeps Triton's per-argument launch cost down.
-`FillPlan` compiles and loads every input-dtype variant at capture time and, on a GPU, launches
-the compiled kernel directly (no Triton dispatch on a replay): a replay never compiles.
+`FillPlan` compiles and loads, at capture time, the input-dtype variants the plan's replays can
+bring (replay_fastpath._input_dtypes) and, on a GPU, launches the compiled kernel directly (no
+Triton dispatch on a replay): a replay never compiles.
 
 Differences from SGLang 0.5.8's own path, all in entries SGLang never reads: page-table columns at
 or past a row's kv length are left as they were (0.5.8 copies `req_to_token` garbage there up to
