@@ -3,7 +3,8 @@
 The state directory (STATE = sglang/.nsa_fastpath) is written by apply.sh, but anything can
 happen to it afterwards (a truncated copy, a disk error, an edit). Nothing read from it is used
 unchecked:
-  journal        must parse: op=apply, state=in-progress|done, manifest_sha256=<64 hex>
+  journal        must parse: op=apply (or an earlier apply.sh's op=revert),
+                 state=in-progress|done, manifest_sha256=<64 hex>
   manifest.tsv   its sha256 must be the journal's manifest_sha256, and it must parse
   backup/<path>  the sha256 of each original is checked against the manifest by tree.scan()
   backup bytecode is restored only if it is this Python's bytecode of the very source it is
@@ -61,7 +62,8 @@ def parse_journal(text: str) -> dict[str, str] | None:
         if not eq or k in out:
             return None
         out[k] = v
-    ok = (out.get("op") == "apply" and out.get("state") in ("in-progress", "done")
+    # op=revert: journals of the earlier bash apply.sh, interrupted while reverting
+    ok = (out.get("op") in ("apply", "revert") and out.get("state") in ("in-progress", "done")
           and _SHA.fullmatch(out.get("manifest_sha256", "")) is not None)
     return out if ok else None
 
