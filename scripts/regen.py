@@ -40,6 +40,7 @@ SHARED = OVERLAY / "shared"
 RELEASES = {
     "0.5.8": "b7fbd890f6edd87f46c6e3ce72d592316af316f183c9bd999c3cc44b20fa2451",
     "0.5.8.post1": "3fe5ddf6d8b47b234bb192737eb52c94e76282bf910b1185e020f88ec7367e6e",
+    "0.5.9": "8a936c4d25fea605f44254e533cff2144c73ceffbc1f8738aba393461bbb64d1",
 }
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 

@@ -105,6 +105,46 @@ def test_patched_files_compile(release, release_trees, tmp_path):
     assert compiled >= 3
 
 
+# Import needs per release: 0.5.7's import chain wants vllm and fastapi (tests/harness sets
+# releases up for the parity suites); the others import with the CPU stand-ins.
+IMPORTABLE = [r for r in OTHERS if r != "0.5.7"]
+IMPORT_CHECK = """
+import os, sys
+sys.path[:0] = sys.argv[1:]
+import sglang.srt.layers.attention.nsa_backend as nb
+import sglang.srt.mem_cache.radix_cache as rc
+from sglang.srt.layers.attention.nsa import replay_fastpath as rf
+assert nb.replay_fastpath is rf and hasattr(rc.RadixCache, "_nsa_match_prefix")
+# our batched copy vs SGLang's own fused one (0.5.9): the constant decides when both are on
+both = [rf.batched_copy_on()]
+rf.PREFER_UPSTREAM_FUSED_COPY = True
+both.append(rf.batched_copy_on())
+os.environ["SGLANG_USE_FUSED_METADATA_COPY"] = "0"
+both.append(rf.batched_copy_on())
+print("fused-copy-choice", both, hasattr(nb, "_USE_FUSED_METADATA_COPY"))
+"""
+
+
+@pytest.mark.parametrize("release", IMPORTABLE)
+def test_patched_modules_import(release, release_trees, tmp_path):
+    """The patched nsa_backend and radix_cache import from the release's tree (CPU stand-ins
+    for sgl_kernel / torchvision, as the parity runner uses); on a release with SGLang's own
+    fused precomputed copy, replay_fastpath.PREFER_UPSTREAM_FUSED_COPY picks it."""
+    template, _ = release_trees(release)
+    site = link_tree(template, tmp_path / "site")
+    run_apply("apply", "--target", str(site))
+    standins = ROOT / "tests" / "standins"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SGLANG_ENABLE_JIT_DEEPGEMM": "0",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    p = subprocess.run([sys.executable, "-c", IMPORT_CHECK, str(site), str(standins / "cpu"),
+                        str(standins)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert p.returncode == 0, out(p)
+    has_fused = subprocess.run(["grep", "-q", "SGLANG_USE_FUSED_METADATA_COPY",
+                                str(site / "sglang/srt/environ.py")]).returncode == 0
+    want = [True, False, True] if has_fused else [True, True, True]
+    assert f"fused-copy-choice {want} {has_fused}" in p.stdout, out(p)
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
                           text=True).stdout
@@ -146,7 +186,8 @@ def test_git_checkout_round_trip(release, tmp_path):
 
 
 # ------------------------------------------------------------------ refusals
-def assert_refused(site: Path, words: list[str], *, script: Path | None = None) -> None:
+def assert_refused(site: Path, words: list[str], *, script: Path | None = None
+                   ) -> subprocess.CompletedProcess:
     before = tree_map(site)
     for cmd in ("apply", "revert"):
         if script is None:
@@ -160,6 +201,7 @@ def assert_refused(site: Path, words: list[str], *, script: Path | None = None) 
             assert w in p.stderr, f"{cmd}: {w!r} not in\n{out(p)}"
         assert tree_map(site) == before, f"{cmd} changed the tree\n{out(p)}"
     assert not (site / "sglang" / ".nsa_fastpath").exists()
+    return p
 
 
 @pytest.mark.parametrize("release", OTHERS)
@@ -198,9 +240,10 @@ def test_refuses_a_release_without_a_set(release, release_trees, tmp_path):
     (repo / "manifests" / f"{release}.tsv").unlink()
     shutil.rmtree(repo / "overlay" / release)
     shutil.rmtree(repo / "patches" / release)
-    supported = ", ".join(sorted(set(OTHERS + [regen.SGLANG_VERSION]) - {release}))
-    assert_refused(site, [f"supported: {supported}", "regen.py --release"],
-                   script=repo / "scripts" / "apply.sh")
+    p = assert_refused(site, ["supported: ", "regen.py --release X --port"],
+                       script=repo / "scripts" / "apply.sh")
+    supported = p.stderr.split("supported: ", 1)[1].split(")", 1)[0].split(", ")
+    assert sorted(supported) == sorted(set(OTHERS + [regen.SGLANG_VERSION]) - {release}), out(p)
 
 
 # ------------------------------------------------------------------ faults
