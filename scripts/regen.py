@@ -38,6 +38,7 @@ SHARED = OVERLAY / "shared"
 
 # Supported releases: the sha256 of each release's PyPI wheel (its pristine files come from it).
 RELEASES = {
+    "0.5.7": "b77f9e5ca5a2ab19b3efba725958fc4de20ba97880e383738c695e8611b51100",
     "0.5.8": "b7fbd890f6edd87f46c6e3ce72d592316af316f183c9bd999c3cc44b20fa2451",
     "0.5.8.post1": "3fe5ddf6d8b47b234bb192737eb52c94e76282bf910b1185e020f88ec7367e6e",
     "0.5.9": "8a936c4d25fea605f44254e533cff2144c73ceffbc1f8738aba393461bbb64d1",

@@ -126,7 +126,7 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
     plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
     plans.pop(bs, None)
     mode = _mode_of(forward_mode)
-    if mode is None:
+    if mode is None or not backends:  # 0.5.9 makes speculative_num_steps - 1 step backends
         return
     if torch.device(backends[0].device).type == "cuda" and torch.cuda.is_current_stream_capturing():
         logger.warning("nsa-fastpath: capture metadata for bs=%d was initialized inside a CUDA "
