@@ -371,6 +371,12 @@ def check_port(release: str, wheel: Path) -> int:
                             "conflicts (or a conflict is unresolved)")
             continue
         resolved += [f"{rel}:{c[3]}" for c in parts[1::2]]
+        # a resolution keeps our hooks: every line of ours in a conflict marked nsa-fastpath
+        for ours, _, _, line in parts[1::2]:
+            for hook in (ln for ln in ours.splitlines() if "nsa-fastpath" in ln):
+                if not any(hook in r for r in res):
+                    problems.append(f"overlay/{release}/{rel}:{line}: the resolution drops our "
+                                    f"line {hook.strip()!r}")
     if problems:
         print(f"PORT DRIFT ({release}):", *problems, sep="\n  ")
         print(f"Run `python3 scripts/regen.py --release {release} --port`.")

@@ -153,3 +153,32 @@ def test_port_reports_a_conflict_and_leaves_markers(tmp_path):
     check = subprocess.run([sys.executable, str(repo / "scripts" / "regen.py"), "--port",
                             "--check", "--release", "0.5.8.post1"], capture_output=True, text=True)
     assert check.returncode == 1 and "unresolved" in check.stdout, check.stdout
+
+
+def port_check(repo, release):
+    return subprocess.run([sys.executable, str(repo / "scripts" / "regen.py"), "--port",
+                           "--check", "--release", release], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("edit,words", [
+    ("outside", "differs from the merge outside its conflicts"),
+    ("drop-hook", "the resolution drops our line"),
+])
+def test_port_check_catches_a_bad_hand_resolution(tmp_path, edit, words):
+    """A hand-resolved fork (0.5.9's nsa_backend.py) edited outside its conflict, or whose
+    resolution lost our hook's line: --port --check fails and says which."""
+    wheel("0.5.9")
+    wheel(regen.SGLANG_VERSION)
+    repo = repo_copy(tmp_path)
+    fork = repo / "overlay" / "0.5.9" / "sglang/srt/layers/attention/nsa_backend.py"
+    text = fork.read_text()
+    assert port_check(repo, "0.5.9").returncode == 0
+    if edit == "outside":
+        text += "# a local edit\n"
+    else:
+        hook = "            # nsa-fastpath: one launch copies into every step backend\n"
+        assert text.count(hook) == 1
+        text = text.replace(hook, "")
+    fork.write_text(text)
+    proc = port_check(repo, "0.5.9")
+    assert proc.returncode == 1 and words in proc.stdout, proc.stdout + proc.stderr

@@ -2226,8 +2226,9 @@ class NativeSparseAttnMultiStepBackend:
                 spec_info=forward_batch.spec_info,
             )
 
-            # nsa-fastpath: one launch copies into every step backend; otherwise SGLang
-            # 0.5.9's own copies below (its fused copy: replay_fastpath.PREFER_UPSTREAM_FUSED_COPY)
+            # nsa-fastpath: one launch copies into every step backend
+            # (otherwise 0.5.9's own copies below; its fused copy when both are on: see
+            # replay_fastpath.PREFER_UPSTREAM_FUSED_COPY)
             for b in self.attn_backends:
                 b.set_nsa_prefill_impl(forward_batch=None)
             if replay_fastpath.copy_precomputed(
