@@ -43,8 +43,8 @@ Commands (one is required; `apply.sh` alone prints this text and exits 2)
   and Python writes it anew). When the journal or recorded manifest does not verify, every
   command refuses (exit 6) and names the way out:
   revert --forget-state   revert without reading the journal and recorded manifest: works from
-           this checkout's manifest.tsv, still checks every file and backup by sha256, then
-           removes the state directory. If a file is neither SGLang's nor ours it refuses
+           the manifest of this checkout's release set that fits the files (manifests/), still
+           checks every file and backup by sha256, then removes the state directory. If a file is neither SGLang's nor ours it refuses
            (exit 4): reinstall SGLang first (pip install --force-reinstall --no-deps
            sglang==<installed version>), then run it again.
 

@@ -106,8 +106,9 @@ def damaged_fail(t: Target, bad: list[str]) -> Fail:
                 *("  " + b for b in bad),
                 "Nothing changed: acting on it could destroy SGLang's original files.",
                 f"The way out: {command('revert', '--forget-state', '--target', t.root)}",
-                "  (it ignores the damaged journal and recorded manifest, works from this "
-                "checkout's manifest.tsv, checks every file and every backup by sha256, and "
+                "  (it ignores the damaged journal and recorded manifest, works from the "
+                "manifest of this checkout's release set that fits the files, checks every file "
+                "and every backup by sha256, and "
                 f"removes {STATE_REL}; if it refuses because a file is neither SGLang's nor "
                 "nsa-fastpath's, reinstall SGLang first: "
                 f"pip install --force-reinstall --no-deps sglang=={_reinstall_version(t)}, "
