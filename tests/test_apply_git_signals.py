@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from applytools import PATCHES, REPLACED, copy_tree, out, run_apply  # noqa: F401
 from conftest import APPLY
 from test_apply_git import (  # noqa: F401  (fixtures are used by name)
@@ -203,3 +205,27 @@ def test_unrelated_staged_file_is_refused_with_4(small_template, tmp_path):
     assert p.returncode == 4 and "staged changes" in p.stderr and "notes.txt" in p.stderr, out(p)
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "diff", "--cached", "--name-only").split() == ["notes.txt"]
+
+
+def test_empty_git_output_is_never_a_path(small_template, tmp_path, monkeypatch):
+    """A git that printed nothing (killed, or failing) for the git directory: refused (exit 3),
+    never taken as the checkout's path ("a git revert is in progress" during an apply)."""
+    import io
+    sys.path.insert(0, str(APPLY.parent))
+    from nsa_apply import errors as E, gitmode
+    from nsa_apply.context import Context
+    from nsa_apply.errors import Fail
+    from nsa_apply.output import Log
+    repo = copy_tree(small_template, tmp_path / "r")
+    real = gitmode.Checkout.git
+
+    def git_(self, *args):
+        if args[:2] == ("rev-parse", "--absolute-git-dir"):
+            return subprocess.CompletedProcess(args, -2, "", "")
+        return real(self, *args)
+
+    monkeypatch.setattr(gitmode.Checkout, "git", git_)
+    ctx = Context.from_env({}, log=Log(io.StringIO(), io.StringIO()))
+    with pytest.raises(Fail) as f:
+        gitmode.Checkout(ctx, str(repo))
+    assert f.value.code == E.TARGET and "cannot find the git directory" in str(f.value)
