@@ -215,6 +215,10 @@ def test_a_damaged_build_is_not_loaded(cache, damage, monkeypatch, tmp_path):
     target.write_bytes(target.read_bytes()[:-100])
     with pytest.raises(WRAPPER.BuildError, match="not built"):
         WRAPPER.build(ARCHS, allow_build=False)
+    if damage == "library":  # allowed to build: rebuilt from scratch (ninja would keep the file)
+        rebuilt = WRAPPER.build(ARCHS, allow_build=True)
+        assert rebuilt == copy / "nsa_fastpath_metadata.so" and compiles(copy) == 1
+        assert WRAPPER.build(ARCHS, allow_build=False) == rebuilt
 
 
 # ------------------------------------------------------------------ failures: one WARNING, no raise
