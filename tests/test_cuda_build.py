@@ -387,3 +387,11 @@ def test_eight_processes_starting_at_once_build_once_and_all_load(tmp_path):
     waits = sorted(r["seconds"] for r in results)
     print(f"eight processes at once, empty cache: one build; ready after {waits[0]:.1f} .. "
           f"{waits[-1]:.1f} s (import and load included)")
+
+
+def test_apply_build_is_refused_where_it_cannot_build(tmp_path):
+    from conftest import run_apply
+
+    for args in (["revert", "--build"], ["status", "--build"], ["apply", "--build", "--git", str(tmp_path)]):
+        p = run_apply(*args, check=False)
+        assert p.returncode == 2 and "--build goes with apply" in p.stderr, (args, p.stderr)
