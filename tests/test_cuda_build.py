@@ -158,6 +158,18 @@ def test_a_server_on_either_gpu_finds_the_prebuild(cache, capability):
 
 
 @needs_nvcc
+def test_build_on_a_gpu_without_an_arch_list_finds_the_prebuild(cache, monkeypatch, capsys):
+    """`--build` on a serving machine checks what its servers would load: the prebuild."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (10, 0))
+    before = sorted(cache.iterdir())
+    assert WRAPPER.main(["--build"]) == 0  # found, then loaded (no GPU needed to load it)
+    out = capsys.readouterr().out
+    assert "nsa_fastpath_metadata_sm90a_sm100a_" in out and "building" not in out, out
+    assert sorted(cache.iterdir()) == before
+
+
+@needs_nvcc
 def test_a_gpu_the_prebuild_has_no_code_for_is_reported_not_built(cache):
     with pytest.raises(WRAPPER.BuildError, match="not built for sm_80 .*NSA_FASTPATH_CUDA_JIT=0"):
         WRAPPER.library_for_device((8, 0), allow_build=False)

@@ -500,7 +500,9 @@ def main(argv=None) -> int:
 
             capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
         archs = target_archs(_asked_archs(), capability)
-        library = build(archs)
+        # on a GPU, what a server there would load (a prebuild with code for it, else a build)
+        library = (library_for_device(capability, allow_build=True) if capability
+                   else build(archs))
     except (BuildError, ValueError) as e:
         print(f"nsa-fastpath: CUDA metadata kernel NOT built: {e}", flush=True)
         return 1
