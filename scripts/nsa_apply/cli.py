@@ -186,6 +186,9 @@ def parse(argv: list[str]) -> Args:
     if a.target is not None and a.git is not None:
         raise Fail(E.USAGE, "--target and --git exclude each other: give one. Nothing changed.")
     a.cmd = cmd or "apply"
+    if a.build and (a.cmd != "apply" or a.git is not None):
+        raise Fail(E.USAGE, "--build goes with apply on a site-packages target (it builds with "
+                            "that Python). Nothing changed.")
     return a
 
 
