@@ -4,9 +4,9 @@
 #   run(command="bash scripts/gpu_tier.sh multi", carry=[".whl", ".cache/wheels"])
 #   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
 #   run(command="bash scripts/gpu_tier.sh build", carry=[".whl", ".cache/wheels"])
-# `tests`: pre-builds the CUDA extension with the operator's command (for this GPU), compiles the
-# kernel for sm_90 + sm_100 (test_cuda_build.py), the Triton kernel tests compiled for the GPU,
-# then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
+# `tests`: pre-builds the CUDA kernel with the operator's command, builds it for sm_90a + sm_100a
+# and checks its cache and failures (test_cuda_build.py), the Triton kernel tests compiled for the
+# GPU, then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
 # C++ kernel tests, first replay after capture). `multi`: the multi-step parity tests.
 # `bench`: the side-by-side benchmarks. `build`: the CUDA metadata kernel's build through
 # apache-tvm-ffi (issue 14): the operator's prebuild into an empty cache (cold, then again), the

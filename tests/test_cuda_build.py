@@ -158,6 +158,18 @@ def test_a_server_on_either_gpu_finds_the_prebuild(cache, capability):
 
 
 @needs_nvcc
+def test_build_on_a_gpu_without_an_arch_list_finds_the_prebuild(cache, monkeypatch, capsys):
+    """`--build` on a serving machine checks what its servers would load: the prebuild."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (10, 0))
+    before = sorted(cache.iterdir())
+    assert WRAPPER.main(["--build"]) == 0  # found, then loaded (no GPU needed to load it)
+    out = capsys.readouterr().out
+    assert "nsa_fastpath_metadata_sm90a_sm100a_" in out and "building" not in out, out
+    assert sorted(cache.iterdir()) == before
+
+
+@needs_nvcc
 def test_a_gpu_the_prebuild_has_no_code_for_is_reported_not_built(cache):
     with pytest.raises(WRAPPER.BuildError, match="not built for sm_80 .*NSA_FASTPATH_CUDA_JIT=0"):
         WRAPPER.library_for_device((8, 0), allow_build=False)
@@ -215,6 +227,10 @@ def test_a_damaged_build_is_not_loaded(cache, damage, monkeypatch, tmp_path):
     target.write_bytes(target.read_bytes()[:-100])
     with pytest.raises(WRAPPER.BuildError, match="not built"):
         WRAPPER.build(ARCHS, allow_build=False)
+    if damage == "library":  # allowed to build: rebuilt from scratch (ninja would keep the file)
+        rebuilt = WRAPPER.build(ARCHS, allow_build=True)
+        assert rebuilt == copy / "nsa_fastpath_metadata.so" and compiles(copy) == 1
+        assert WRAPPER.build(ARCHS, allow_build=False) == rebuilt
 
 
 # ------------------------------------------------------------------ failures: one WARNING, no raise
@@ -383,3 +399,11 @@ def test_eight_processes_starting_at_once_build_once_and_all_load(tmp_path):
     waits = sorted(r["seconds"] for r in results)
     print(f"eight processes at once, empty cache: one build; ready after {waits[0]:.1f} .. "
           f"{waits[-1]:.1f} s (import and load included)")
+
+
+def test_apply_build_is_refused_where_it_cannot_build(tmp_path):
+    from conftest import run_apply
+
+    for args in (["revert", "--build"], ["status", "--build"], ["apply", "--build", "--git", str(tmp_path)]):
+        p = run_apply(*args, check=False)
+        assert p.returncode == 2 and "--build goes with apply" in p.stderr, (args, p.stderr)

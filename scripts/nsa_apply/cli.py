@@ -222,6 +222,9 @@ def parse(argv: list[str]) -> Args:
     if a.forget and (cmd != "revert" or a.git is not None):
         raise Fail(E.USAGE, "--forget-state goes with `revert` of a site-packages tree only. "
                             "Nothing changed.")
+    if a.build and (a.cmd != "apply" or a.git is not None):
+        raise Fail(E.USAGE, "--build goes with apply on a site-packages target (it builds with "
+                            "that Python). Nothing changed.")
     return a
 
 

@@ -28,8 +28,8 @@ H200 and a B200).
 
 When: `is_cuda_kernel_available()` at CUDA-graph capture (replay_fastpath), never on a replay:
 it loads the build, building it first unless `NSA_FASTPATH_CUDA_JIT=0`. Processes starting
-together (one per GPU) share one build: tvm-ffi holds a file lock in the build directory while
-ninja runs; the others wait, then find it built. A failure (no nvcc, an architecture the GPU or
+together (one per GPU) share one build: the builder holds a file lock in the build directory
+(and clears whatever an unstamped directory held); the others wait, then find it built. A failure (no nvcc, an architecture the GPU or
 nvcc doesn't support, a failing compile, an unwritable build directory) is logged once as a
 WARNING naming the cause and the next step; the next replay path (Triton) serves.
 
@@ -41,6 +41,7 @@ Imports torch lazily and sglang never: tests load this file on its own.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cuda_metadata_kernel.cu")
 PREFIX = "nsa_fastpath_metadata"
 STAMP = "built.json"
+LOCK = "build.lock"
 MIN_CAPABILITY = (8, 0)
 EXTRA_CUDA_CFLAGS: list[str] = []  # tvm-ffi's defaults (-O2 host, ptxas -O3) are what we need
 # Request-id search in the CUDA kernel: linear below this bs, binary from it. Measured on an
@@ -251,15 +253,29 @@ def _environ(**values):
                 os.environ[k] = v
 
 
-def _writable(directory: Path) -> None:
+@contextmanager
+def _build_lock(directory: Path):
+    """One builder per build directory: an flock (the kernel releases it if the holder dies)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "lock", "a"):  # tvm-ffi's lock file (it waits forever on an
-            pass                             # unopenable one)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise BuildError(f"the build directory {directory} is not writable ({e.strerror}): set "
                          "NSA_FASTPATH_BUILD_DIR to a writable directory, or prebuild there with "
                          f"`{PREBUILD}`") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clear(directory: Path) -> None:
+    """Everything but our lock: files without a valid stamp are half built, damaged or stale,
+    and ninja would take an existing output as up to date."""
+    for entry in directory.iterdir():
+        if entry.name != LOCK:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _compile_error(message: str, archs: list[str], key: dict, log: Path) -> BuildError:
@@ -277,8 +293,8 @@ def _compile_error(message: str, archs: list[str], key: dict, log: Path) -> Buil
 def build(archs: list[str], *, allow_build: bool = True) -> Path:
     """The built library for `archs`: found in the cache, else built there and stamped.
 
-    Concurrent callers build once: tvm-ffi locks the build directory while ninja runs; a caller
-    that waited finds everything up to date (ninja compiles nothing) and stamps the same result.
+    Concurrent callers build once: the first takes the directory's lock, builds from an empty
+    directory and stamps the result; the others wait for the lock and then find it built.
     Raises BuildError naming the cause and the next step.
     """
     key = build_key(archs)
@@ -289,10 +305,18 @@ def build(archs: list[str], *, allow_build: bool = True) -> Path:
     if not allow_build:
         raise BuildError(f"not built for {describe_archs(archs)} in {build_dir()} and "
                          f"NSA_FASTPATH_CUDA_JIT=0: prebuild with `TORCH_CUDA_ARCH_LIST=... {PREBUILD}`")
-    _writable(directory)
     ninja = _ninja_dir()
     if ninja is None:
         raise BuildError("no ninja found (SGLang depends on it): pip install ninja")
+    with _build_lock(directory):  # the others wait here, then find it built
+        found = _built(directory, key)
+        if found is not None:
+            return found
+        _clear(directory)
+        return _compile(archs, key, directory, ninja)
+
+
+def _compile(archs: list[str], key: dict, directory: Path, ninja: str) -> Path:
     import tvm_ffi.cpp
 
     # tvm-ffi emits machine code for TVM_FFI_CUDA_ARCH_LIST ("9.0a 10.0a"); PTX, where asked, on top
@@ -314,7 +338,7 @@ def build(archs: list[str], *, allow_build: bool = True) -> Path:
             except OSError:
                 pass
             raise _compile_error(str(e), archs, key, log) from None
-    stamp = directory / f".{STAMP}.{os.getpid()}"
+    stamp = directory / f".{STAMP}.tmp"
     stamp.write_text(json.dumps({"key": key, "library_sha256": _sha256(library)}, indent=1))
     os.replace(stamp, directory / STAMP)  # readers see a whole stamp or none
     logger.info("nsa-fastpath: CUDA metadata kernel ready in %.1f s: %s",
@@ -476,7 +500,9 @@ def main(argv=None) -> int:
 
             capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
         archs = target_archs(_asked_archs(), capability)
-        library = build(archs)
+        # on a GPU, what a server there would load (a prebuild with code for it, else a build)
+        library = (library_for_device(capability, allow_build=True) if capability
+                   else build(archs))
     except (BuildError, ValueError) as e:
         print(f"nsa-fastpath: CUDA metadata kernel NOT built: {e}", flush=True)
         return 1
