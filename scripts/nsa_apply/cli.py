@@ -252,8 +252,8 @@ def main(argv: list[str], env=None, log: Log | None = None, hook=None,
     env = os.environ if env is None else env
     log = log or Log(trace=env.get("NSA_FASTPATH_TRACE", "") not in ("", "0"))
     signals = Signals()
-    signals.install()
     try:
+        signals.install()  # inside the try: a signal during it is "interrupted, nothing changed"
         if early:
             raise Interrupted(signal.Signals(early[0]).name)
         try:
