@@ -159,6 +159,51 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                               disabled.insert(rc.RadixKey([1, 2])))
 
 
+def _alias_run(rc, out: dict, tag: str, copied: bool = False) -> None:
+    """A caller's token list edited in place after SGLang got it (issue 13, item 6).
+
+    (a) a list that became a tree key (inserted whole: is_bigram pairs for EAGLE), edited before
+    any match, after one, after the re-match cache remembered it; 0.5.8's tree follows the edit,
+    the patched one keeps what was inserted, as 0.5.8 does for a caller that inserted a copy
+    (``copied``). (b) a query's list edited after match_prefix returned, then the key read."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+
+    n = 2048  # the re-match cache remembers walks from 1024 ints (compiled), 64 (python)
+    for ps, eagle in ((1, False), (16, False), (1, True), (16, True)):
+        rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+        rc.TreeNode.counter = 0
+        rng = random.Random(7 * ps + eagle)
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        log = []
+        for slot, (step, matches_before) in enumerate((("before", 0), ("after-match", 1),
+                                                       ("after-rematch", 3))):
+            t = [rng.randrange(300, 90_000) for _ in range(n)]
+            keys = rc.convert_to_bigram_key(t) if eagle else t
+            cache.insert(rc.RadixKey(list(keys) if copied else keys, step, is_bigram=eagle),
+                         torch.arange(slot * n, slot * n + len(keys), dtype=torch.int64))
+            res = [_match(rc, cache, MatchPrefixParams, list(t), step)
+                   for _ in range(matches_before)]
+            k = n // 2 + 3  # inside a page
+            keys[k] = (keys[k][0], -1) if eagle else -1
+            res += [_match(rc, cache, MatchPrefixParams, list(t), step) for _ in range(2)]
+            log.append(("tree-key-edited", step, res))
+        # (b): the query's own list edited after the call, then its key read
+        q = [rng.randrange(300, 90_000) for _ in range(n)]
+        key = rc.RadixKey(q, "b")
+        r = cache.match_prefix(MatchPrefixParams(key=key))
+        q[5], q[-1] = -2, -3
+        q.append(-4)
+        log.append(("query-edited", len(r.device_indices), list(key.token_ids)))
+        out[f"{tag}/{ps}/{eagle}/log"] = log
+        out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
+
+
 def _tree_keys(cache):
     ids, tokens, stack = set(), 0, [cache.root_node]
     while stack:
@@ -270,6 +315,9 @@ def worker(tree: str, out_path: str, patched: bool) -> None:
             if rm is not None:
                 rm.reset_stats()
             _edge_run(rc, out, f"edge-{tag}")
+            _alias_run(rc, out, f"alias-{tag}")
+            if not patched:
+                _alias_run(rc, out, "alias-copied", copied=True)
             if patched:
                 out[f"stats-{tag}"] = dict(rm.stats)
                 if tag in ("compiled", "python", "triton"):
@@ -328,6 +376,29 @@ def test_edge_cases_match_sglang(worker_results, tag):
         else:
             assert stats.get("rematch", 0) > 20, stats
         assert stats.get("upstream", 0) > 0  # the tuple queries took 0.5.8's walk
+
+
+@pytest.mark.parametrize("tag", list(TAGS))
+def test_edited_caller_lists(worker_results, tag):
+    """Issue 13 item 6: with the fast matcher, a tree key is not the caller's list (0.5.8's
+    results for a caller that inserted a copy); every flag off, 0.5.8's aliasing itself. An EAGLE
+    query key read after its list was edited holds 0.5.8's pairs (of the list as matched)."""
+    pristine = worker_results["pristine"]
+    aliased = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-pristine/")}
+    copied = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-copied/")}
+    assert aliased and aliased.keys() == copied.keys()
+    for k in aliased:  # the edits change 0.5.8's tree: the case is live
+        if k.endswith("/log"):
+            assert [e for e in aliased[k] if e[0] == "tree-key-edited"] != \
+                [e for e in copied[k] if e[0] == "tree-key-edited"], k
+            assert [e for e in aliased[k] if e[0] == "query-edited"] == \
+                [e for e in copied[k] if e[0] == "query-edited"], k
+    want = aliased if tag == "off" else copied
+    got = {k.split("/", 1)[1]: v for k, v in worker_results["patched"].items()
+           if k.startswith(f"alias-{tag}/")}
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
 
 
 def test_caches_are_bounded(worker_results):

@@ -60,6 +60,7 @@ if __package__:
         bytes_prefix,
         convert_to_bigram_key_fast,
         node_ints,
+        owned_key,
         paged_result,
         tokens_to_tensor,
     )
@@ -78,6 +79,7 @@ else:  # loaded as a single file (tests, scripts): the sibling modules the same 
     NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
     bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
     node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
+    owned_key = _py.owned_key
     RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
 logger = logging.getLogger(__name__)
