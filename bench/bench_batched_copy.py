@@ -1,6 +1,13 @@
 """Multi-step (MTP) replay and the precomputed copies, SGLang 0.5.8 vs nsa-fastpath, on a GPU.
 
     python bench/bench_batched_copy.py [--iters 200]
+    NSA_FASTPATH_BENCH_RELEASE=0.5.9 python bench/bench_batched_copy.py   # on SGLang 0.5.9
+
+On 0.5.9 (a release with SGLang's own fused precomputed copy) the table adds `upstream-fused`:
+the patched method with the metadata kernels and our batched copy off, so 0.5.9's fused copy
+serves (`sglang-0.5.9`, the pristine method, runs it too), against `batched-copy` (ours). Both
+tables add `floor`: one launch copying one small tensor, what any one-launch copy costs at least.
+replay_fastpath.PREFER_UPSTREAM_FUSED_COPY picks between them when both are on.
 
 1. The whole NativeSparseAttnMultiStepBackend.init_forward_metadata_replay_cuda_graph call
    (precompute on, SGLang's default), 2/3/4/8 step backends, bs 1/32/256, median host time:
@@ -23,7 +30,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_trees, default_workdir, host_time_us, import_trees, markdown_table, save_json  # noqa: E402
+from common import RELEASE, build_trees, default_workdir, host_time_us, import_trees, markdown_table, save_json  # noqa: E402
 
 BUSY_CYCLES = 6_700_000
 ON = {"SGLANG_NSA_USE_CUDA_METADATA": "1", "SGLANG_NSA_USE_TRITON_METADATA": "1",
@@ -81,6 +88,17 @@ def main() -> None:
             os.environ.pop(k)
         return mb
 
+    variants = dict(VARIANTS)
+    if hasattr(patched_mod, "_USE_FUSED_METADATA_COPY"):  # SGLang's own fused copy (0.5.9)
+        if not patched_mod._USE_FUSED_METADATA_COPY:
+            sys.exit("SGLANG_USE_FUSED_METADATA_COPY is off: upstream's fused copy can't be timed")
+        variants["upstream-fused"] = {**variants["foreach"]}
+        variants["batched-copy"] = {**variants["batched-copy"], "SGLANG_USE_FUSED_METADATA_COPY": "0"}
+    floor_src = torch.zeros(8, dtype=torch.int32, device="cuda")
+    floor_dst = torch.empty_like(floor_src)
+    floor = lambda: floor_dst.copy_(floor_src)  # noqa: E731
+    upstream = f"sglang-{RELEASE}"
+
     for steps in (2, 3, 4, 8):
         for bs in (1, 32, 256):
             inputs = ns.make_replay_inputs(gen, "decode", bs, bs, args.topk, 1, "cuda")
@@ -93,9 +111,9 @@ def main() -> None:
                                     spec_info=None)
             row = {"steps": steps, "bs": bs}
             pristine = captured(Pristine, steps, bs, batch, {})
-            runs = [("sglang-0.5.8", lambda: Pristine.init_forward_metadata_replay_cuda_graph(
-                pristine, batch, bs))]
-            for name, flags in VARIANTS.items():
+            runs = [(upstream, lambda: Pristine.init_forward_metadata_replay_cuda_graph(
+                pristine, batch, bs)), ("floor", floor)]
+            for name, flags in variants.items():
                 mb = captured(Patched, steps, bs, batch, flags)
                 fn = (lambda mb=mb: foreach_replay(mb, batch, bs)) if name == "foreach" else (
                     lambda mb=mb: Patched.init_forward_metadata_replay_cuda_graph(mb, batch, bs))
@@ -106,6 +124,7 @@ def main() -> None:
                                                       before=sync)
                 row[f"{name}_busy_us"] = host_time_us(fn, iters=args.iters // 2, warmup=5,
                                                       before=lambda: (sync(), busy()), after=sync)
+                row[f"{name}_paths"] = rf.path_report()  # which path served (upstream's: none)
             results["multi"].append(row)
             print(row, flush=True)
 
@@ -126,6 +145,8 @@ def main() -> None:
                 one["batched_us"] = host_time_us(
                     lambda: bc.launch(pre, table, m, 1, copy_expanded=False),
                     iters=args.iters, warmup=args.warmup, before=sync)
+                one["floor_us"] = host_time_us(floor, iters=args.iters, warmup=args.warmup,
+                                               before=sync)
                 one["foreach_us"] = host_time_us(
                     lambda: torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs]),
                     iters=args.iters, warmup=args.warmup, before=sync)
@@ -133,17 +154,18 @@ def main() -> None:
                 print(one, flush=True)
 
     save_json("batched_copy.json", results)
-    names = ["sglang-0.5.8", "cuda", "triton", "batched-copy", "foreach"]
+    names = [upstream, *variants, "floor"]
     print(f"\n### Multi-step replay call, {torch.cuda.get_device_name()}, median host us idle / busy\n")
     print(markdown_table(
         ["steps", "bs", *names, "cuda speedup idle"],
         [[r["steps"], r["bs"], *[f"{r[f'{n}_idle_us']:.0f} / {r[f'{n}_busy_us']:.0f}" for n in names],
-          f"{r['sglang-0.5.8_idle_us'] / r['cuda_idle_us']:.1f}x"] for r in results["multi"]]))
+          f"{r[f'{upstream}_idle_us'] / r['cuda_idle_us']:.1f}x"] for r in results["multi"]]))
     print("\n### One backend's from-precomputed copies (decode), median host us\n")
     print(markdown_table(
-        ["bs", "0.5.8 .copy_() calls", "batched copy (1 launch)", "_foreach_copy_", "speedup"],
+        ["bs", "0.5.8 .copy_() calls", "batched copy (1 launch)", "_foreach_copy_", "floor", "speedup"],
         [[r["bs"], f"{r['plain_copies_us']:.1f}", f"{r['batched_us']:.1f}", f"{r['foreach_us']:.1f}",
-          f"{r['plain_copies_us'] / r['batched_us']:.2f}x"] for r in results["single_copy"]]))
+          f"{r['floor_us']:.1f}", f"{r['plain_copies_us'] / r['batched_us']:.2f}x"]
+         for r in results["single_copy"]]))
 
 
 if __name__ == "__main__":

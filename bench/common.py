@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
+# The SGLang release the benchmarks run (its wheel from scripts/fetch_wheel.sh; apply.sh picks
+# its set): NSA_FASTPATH_BENCH_RELEASE=0.5.9 compares against 0.5.9's own code.
+RELEASE = os.environ.get("NSA_FASTPATH_BENCH_RELEASE", "0.5.8")
+WHEEL = ROOT / ".cache" / "wheels" / f"sglang-{RELEASE}-py3-none-any.whl"
 
 
 def build_trees(workdir: Path) -> tuple[Path, Path]:
@@ -54,7 +57,8 @@ def import_trees(pristine: Path, patched: Path, device: str):
 
 
 def default_workdir() -> Path:
-    return Path(os.environ.get("NSA_FASTPATH_BENCH_DIR", Path(tempfile.gettempdir()) / "nsa-fastpath-bench"))
+    base = Path(os.environ.get("NSA_FASTPATH_BENCH_DIR", Path(tempfile.gettempdir()) / "nsa-fastpath-bench"))
+    return base if RELEASE == "0.5.8" else base / RELEASE
 
 
 def host_time_us(fn, *, iters: int, warmup: int, before=None, after=None) -> float:

@@ -39,9 +39,11 @@ def make_model_runner(device: str, page_size: int, topk: int, seed: int, decode_
             speculative_eagle_topk=1,
             speculative_num_draft_tokens=NUM_DRAFT_TOKENS,
         ),
-        model_config=SimpleNamespace(
-            hf_config=hf_config, context_len=CONTEXT_LEN, num_attention_heads=128
+        model_config=SimpleNamespace(  # MLA dims: 0.5.9's __init__ reads them too
+            hf_config=hf_config, context_len=CONTEXT_LEN, num_attention_heads=128,
+            qk_nope_head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
         ),
+        kv_cache_dtype=torch.bfloat16,
         token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False, kv_cache_dim=656),
         req_to_token_pool=SimpleNamespace(req_to_token=req_to_token, size=REQ_POOL_SIZE),
     )
@@ -52,6 +54,10 @@ def prepare_sglang_globals(device: str) -> None:
     from sglang.srt.layers import dp_attention
 
     dp_attention._ATTN_TP_SIZE = 1  # what initialize_dp_attention sets without DP attention
+    from sglang.srt.distributed import parallel_state
+
+    if getattr(parallel_state, "_ATTN_TP", "absent") is None:  # 0.5.9 asks the attention TP group
+        parallel_state._ATTN_TP = SimpleNamespace(world_size=1, rank_in_group=0)
     if device == "cpu":
         # __init__ reads the device capability; a CPU-only torch raises there. Report Hopper,
         # the hardware these paths target (only >= 10 changes __init__: a workspace buffer).

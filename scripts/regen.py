@@ -8,6 +8,14 @@ manifests/<release>.tsv (sha256 of each pristine file we replace and of our vers
 from it. `--check` regenerates into a temporary directory and fails on any difference, which is
 what tests/test_drift.py runs.
 
+`--port` (re)makes overlay/<release>/ first: it 3-way merges our change to the 0.5.8 base
+(overlay/0.5.8/, the forks) onto the release's pristine files with `git merge-file`, see port().
+A clean merge writes the forks and regenerates the derived files; a conflict is reported as
+file:line with both sides, left in the fork with markers for a human to resolve (then
+`regen.py --release X` regenerates the derived files), and exits 1. `--port --check` fails
+when overlay/<release>/ is not what the merge gives (conflict regions excepted: see
+check_port()).
+
 Uses only the standard library and git, so it runs before any virtual environment exists.
 """
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import filecmp
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +38,10 @@ SHARED = OVERLAY / "shared"
 
 # Supported releases: the sha256 of each release's PyPI wheel (its pristine files come from it).
 RELEASES = {
+    "0.5.7": "b77f9e5ca5a2ab19b3efba725958fc4de20ba97880e383738c695e8611b51100",
     "0.5.8": "b7fbd890f6edd87f46c6e3ce72d592316af316f183c9bd999c3cc44b20fa2451",
+    "0.5.8.post1": "3fe5ddf6d8b47b234bb192737eb52c94e76282bf910b1185e020f88ec7367e6e",
+    "0.5.9": "8a936c4d25fea605f44254e533cff2144c73ceffbc1f8738aba393461bbb64d1",
 }
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 
@@ -210,12 +222,178 @@ def check(wheel: Path, release: str) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ port (--port)
+# The notice line of each fork's header names the release it is based on.
+NOTICE = "Based on SGLang {release} (PyPI wheel)"
+MARK_OURS, MARK_BASE, MARK_THEIRS, MARK_END = "<<<<<<< ", "||||||| ", "=======", ">>>>>>> "
+
+
+def forks() -> list[str]:
+    """The SGLang files we fork (package-relative), as overlay/<SGLANG_VERSION>/ holds them."""
+    top = OVERLAY / SGLANG_VERSION
+    return sorted(p.relative_to(top).as_posix() for p in top.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def merge_file(ours: bytes, base: bytes, theirs: bytes, release: str) -> tuple[str, bool]:
+    """`git merge-file --diff3` of our 0.5.8 fork onto the release's file: (text, conflicted).
+    The notice then names the release (outside any conflict: the header is ours alone)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
+            paths.append(Path(tmp) / name)
+            paths[-1].write_bytes(data)
+        proc = subprocess.run(
+            ["git", "merge-file", "-p", "--diff3", "-L", f"nsa-fastpath (our {SGLANG_VERSION} fork)",
+             "-L", f"SGLang {SGLANG_VERSION}", "-L", f"SGLang {release}", *map(str, paths)],
+            capture_output=True)
+    if proc.returncode < 0 or proc.returncode > 127:
+        sys.exit(f"git merge-file failed: {proc.stderr.decode(errors='replace')}")
+    text = proc.stdout.decode()
+    old, new = NOTICE.format(release=SGLANG_VERSION), NOTICE.format(release=release)
+    if old not in text:
+        sys.exit(f"our fork's header has no notice line '{old}'")
+    return text.replace(old, new, 1), proc.returncode > 0
+
+
+def split_conflicts(text: str) -> list:
+    """The merge output as [str, (ours, base, theirs, line), str, ...]: the text outside the
+    conflicts (always at even positions) and each conflict with its marker's line number."""
+    parts, cur, block, side = [], [], None, 0
+    for n, line in enumerate(text.splitlines(keepends=True), 1):
+        if block is None and line.startswith(MARK_OURS):
+            parts.append("".join(cur))
+            cur, block, side = [], [[], [], [], n], 0
+        elif block is not None and line.startswith(MARK_BASE) and side == 0:
+            side = 1
+        elif block is not None and line.rstrip("\n") == MARK_THEIRS and side == 1:
+            side = 2
+        elif block is not None and line.startswith(MARK_END) and side == 2:
+            parts.append(tuple("".join(s) for s in block[:3]) + (block[3],))
+            block = None
+        elif block is not None:
+            block[side].append(line)
+        else:
+            cur.append(line)
+    parts.append("".join(cur))
+    return parts
+
+
+def resolutions(parts: list, resolved: str) -> list[str] | None:
+    """What a human wrote for each conflict of `parts` in `resolved`, or None when `resolved`
+    is not the merge output outside its conflicts (verbatim, in order)."""
+    pattern = "(.*?)".join(re.escape(t) for t in parts[::2])
+    m = re.fullmatch(pattern, resolved, re.DOTALL)
+    if m is None or any(MARK_OURS in r or MARK_END in r for r in m.groups()):
+        return None
+    return list(m.groups())
+
+
+def port_file(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, list]:
+    """The fork of `rel` for `release`: (text, conflicts still open). A conflict the existing
+    overlay/<release>/ file already resolves keeps that resolution."""
+    ours = (OVERLAY / SGLANG_VERSION / rel).read_bytes()
+    base, theirs = pristine_bytes(base_zf, rel), pristine_bytes(theirs_zf, rel)
+    if base is None or theirs is None:
+        sys.exit(f"{rel} is missing from SGLang {SGLANG_VERSION if base is None else release}'s "
+                 "wheel: a fork needs the file in both")
+    text, conflicted = merge_file(ours, base, theirs, release)
+    if not conflicted:
+        return text, []
+    parts = split_conflicts(text)
+    existing = OVERLAY / release / rel
+    if existing.exists() and resolutions(parts, existing.read_bytes().decode()) is not None:
+        return existing.read_bytes().decode(), []
+    return text, parts[1::2]
+
+
+def report_conflict(rel: str, release: str, conflict) -> str:
+    ours, base, theirs, line = conflict
+    show = lambda s: "".join(f"    | {ln}" for ln in s.splitlines(keepends=True)) or "    | (nothing)\n"
+    return (f"overlay/{release}/{rel}:{line}: conflict\n"
+            f"  ours (nsa-fastpath on SGLang {SGLANG_VERSION}):\n{show(ours)}"
+            f"  SGLang {SGLANG_VERSION} (base):\n{show(base)}"
+            f"  SGLang {release} (theirs):\n{show(theirs)}")
+
+
+def base_wheel() -> zipfile.ZipFile:
+    path = default_wheel(SGLANG_VERSION)
+    if not path.exists():
+        sys.exit(f"{path} missing: run scripts/fetch_wheel.sh {SGLANG_VERSION} (the merge base)")
+    return read_wheel(path, SGLANG_VERSION)
+
+
+def port(release: str, wheel: Path) -> int:
+    """Write overlay/<release>/ by merging our change onto the release; 1 = conflicts left."""
+    base_zf = base_wheel()
+    theirs_zf = read_wheel(wheel, release)
+    open_conflicts = []
+    for rel in forks():
+        text, conflicts = port_file(rel, base_zf, theirs_zf, release)
+        dst = OVERLAY / release / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(text.encode())
+        open_conflicts += [report_conflict(rel, release, c) for c in conflicts]
+    if open_conflicts:
+        print(*open_conflicts, sep="\n", file=sys.stderr)
+        print(f"{len(open_conflicts)} conflict(s) left with markers in overlay/{release}/: "
+              f"resolve them, then run `python3 scripts/regen.py --release {release}` (and "
+              f"`--port --check`) and the tests (README: \"Supporting another SGLang release\").",
+              file=sys.stderr)
+        return 1
+    generate(wheel, release, manifest_path(release), patches_dir(release))
+    print(f"ported our change onto SGLang {release}: wrote overlay/{release}/, "
+          f"manifests/{release}.tsv and patches/{release}/")
+    return 0
+
+
+def check_port(release: str, wheel: Path) -> int:
+    """overlay/<release>/ is the merge of our 0.5.8 fork onto the release, byte for byte;
+    in a conflict's place any resolution (the fork records it), everything else verbatim."""
+    base_zf = base_wheel()
+    theirs_zf = read_wheel(wheel, release)
+    problems, resolved = [], []
+    for rel in forks():
+        text, conflicted = merge_file((OVERLAY / SGLANG_VERSION / rel).read_bytes(),
+                                      pristine_bytes(base_zf, rel), pristine_bytes(theirs_zf, rel),
+                                      release)
+        ours = OVERLAY / release / rel
+        have = ours.read_bytes().decode() if ours.exists() else None
+        if not conflicted:
+            if have != text:
+                problems.append(f"overlay/{release}/{rel} is not the clean merge of our "
+                                f"{SGLANG_VERSION} fork onto SGLang {release}")
+            continue
+        parts = split_conflicts(text)
+        res = resolutions(parts, have) if have is not None else None
+        if res is None:
+            problems.append(f"overlay/{release}/{rel} differs from the merge outside its "
+                            "conflicts (or a conflict is unresolved)")
+            continue
+        resolved += [f"{rel}:{c[3]}" for c in parts[1::2]]
+        # a resolution keeps our hooks: every line of ours in a conflict marked nsa-fastpath
+        for ours, _, _, line in parts[1::2]:
+            for hook in (ln for ln in ours.splitlines() if "nsa-fastpath" in ln):
+                if not any(hook in r for r in res):
+                    problems.append(f"overlay/{release}/{rel}:{line}: the resolution drops our "
+                                    f"line {hook.strip()!r}")
+    if problems:
+        print(f"PORT DRIFT ({release}):", *problems, sep="\n  ")
+        print(f"Run `python3 scripts/regen.py --release {release} --port`.")
+        return 1
+    print(f"{release}: overlay/{release}/ is the merge of our {SGLANG_VERSION} fork"
+          + (f" (hand-resolved: {', '.join(resolved)})" if resolved else ""))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--release", choices=sorted(RELEASES), action="append",
                     help="release(s) to regenerate (default: every supported release)")
     ap.add_argument("--wheel", type=Path, help="the release's wheel (default: .cache/wheels/)")
     ap.add_argument("--check", action="store_true", help="fail if committed files drifted")
+    ap.add_argument("--port", action="store_true",
+                    help="first merge our change onto the release (writes overlay/<release>/)")
     args = ap.parse_args()
     releases = args.release or sorted(RELEASES)
     if args.wheel and len(releases) != 1:
@@ -225,8 +403,14 @@ def main() -> int:
         wheel = args.wheel or default_wheel(release)
         if not wheel.exists():
             sys.exit(f"{wheel} missing: run scripts/fetch_wheel.sh first")
+        if args.port and args.check:
+            rc |= check_port(release, wheel)
+            continue
         if args.check:
             rc |= check(wheel, release)
+            continue
+        if args.port:
+            rc |= port(release, wheel)
             continue
         generate(wheel, release, manifest_path(release), patches_dir(release))
         print(f"wrote manifests/{release}.tsv and patches/{release}/")

@@ -1,6 +1,9 @@
 """overlay/ and each release's patches/ and manifest must never drift: each is regenerated from
-the other, for every release set in manifests/."""
+the other, for every release set in manifests/. And every release's forks are the port of our
+0.5.8 forks (`regen.py --port`): the merge output byte for byte, or, where the merge conflicted,
+everything outside the hand-resolved conflicts."""
 import hashlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -75,3 +78,107 @@ def test_manifest_hashes_match_overlay_and_wheel(release):
                 assert hashlib.sha256(zf.read(rel)).hexdigest() == pristine, rel
             else:
                 assert kind == "add" and pristine == "-" and rel not in zf.namelist(), rel
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_release_forks_are_the_port_of_our_base_forks(release):
+    wheel(release)
+    wheel(regen.SGLANG_VERSION)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "regen.py"), "--port", "--check",
+                           "--release", release], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def repo_copy(tmp_path):
+    """What regen.py reads and writes, copied (the wheels linked): a port may write there."""
+    dst = tmp_path / "repo"
+    for name in ("scripts", "overlay", "manifests", "patches"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (dst / ".cache").mkdir()
+    (dst / ".cache" / "wheels").symlink_to((ROOT / ".cache" / "wheels").resolve())
+    return dst
+
+
+def tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def port(repo, release):
+    return subprocess.run([sys.executable, str(repo / "scripts" / "regen.py"), "--port",
+                           "--release", release], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("release", [regen.SGLANG_VERSION, "0.5.8.post1"])
+def test_port_command_remakes_the_committed_set(tmp_path, release):
+    """`regen.py --release X --port` from nothing but our base forks and X's wheel gives the
+    committed set byte for byte (for the base release itself: the identity)."""
+    wheel(release)
+    wheel(regen.SGLANG_VERSION)
+    repo = repo_copy(tmp_path)
+    if release != regen.SGLANG_VERSION:
+        shutil.rmtree(repo / "overlay" / release)
+        shutil.rmtree(repo / "patches" / release)
+        (repo / "manifests" / f"{release}.tsv").unlink()
+    proc = port(repo, release)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("overlay", "manifests", "patches"):
+        assert tree_bytes(repo / name) == tree_bytes(ROOT / name), name
+
+
+def test_port_reports_a_conflict_and_leaves_markers(tmp_path):
+    """A base fork line that the release changed too: exit 1, file:line and both sides named,
+    the fork left with markers, no manifest or patches written for it."""
+    wheel("0.5.8.post1")
+    wheel(regen.SGLANG_VERSION)
+    repo = repo_copy(tmp_path)
+    rel = "sglang/srt/environ.py"
+    fork = repo / "overlay" / regen.SGLANG_VERSION / rel
+    with zipfile.ZipFile(regen.default_wheel("0.5.8.post1")) as zf:
+        theirs = zf.read(rel).decode()
+    # 0.5.8.post1 adds a flag right before this line: our fork adds another one there
+    anchor = "    SGLANG_JIT_DEEPGEMM_COMPILE_WORKERS"
+    assert anchor in fork.read_text() and anchor in theirs
+    fork.write_text(fork.read_text().replace(anchor, "    OURS_CONFLICTING = 1\n" + anchor, 1))
+    for d in ("overlay/0.5.8.post1", "patches/0.5.8.post1"):
+        shutil.rmtree(repo / d)
+    (repo / "manifests" / "0.5.8.post1.tsv").unlink()
+    proc = port(repo, "0.5.8.post1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    written = (repo / "overlay" / "0.5.8.post1" / rel).read_text().splitlines()
+    marker = next(i for i, ln in enumerate(written, 1) if ln.startswith("<<<<<<< "))
+    assert f"overlay/0.5.8.post1/{rel}:{marker}: conflict" in proc.stderr
+    assert "OURS_CONFLICTING = 1" in proc.stderr and "SGLANG_JIT_DEEPGEMM_FAST_WARMUP" in proc.stderr
+    assert not (repo / "manifests" / "0.5.8.post1.tsv").exists()
+    check = subprocess.run([sys.executable, str(repo / "scripts" / "regen.py"), "--port",
+                            "--check", "--release", "0.5.8.post1"], capture_output=True, text=True)
+    assert check.returncode == 1 and "unresolved" in check.stdout, check.stdout
+
+
+def port_check(repo, release):
+    return subprocess.run([sys.executable, str(repo / "scripts" / "regen.py"), "--port",
+                           "--check", "--release", release], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("edit,words", [
+    ("outside", "differs from the merge outside its conflicts"),
+    ("drop-hook", "the resolution drops our line"),
+])
+def test_port_check_catches_a_bad_hand_resolution(tmp_path, edit, words):
+    """A hand-resolved fork (0.5.9's nsa_backend.py) edited outside its conflict, or whose
+    resolution lost our hook's line: --port --check fails and says which."""
+    wheel("0.5.9")
+    wheel(regen.SGLANG_VERSION)
+    repo = repo_copy(tmp_path)
+    fork = repo / "overlay" / "0.5.9" / "sglang/srt/layers/attention/nsa_backend.py"
+    text = fork.read_text()
+    assert port_check(repo, "0.5.9").returncode == 0
+    if edit == "outside":
+        text += "# a local edit\n"
+    else:
+        hook = "            # nsa-fastpath: one launch copies into every step backend\n"
+        assert text.count(hook) == 1
+        text = text.replace(hook, "")
+    fork.write_text(text)
+    proc = port_check(repo, "0.5.9")
+    assert proc.returncode == 1 and words in proc.stdout, proc.stdout + proc.stderr

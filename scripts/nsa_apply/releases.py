@@ -17,7 +17,7 @@ from .errors import Fail
 from .manifest import STATE_REL, Manifest, file_state, load
 from .tree import Scan, Target, scan
 
-PORT = "python3 scripts/regen.py --release X"
+PORT = "python3 scripts/regen.py --release X --port"
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,26 @@ served: Counter = Counter()
 _failed: dict[str, str] = {}  # path name -> reason it was disabled for this process
 _logged: set[str] = set()
 
+# Releases with SGLang's own fused precomputed copy (0.5.9: sglang.jit_kernel.fused_metadata_copy,
+# on unless SGLANG_USE_FUSED_METADATA_COPY=0): which copy serves the precomputed multi-step path
+# when both it and ours (SGLANG_NSA_USE_BATCHED_COPY) are on. False: ours; True: SGLang's. Set
+# by the GPU comparison (bench/bench_batched_copy.py --upstream-fused, docs/BENCHMARKS.md).
+# Either one alone: switch the other off by its flag.
+PREFER_UPSTREAM_FUSED_COPY = False
+
+
+def _upstream_fused_copy_on() -> bool:
+    """This release has SGLang's own fused precomputed copy and it is switched on."""
+    flag = getattr(envs, "SGLANG_USE_FUSED_METADATA_COPY", None)  # declared from 0.5.9 on
+    return flag is not None and bool(flag.get())
+
+
+def batched_copy_on() -> bool:
+    """Whether our batched precomputed copy serves (read at capture, like every flag)."""
+    if not envs.SGLANG_NSA_USE_BATCHED_COPY.get():
+        return False
+    return not (PREFER_UPSTREAM_FUSED_COPY and _upstream_fused_copy_on())
+
 
 def path_report() -> dict:
     """Which paths served this process's replays, and which were disabled (and why)."""
@@ -106,7 +126,7 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
     plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
     plans.pop(bs, None)
     mode = _mode_of(forward_mode)
-    if mode is None:
+    if mode is None or not backends:  # 0.5.9 makes speculative_num_steps - 1 step backends
         return
     if torch.device(backends[0].device).type == "cuda" and torch.cuda.is_current_stream_capturing():
         logger.warning("nsa-fastpath: capture metadata for bs=%d was initialized inside a CUDA "
@@ -146,7 +166,7 @@ class _Plan:
             n_draft=self.n_draft, device=first.device)
         self._schedule_init(forward_mode)
         self.verify_copy = envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get()
-        self.copy_on = envs.SGLANG_NSA_USE_BATCHED_COPY.get()
+        self.copy_on = batched_copy_on()
         self.launchers = []  # [name, fill, copy_schedule or None]: the first one serves
         if self.on_gpu and envs.SGLANG_NSA_USE_CUDA_METADATA.get():
             self.launchers.append(["cuda", None, None])
