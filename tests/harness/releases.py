@@ -1,0 +1,95 @@
+"""The SGLang release a test session runs against, and every way set-up differs per release.
+
+One release per pytest session: ``NSA_FASTPATH_TEST_RELEASE`` (``scripts/test.sh --release R``,
+``scripts/gpu_tier.sh``), default 0.5.8. conftest.py installs that release's pinned wheel
+(scripts/regen.py RELEASES) ``--no-deps``, pristine and patched by apply.sh, which picks the
+release set by file hashes. A runner process (harness/runner.py) keys its set-up on the version
+of the tree it imports, so the pristine and the patched tree of one release get the same.
+
+What differs, found by running the harness on each release's pristine tree (nothing else does:
+the runners, buffers and spec-info classes are each release's own):
+
+- 0.5.9: ``NativeSparseAttnBackend.__init__`` divides the heads by ``get_attention_tp_size()``,
+  which now asks ``parallel_state.get_attn_tp_group()``, and the runners ask the attention
+  context-parallel group's size (``get_attn_cp_group``); both assert ``initialize_model_parallel``
+  ran. 0.5.8 read ``dp_attention``'s module globals, which the runners set up for every release.
+  Its ``__init__`` also reads the MLA dims and ``kv_cache_dtype`` (the model-runner stub has
+  DeepSeek-V3.2's for every release). ``EagleDraftInput.num_tokens_per_batch`` is now
+  ``num_tokens_per_req`` (``spec_info_field``). The multi-step backend makes one step backend
+  fewer for the same ``speculative_num_steps`` (``draft_steps``).
+- 0.5.7: its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
+  requirements-cpu.txt) and, on a machine without CUDA only, ``vllm``'s layernorm
+  (``layers/layernorm.py``'s fallback: the stand-in ``standins/cpu-0.5.7``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDINS = ROOT / "tests" / "standins"
+DEFAULT_RELEASE = "0.5.8"
+ENV = "NSA_FASTPATH_TEST_RELEASE"
+
+
+def release() -> str:
+    """The release this session tests."""
+    return os.environ.get(ENV) or DEFAULT_RELEASE
+
+
+def wheel(rel: str) -> Path:
+    """The release's pinned wheel (scripts/fetch_wheel.sh REL fetches and checks it)."""
+    return ROOT / ".cache" / "wheels" / f"sglang-{rel}-py3-none-any.whl"
+
+
+def tree_release(tree: Path) -> str:
+    """The release of an installed SGLang tree, from its version.py (nothing imported)."""
+    text = (Path(tree) / "sglang" / "version.py").read_text()
+    return re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text).group(1)
+
+
+def imported_release() -> str:
+    """The release of the SGLang this process imported."""
+    from sglang.version import __version__
+
+    return __version__
+
+
+def _key(rel: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.]", rel))
+
+
+def standin_dirs(rel: str, device: str = "cpu") -> list[Path]:
+    """Extra stand-in directories a release's imports need (after the tree on sys.path)."""
+    if device == "cpu" and _key(rel) < _key("0.5.8"):
+        return [STANDINS / "cpu-0.5.7"]  # vllm's layernorm (layers/layernorm.py without CUDA)
+    return []
+
+
+def prepare_process(rel: str) -> None:
+    """Process state a single-GPU server has set up that this release reads and 0.5.8 did not
+    (sglang_runners.prepare_process sets up what every release reads)."""
+    if _key(rel) >= _key("0.5.9"):
+        from sglang.srt.distributed import parallel_state
+
+        # initialize_model_parallel with TP 1, no DP attention, no context parallelism: the
+        # attention TP and CP groups are the single rank.
+        for name in ("_ATTN_TP", "_ATTN_CP"):
+            if getattr(parallel_state, name) is None:
+                setattr(parallel_state, name, SimpleNamespace(world_size=1, rank_in_group=0))
+
+
+def spec_info_field(name: str) -> str:
+    """A spec-info field's name in the imported release (the harness writes 0.5.8's)."""
+    if _key(imported_release()) >= _key("0.5.9"):
+        return name.replace("_per_batch", "_per_req")  # EagleDraftInput.num_tokens_per_req
+    return name
+
+
+def draft_steps(rel: str) -> tuple:
+    """speculative_num_steps values the multi-step scenarios run: 1, 3 and 5 step backends.
+    0.5.9's NativeSparseAttnMultiStepBackend makes num_steps - 1 of them (0.5.8: num_steps), and
+    its EAGLEWorker captures the draft runner only from 2 steps."""
+    return (2, 4, 6) if _key(rel) >= _key("0.5.9") else (1, 3, 5)
