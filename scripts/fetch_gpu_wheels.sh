@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Download, into .whl/, the cp312 wheels the GPU tier installs on the device machine (no network
 # there): SGLang 0.5.8's pure-Python imports that the device image lacks or has in versions SGLang
-# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest. About 30 MB.
+# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest; 0.5.9 needs tvm_ffi besides
+# (its harness path imports nothing else 0.5.8's does not). About 35 MB. The SGLang wheels themselves
+# travel in .cache/wheels (scripts/fetch_wheel.sh RELEASE).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$root/.whl"
@@ -12,6 +14,9 @@ pkgs=(
     typing-inspection msgspec pyzmq orjson starlette transformers==4.57.1 tokenizers==0.22.1
     huggingface-hub==0.36.0 openai==2.6.1 distro jiter sniffio partial-json-parser dill
     compressed-tensors==0.15.0.1 gguf loguru pytest==8.4.2 pluggy iniconfig
+    # SGLang 0.5.9's own fused metadata copy (sglang.jit_kernel) compiles and loads through
+    # tvm_ffi (0.5.9's pin), so the GPU tier of 0.5.9 runs upstream's fused copy, not its fallback
+    "apache-tvm-ffi>=0.1.5,<0.2" typing-extensions
 )
 plat=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64 \
