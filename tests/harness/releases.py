@@ -17,7 +17,11 @@ the runners, buffers and spec-info classes are each release's own):
   DeepSeek-V3.2's for every release). ``EagleDraftInput.num_tokens_per_batch`` is now
   ``num_tokens_per_req`` (``spec_info_field``). The multi-step backend makes one step backend
   fewer for the same ``speculative_num_steps`` (``draft_steps``).
-- 0.5.7: its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
+- RadixCache: 0.5.7's ``match_prefix`` takes the key itself (MatchPrefixParams from 0.5.8);
+  0.5.9's ``insert`` and ``evict`` take InsertParams / EvictParams, its ReqToTokenPool.alloc the
+  requests (``radix_*`` below).
+- 0.5.7: ``Req.pop_committed_kv_cache`` reads the global ServerArgs (``prepare_scheduler``).
+  Its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
   requirements-cpu.txt) and, on a machine without CUDA only, ``vllm``'s layernorm
   (``layers/layernorm.py``'s fallback: the stand-in ``standins/cpu-0.5.7``).
 """
@@ -93,3 +97,58 @@ def draft_steps(rel: str) -> tuple:
     0.5.9's NativeSparseAttnMultiStepBackend makes num_steps - 1 of them (0.5.8: num_steps), and
     its EAGLEWorker captures the draft runner only from 2 steps."""
     return (2, 4, 6) if _key(rel) >= _key("0.5.9") else (1, 3, 5)
+
+
+def prepare_scheduler(rel: str) -> None:
+    """Process state SGLang's scheduler calls read in this release and not in 0.5.8 (the radix
+    scheduler scenario): 0.5.7's Req.pop_committed_kv_cache (cache_finished_req) reads the global
+    ServerArgs, which a server sets at start (SGLang's defaults here)."""
+    if _key(rel) < _key("0.5.8"):
+        from sglang.srt.server_args import set_global_server_args_for_scheduler
+        from sglang_runners import make_server_args
+
+        set_global_server_args_for_scheduler(make_server_args(False, 0, [1]))
+
+
+# ---- RadixCache's calling conventions (the harness calls through these; SGLang's own callers,
+# Req and SchedulePolicy, use their release's) ----------------------------------------------
+def radix_match(cache, key):
+    """``match_prefix`` of ``key``: a MatchPrefixParams from 0.5.8 on, the key itself in 0.5.7."""
+    if _key(imported_release()) < _key("0.5.8"):
+        return cache.match_prefix(key)
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+
+    return cache.match_prefix(MatchPrefixParams(key=key))
+
+
+def radix_insert(cache, key, value=None) -> int:
+    """``insert``; the matched prefix length (0.5.9 takes InsertParams, returns InsertResult)."""
+    if _key(imported_release()) >= _key("0.5.9"):
+        from sglang.srt.mem_cache.base_prefix_cache import InsertParams
+
+        return cache.insert(InsertParams(key=key, value=value)).prefix_len
+    return cache.insert(key, value)
+
+
+def radix_evict(cache, num_tokens: int) -> None:
+    """``evict`` (0.5.9 takes EvictParams)."""
+    if _key(imported_release()) >= _key("0.5.9"):
+        from sglang.srt.mem_cache.base_prefix_cache import EvictParams
+
+        cache.evict(EvictParams(num_tokens=num_tokens))
+    else:
+        cache.evict(num_tokens)
+
+
+def match_call_key(*args, **kwargs):
+    """The RadixKey of a ``match_prefix`` call as SGLang's own code makes it (0.5.7 passes the
+    key, by keyword from Req; later releases a MatchPrefixParams)."""
+    arg = args[0] if args else kwargs.get("params", kwargs.get("key"))
+    return getattr(arg, "key", arg)
+
+
+def req_pool_alloc(pool, req) -> int:
+    """A ReqToTokenPool slot for ``req`` (0.5.9's alloc takes the requests and sets theirs)."""
+    if _key(imported_release()) >= _key("0.5.9"):
+        return pool.alloc([req])[0]
+    return pool.alloc(1)[0]

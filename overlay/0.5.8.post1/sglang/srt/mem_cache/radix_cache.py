@@ -54,6 +54,7 @@ from sglang.srt.mem_cache.radix_match import (
     PAIRS,
     NsaPrefixMatcher,
     Walker,
+    bigram_pairs,
     convert_to_bigram_key_fast,
     log_once,
     make_walker,
@@ -133,7 +134,7 @@ class RadixKey:
         if name == "token_ids":
             src = self.__dict__.pop("_nsa_bigram_src", None)
             if src is not None:
-                pairs = convert_to_bigram_key_fast(src, convert_to_bigram_key)
+                pairs = bigram_pairs(src, convert_to_bigram_key)
                 self.token_ids = pairs
                 return pairs
         raise AttributeError(
@@ -773,7 +774,7 @@ class RadixCache(BasePrefixCache):
         if form == CHAIN:  # token_ids becomes 0.5.8's bigram list when read (RadixKey.__getattr__)
             d = key.__dict__
             del d["token_ids"]
-            d["_nsa_bigram_src"] = raw[:]  # a copy: 0.5.8's pairs ignore later edits of the list
+            d["_nsa_bigram_src"] = self._nsa_walker.snapshot(raw)  # not the caller's list
         if not self.disable and self.page_size != 1:
             n = n // self.page_size * self.page_size
         value = None

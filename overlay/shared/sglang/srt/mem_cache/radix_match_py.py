@@ -247,6 +247,14 @@ def convert_to_bigram_key_fast(tokens, fallback: Callable):
     return fallback(tokens)
 
 
+def bigram_pairs(src, fallback: Callable):
+    """An EAGLE query key's bigram token_ids from what it kept of its list (Walker.snapshot):
+    the ints packed as int64 bytes, or a copy of the list."""
+    if src.__class__ is bytes:
+        src = memoryview(src).cast("q").tolist()
+    return convert_to_bigram_key_fast(src, fallback)
+
+
 def owned_key(key):
     """The RadixKey a new tree node keeps when ``insert`` was given ``key`` whole: the same
     attributes over its own copy of the token list (0.5.8 stores the caller's key, list and all).
