@@ -289,15 +289,19 @@ def resolutions(parts: list, resolved: str) -> list[str] | None:
     return list(m.groups())
 
 
-def port_file(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, list]:
-    """The fork of `rel` for `release`: (text, conflicts still open). A conflict the existing
-    overlay/<release>/ file already resolves keeps that resolution."""
-    ours = (OVERLAY / SGLANG_VERSION / rel).read_bytes()
+def merged(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, bool]:
+    """Our base fork of `rel` merged onto the release's file: (text, conflicted)."""
     base, theirs = pristine_bytes(base_zf, rel), pristine_bytes(theirs_zf, rel)
     if base is None or theirs is None:
         sys.exit(f"{rel} is missing from SGLang {SGLANG_VERSION if base is None else release}'s "
                  "wheel: a fork needs the file in both")
-    text, conflicted = merge_file(ours, base, theirs, release)
+    return merge_file((OVERLAY / SGLANG_VERSION / rel).read_bytes(), base, theirs, release)
+
+
+def port_file(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, list]:
+    """The fork of `rel` for `release`: (text, conflicts still open). A conflict the existing
+    overlay/<release>/ file already resolves keeps that resolution."""
+    text, conflicted = merged(rel, base_zf, theirs_zf, release)
     if not conflicted:
         return text, []
     parts = split_conflicts(text)
@@ -354,11 +358,9 @@ def check_port(release: str, wheel: Path) -> int:
     theirs_zf = read_wheel(wheel, release)
     problems, resolved = [], []
     for rel in forks():
-        text, conflicted = merge_file((OVERLAY / SGLANG_VERSION / rel).read_bytes(),
-                                      pristine_bytes(base_zf, rel), pristine_bytes(theirs_zf, rel),
-                                      release)
-        ours = OVERLAY / release / rel
-        have = ours.read_bytes().decode() if ours.exists() else None
+        text, conflicted = merged(rel, base_zf, theirs_zf, release)
+        fork = OVERLAY / release / rel
+        have = fork.read_bytes().decode() if fork.exists() else None
         if not conflicted:
             if have != text:
                 problems.append(f"overlay/{release}/{rel} is not the clean merge of our "
@@ -372,8 +374,8 @@ def check_port(release: str, wheel: Path) -> int:
             continue
         resolved += [f"{rel}:{c[3]}" for c in parts[1::2]]
         # a resolution keeps our hooks: every line of ours in a conflict marked nsa-fastpath
-        for ours, _, _, line in parts[1::2]:
-            for hook in (ln for ln in ours.splitlines() if "nsa-fastpath" in ln):
+        for our_side, _, _, line in parts[1::2]:
+            for hook in (ln for ln in our_side.splitlines() if "nsa-fastpath" in ln):
                 if not any(hook in r for r in res):
                     problems.append(f"overlay/{release}/{rel}:{line}: the resolution drops our "
                                     f"line {hook.strip()!r}")
