@@ -171,7 +171,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
     from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
     from sglang.srt.sampling.sampling_params import SamplingParams
 
-    releases.prepare_scheduler(releases.imported_release())
+    releases.prepare_scheduler(releases.imported_release(), page_size)
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
     rc.TreeNode.counter = 0
     rng = random.Random(seed)
@@ -254,7 +254,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
             req.nsa_decode -= 1
             if req.nsa_decode <= 0:
                 running.remove(req)
-                cache.cache_finished_req(req)
+                releases.finish_request(cache, req)
                 log.append(("finished", req.rid, cache.evictable_size(), cache.protected_size()))
         if cache.evictable_size() > budget_tokens:
             releases.radix_evict(cache, cache.evictable_size() - budget_tokens // 2)

@@ -19,7 +19,8 @@ the runners, buffers and spec-info classes are each release's own):
   fewer for the same ``speculative_num_steps`` (``draft_steps``).
 - RadixCache: 0.5.7's ``match_prefix`` takes the key itself (MatchPrefixParams from 0.5.8);
   0.5.9's ``insert`` and ``evict`` take InsertParams / EvictParams, its ReqToTokenPool.alloc the
-  requests (``radix_*`` below).
+  requests, and its scheduler releases a finished request by ``release_kv_cache`` (which frees the
+  pool slot 0.5.8's ``cache_finished_req`` freed, and reads the global ServerArgs).
 - 0.5.7: ``Req.pop_committed_kv_cache`` reads the global ServerArgs (``prepare_scheduler``).
   Its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
   requirements-cpu.txt) and, on a machine without CUDA only, ``vllm``'s layernorm
@@ -99,15 +100,17 @@ def draft_steps(rel: str) -> tuple:
     return (2, 4, 6) if _key(rel) >= _key("0.5.9") else (1, 3, 5)
 
 
-def prepare_scheduler(rel: str) -> None:
+def prepare_scheduler(rel: str, page_size: int) -> None:
     """Process state SGLang's scheduler calls read in this release and not in 0.5.8 (the radix
-    scheduler scenario): 0.5.7's Req.pop_committed_kv_cache (cache_finished_req) reads the global
-    ServerArgs, which a server sets at start (SGLang's defaults here)."""
-    if _key(rel) < _key("0.5.8"):
+    scheduler scenario): the global ServerArgs, which a server sets at start (SGLang's defaults
+    here), read by 0.5.7's Req.pop_committed_kv_cache and 0.5.9's release_kv_cache."""
+    if _key(rel) < _key("0.5.8") or _key(rel) >= _key("0.5.9"):
         from sglang.srt.server_args import set_global_server_args_for_scheduler
         from sglang_runners import make_server_args
 
-        set_global_server_args_for_scheduler(make_server_args(False, 0, [1]))
+        args = make_server_args(False, 0, [1])
+        args.page_size = page_size  # what __post_init__ resolves; the cache's
+        set_global_server_args_for_scheduler(args)
 
 
 # ---- RadixCache's calling conventions (the harness calls through these; SGLang's own callers,
@@ -145,6 +148,18 @@ def match_call_key(*args, **kwargs):
     key, by keyword from Req; later releases a MatchPrefixParams)."""
     arg = args[0] if args else kwargs.get("params", kwargs.get("key"))
     return getattr(arg, "key", arg)
+
+
+def finish_request(cache, req) -> None:
+    """What the scheduler does with a finished request's KV cache: 0.5.9's release_kv_cache
+    (cache_finished_req, then the request's pool slot freed; 0.5.8's cache_finished_req frees
+    the slot itself)."""
+    if _key(imported_release()) >= _key("0.5.9"):
+        from sglang.srt.mem_cache.common import release_kv_cache
+
+        release_kv_cache(req, cache)
+    else:
+        cache.cache_finished_req(req)
 
 
 def req_pool_alloc(pool, req) -> int:
