@@ -223,7 +223,8 @@ def check(wheel: Path, release: str) -> int:
 
 
 # ------------------------------------------------------------------ port (--port)
-# The notice line of each fork's header names the release it is based on.
+# The notice line of each fork's header names the release it is based on. Every fork keeps
+# SGLang's Apache-2.0 header (tests/test_drift.py).
 NOTICE = "Based on SGLang {release} (PyPI wheel)"
 MARK_OURS, MARK_BASE, MARK_THEIRS, MARK_END = "<<<<<<< ", "||||||| ", "=======", ">>>>>>> "
 

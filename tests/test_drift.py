@@ -182,3 +182,15 @@ def test_port_check_catches_a_bad_hand_resolution(tmp_path, edit, words):
     fork.write_text(text)
     proc = port_check(repo, "0.5.9")
     assert proc.returncode == 1 and words in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_fork_keeps_the_license_header_and_names_its_release(release):
+    forks = regen.forks()
+    assert forks
+    for rel in forks:
+        head = (ROOT / "overlay" / release / rel).read_text().splitlines()[:16]
+        assert head[0].startswith("# Copyright") and "Apache License, Version 2.0" in head[1], rel
+        assert any(ln.startswith("# MODIFIED by nsa-fastpath") for ln in head), rel
+        notice = f"# {regen.NOTICE.format(release=release)};"  # e.g. Based on SGLang 0.5.9 (...);
+        assert any(ln.startswith(notice) for ln in head), rel
