@@ -122,6 +122,7 @@ VARIANT_FLAGS = {  # patched variants: flags at RadixCache construction
     "python, no cache": {"SGLANG_RADIX_COMPILED_MATCH": "0", "SGLANG_RADIX_REMATCH_CACHE": "0"},
     "triton": {"SGLANG_RADIX_TRITON_MATCH": "1"},
 }
+EXTRA_MODULES: dict = {}  # variant -> its radix_cache module, when not the tree's (--against)
 NO_CACHE = ("compiled, no cache", "python, no cache")  # same as their matcher on a new request
 SERVED = {"compiled": "compiled", "compiled, no cache": "compiled", "python": "python",
           "python, no cache": "python", "triton": "triton"}
@@ -229,6 +230,7 @@ class Clock:
 
 
 BLOCK = 8  # calls of one variant in a row (--block)
+EAGLE_ONLY = False  # --eagle-only
 
 
 def interleaved(clock: Clock, fns: dict, args_for: dict, calls: int) -> dict:
@@ -269,10 +271,12 @@ def bench_match(orig, fast, device, clock, lengths, calls, variants, seed=0):
     floor_ops = radix_match_native.load()
     rows = []
     for ps, eagle in CONFIGS:
+        if EAGLE_ONLY and not eagle:
+            continue
         for S in lengths:
             rng = random.Random(seed * 1000003 + S * 7 + ps)
             system, inserts = workload(rng, S)
-            mods = {"0.5.8": orig, **{v: fast for v in variants}}
+            mods = {"0.5.8": orig, **{v: EXTRA_MODULES.get(v, fast) for v in variants}}
             caches = {name: build_cache(mod, ps, eagle, dev, inserts,
                                         VARIANT_FLAGS.get(name, {}))
                       for name, mod in mods.items()}
@@ -636,10 +640,16 @@ def main() -> None:
                     help="run only these parts (repeatable; default: match and floor)")
     ap.add_argument("--with-triton", action="store_true",
                     help="the triton column on cpu too (interpreter; a smoke test, not timings)")
+    ap.add_argument("--against", type=Path, action="append", default=[],
+                    help="another patched radix_cache.py (e.g. an earlier commit's fork, from git "
+                    "show), loaded beside the tree's and timed as the variant 'against:<file "
+                    "name>' (compiled); repeatable")
+    ap.add_argument("--eagle-only", action="store_true", help="only the EAGLE configurations")
     args = ap.parse_args()
     args.calls = args.calls or (5 if args.quick else 41)
-    global BLOCK
+    global BLOCK, EAGLE_ONLY
     BLOCK = max(1, args.block)
+    EAGLE_ONLY = args.eagle_only
     parts = set(args.only or ("match", "floor"))
 
     with tempfile.TemporaryDirectory(prefix="nsa-bench-radix-") as tmp:
@@ -657,6 +667,14 @@ def main() -> None:
         variants = ["compiled", "compiled, no cache", "python", "python, no cache"]
         if args.device == "cuda" or args.with_triton:
             variants.append("triton")
+        for i, path in enumerate(args.against):
+            name = f"against:{path.stem}"
+            spec = importlib.util.spec_from_file_location(f"nsa_bench_against_{i}", path)
+            EXTRA_MODULES[name] = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = EXTRA_MODULES[name]
+            spec.loader.exec_module(EXTRA_MODULES[name])
+            VARIANT_FLAGS[name], SERVED[name] = {}, "compiled"
+            variants.insert(1 + i, name)
         lengths = LENGTHS
         if args.lengths:
             lengths = tuple(int(x) for x in args.lengths.split(","))

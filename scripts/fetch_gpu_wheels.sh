@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Download, into .whl/, the cp312 wheels the GPU tier installs on the device machine (no network
 # there): SGLang 0.5.8's pure-Python imports that the device image lacks or has in versions SGLang
-# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest and apache-tvm-ffi. About 32 MB.
+# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest and apache-tvm-ffi (the CUDA
+# metadata kernel builds with it; 0.5.9's own fused metadata copy too). About 35 MB. The SGLang
+# wheels themselves travel in .cache/wheels (scripts/fetch_wheel.sh RELEASE).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$root/.whl"
@@ -12,7 +14,9 @@ pkgs=(
     typing-inspection msgspec pyzmq orjson starlette transformers==4.57.1 tokenizers==0.22.1
     huggingface-hub==0.36.0 openai==2.6.1 distro jiter sniffio partial-json-parser dill
     compressed-tensors==0.15.0.1 gguf loguru pytest==8.4.2 pluggy iniconfig
-    apache-tvm-ffi==0.1.15.post2  # SGLang 0.5.8 requires it; the CUDA metadata kernel builds with it
+    # SGLang requires it: the CUDA metadata kernel builds with it, and so does SGLang 0.5.9's own
+    # fused metadata copy (sglang.jit_kernel), so the GPU tier of 0.5.9 runs upstream's copy
+    apache-tvm-ffi==0.1.15.post2 typing-extensions
 )
 plat=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64 \

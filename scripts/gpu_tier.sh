@@ -14,6 +14,8 @@
 # (0.5.8 / CUDA path / Triton path, empty and warm caches), eight processes starting at once, and
 # the replay host cost beside the tvm-ffi empty-launch floor (about 7 minutes).
 # Each stage fits the device tool's 10-minute limit.
+# The SGLang release: NSA_FASTPATH_TEST_RELEASE (default 0.5.8; its wheel in .cache/wheels), e.g.
+#   run(command="NSA_FASTPATH_TEST_RELEASE=0.5.9 bash scripts/gpu_tier.sh tests", carry=[...])
 # Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
 # travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
 set -uo pipefail
@@ -25,10 +27,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_ENABLE_JIT_DEEPGEMM=0 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export NSA_FASTPATH_TEST_RELEASE=${NSA_FASTPATH_TEST_RELEASE:-0.5.8}
+export NSA_FASTPATH_BENCH_RELEASE=${NSA_FASTPATH_BENCH_RELEASE:-$NSA_FASTPATH_TEST_RELEASE}
 export NSA_FASTPATH_BUILD_DIR=${NSA_FASTPATH_BUILD_DIR:-/tmp/nsa-fastpath-build}
-export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees}
+# per release: bench/common.py reuses the trees it finds there
+export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees-$NSA_FASTPATH_BENCH_RELEASE}
 {
     date -u +%Y-%m-%dT%H:%MZ
+    echo "SGLang $NSA_FASTPATH_TEST_RELEASE (tests), $NSA_FASTPATH_BENCH_RELEASE (bench)"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
     nvcc --version | tail -1

@@ -1,4 +1,5 @@
-"""Shared fixtures: real pip-installed SGLang 0.5.8 trees, pristine and patched by apply.sh."""
+"""Shared fixtures: real pip-installed SGLang trees of the release under test (default 0.5.8;
+NSA_FASTPATH_TEST_RELEASE, harness/releases.py), pristine and patched by apply.sh."""
 from __future__ import annotations
 
 import os
@@ -10,10 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
 APPLY = ROOT / "scripts" / "apply.sh"
 
 sys.path.insert(0, str(ROOT / "tests"))
+from harness import releases  # noqa: E402
+
+RELEASE = releases.release()
+WHEEL = releases.wheel(RELEASE)
+
+
+def pytest_report_header(config):
+    return f"nsa-fastpath: SGLang {RELEASE} ({releases.ENV})"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,8 +44,8 @@ def _cuda_available() -> bool:
 
 def pip_install_sglang(target: Path) -> Path:
     """`pip install --no-deps --target` the pinned wheel: a real site-packages layout."""
-    if not WHEEL.exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh")], check=True)
+    subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), RELEASE], check=True,
+                   stdout=subprocess.DEVNULL)  # fetches it if missing; checks its sha256
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
          "--disable-pip-version-check", "--target", str(target), str(WHEEL)],
@@ -60,7 +68,8 @@ def run_apply(*args: str, env: dict | None = None, check: bool = True) -> subpro
 
 @pytest.fixture(scope="session")
 def pristine_template(tmp_path_factory) -> Path:
-    """A pristine pip-installed SGLang 0.5.8; never modified (copy it before changing)."""
+    """A pristine pip-installed SGLang of the release under test; never modified (copy it
+    before changing)."""
     return pip_install_sglang(tmp_path_factory.mktemp("pristine") / "site")
 
 
@@ -90,7 +99,8 @@ def nsa_modules(patched_template):
     from harness.runner import STANDINS
 
     kind = "gpu" if _cuda_available() else "cpu"
-    sys.path[:0] = [str(patched_template), str(STANDINS / kind), str(STANDINS)]
+    extra = [str(d) for d in releases.standin_dirs(RELEASE, 'cpu' if kind == 'cpu' else 'cuda')]
+    sys.path[:0] = [str(patched_template), str(STANDINS / kind), *extra, str(STANDINS)]
     from sglang.srt.layers.attention.nsa import (
         cuda_metadata_wrapper, metadata_table, triton_batched_copy, triton_metadata_kernel)
 

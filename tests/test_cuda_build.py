@@ -175,16 +175,18 @@ def test_a_gpu_the_prebuild_has_no_code_for_is_reported_not_built(cache):
         WRAPPER.library_for_device((8, 0), allow_build=False)
 
 
-KEY_CHANGES = {
-    "source": lambda mp, tmp: mp.setattr(WRAPPER, "SOURCE", _edited_source(tmp)),
+KEY_CHANGES = {  # each source file is in the key
+    "source": lambda mp, tmp: mp.setattr(WRAPPER, "KERNEL", _edited(WRAPPER.KERNEL, tmp)),
+    "binding": lambda mp, tmp: mp.setattr(WRAPPER, "BINDING", _edited(WRAPPER.BINDING, tmp)),
+    "header": lambda mp, tmp: mp.setattr(WRAPPER, "HEADER", _edited(WRAPPER.HEADER, tmp)),
     "nvcc": lambda mp, tmp: mp.setattr(WRAPPER, "_nvcc_release", lambda nvcc: "Build cuda_13.9.r13.9"),
     "tvm-ffi": lambda mp, tmp: mp.setattr(WRAPPER, "tvm_ffi_version", lambda: "0.1.99"),
 }
 
 
-def _edited_source(tmp: Path) -> Path:
-    edited = tmp / "cuda_metadata_kernel.cu"
-    edited.write_text(WRAPPER.SOURCE.read_text() + "\n// edited\n")
+def _edited(source: Path, tmp: Path) -> Path:
+    edited = tmp / source.name
+    edited.write_text(source.read_text() + "\n// edited\n")
     return edited
 
 
@@ -285,13 +287,13 @@ def test_an_arch_list_without_this_gpu_is_one_warning(empty_cache, monkeypatch, 
 def test_a_failing_compile_is_one_warning_naming_the_log(empty_cache, monkeypatch, caplog,
                                                          tmp_path):
     broken = tmp_path / "cuda_metadata_kernel.cu"
-    broken.write_text(WRAPPER.SOURCE.read_text().replace("constexpr int kThreads = 256;",
-                                                         "constexpr int kThreads = ;"))
-    monkeypatch.setattr(WRAPPER, "SOURCE", broken)
+    broken.write_text(WRAPPER.KERNEL.read_text().replace("const int64_t col0 =",
+                                                         "const int64_t col0 = ;"))
+    monkeypatch.setattr(WRAPPER, "KERNEL", broken)
     msg = _server_start(monkeypatch, caplog)
     assert "the compile failed" in msg and "error" in msg and "build.log" in msg, msg
     log = Path(msg.split("compiler output: ")[1].split(";")[0])
-    assert "kThreads" in log.read_text()
+    assert "col0" in log.read_text()
 
 
 @needs_nvcc

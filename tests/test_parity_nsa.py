@@ -11,6 +11,8 @@ import shutil
 from collections import defaultdict
 
 import pytest
+from conftest import RELEASE
+from harness import releases
 from harness.parity import compare, run_suite
 from harness.served import expected_served, served_problems
 from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU
@@ -18,7 +20,7 @@ from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_
 _cache: dict = {}
 SCHEDULE = "paged_mqa_schedule_metadata"
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
-MULTI = ("multi/steps1", "multi/steps3", "multi/steps5")
+MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
 
 
 def pristine(tree, name, configs, device="cpu", env=None):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import releases
 from harness.radix_build import helper_build_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,32 +43,34 @@ FLAGS = ("SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_COMPILED_MATCH", "SGLANG_RADIX
          "SGLANG_RADIX_TRITON_MATCH")
 
 
-def _match(rc, cache, MatchPrefixParams, tokens, extra):
-    r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tokens, extra)))
+def _match(rc, cache, tokens, extra):
+    r = releases.radix_match(cache, rc.RadixKey(tokens, extra))
     return len(r.device_indices), r.device_indices[:3].tolist(), r.last_device_node.id
 
 
-def _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log) -> int:
+def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
     kind = rng.randrange(9)
     if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
         keys = rc.convert_to_bigram_key(toks) if eagle else toks
         vals = torch.arange(slot, slot + len(keys), dtype=torch.int64)
         slot += len(keys)
-        log.append(("ins", i, cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle), vals)))
+        key = rc.RadixKey(keys, extra, is_bigram=eagle)
+        log.append(("ins", i, releases.radix_insert(cache, key, vals)))
     elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
         vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
         slot += len(toks)
-        log.append(("ins-raw", i, cache.insert(rc.RadixKey(list(toks), extra), vals)))
+        log.append(("ins-raw", i, releases.radix_insert(cache, rc.RadixKey(list(toks), extra),
+                                                        vals)))
     elif kind == 2:  # tuple token ids
-        r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(tuple(toks), extra)))
+        r = releases.radix_match(cache, rc.RadixKey(tuple(toks), extra))
         log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 3 and eagle:  # already-bigram query
         key = rc.RadixKey(rc.convert_to_bigram_key(toks), extra, is_bigram=True)
-        r = cache.match_prefix(MatchPrefixParams(key=key))
+        r = releases.radix_match(cache, key)
         log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 4 and eagle:  # the query key afterwards: copied, pickled, an unknown attribute
         key = rc.RadixKey(toks, extra)
-        r = cache.match_prefix(MatchPrefixParams(key=key))
+        r = releases.radix_match(cache, key)
         twin = copy.copy(key)
         frozen = pickle.loads(pickle.dumps(key))
         try:
@@ -79,29 +82,29 @@ def _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log
                     hasattr(key, "token_ids"), getattr(key, "nsa_other", "absent")))
     elif kind == 5:  # waiting: the same ints matched again in new lists, then changed in place
         q = list(toks)
-        res = [_match(rc, cache, MatchPrefixParams, list(q), extra) for _ in range(3)]
-        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
-        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
+        res = [_match(rc, cache, list(q), extra) for _ in range(3)]
+        res.append(_match(rc, cache, q, extra))
+        res.append(_match(rc, cache, q, extra))
         if q:
             q[rng.randrange(len(q))] = rng.randrange(300, 90_000)  # the caller's list changes
-        res.append(_match(rc, cache, MatchPrefixParams, q, extra))
+        res.append(_match(rc, cache, q, extra))
         log.append(("m-again", i, res))
     elif kind == 6 and len(toks) > 4:  # another query with the same fingerprint
         q = list(toks)
-        res = [_match(rc, cache, MatchPrefixParams, list(q), extra) for _ in range(3)]
+        res = [_match(rc, cache, list(q), extra) for _ in range(3)]
         other = pickle.loads(pickle.dumps(q))
         other[-1], other[len(q) >> 1] = q[-1], q[len(q) >> 1]  # same objects there
         other[rng.choice([j for j in range(len(q) - 1) if j != len(q) >> 1])] = -5
-        res.append(_match(rc, cache, MatchPrefixParams, other, extra))
-        res.append(_match(rc, cache, MatchPrefixParams, list(q), extra))
+        res.append(_match(rc, cache, other, extra))
+        res.append(_match(rc, cache, list(q), extra))
         log.append(("m-collide", i, res))
     else:
         key = rc.RadixKey(toks, extra)
-        r = cache.match_prefix(MatchPrefixParams(key=key))
+        r = releases.radix_match(cache, key)
         log.append(("m", i, r.device_indices.tolist(), r.last_device_node.id,
                     key.token_ids[:4], len(key.token_ids)))
     if rng.random() < 0.05:
-        cache.evict(rng.randrange(1, 3000))
+        releases.radix_evict(cache, rng.randrange(1, 3000))
         log.append(("evict", i, cache.evictable_size(), cache.total_size()))
     return slot
 
@@ -111,7 +114,6 @@ def _edge_run(rc, out: dict, tag: str) -> None:
     from types import SimpleNamespace
 
     from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
 
     for ps, eagle in WORKER_CONFIGS:
@@ -134,7 +136,7 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                                                           for _ in range(rng.choice((0, 1, 7)))]
             extra = rng.choice((None, None, "salt"))
             try:  # unaligned paged inserts can trip SGLang's own asserts: same in both trees
-                slot = _edge_op(rc, cache, MatchPrefixParams, rng, toks, extra, eagle, slot, i, log)
+                slot = _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log)
             except Exception as e:
                 log.append(("exception", i, type(e).__name__, str(e)))
         # key_match_fn directly, extra keys that differ
@@ -145,7 +147,7 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                 log.append(("kmf", cache.key_match_fn(rc.RadixKey(a, "x"), rc.RadixKey(b, "y"))))
             except ValueError as e:
                 log.append(("kmf-error", str(e)))
-        empty = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey([], None)))
+        empty = releases.radix_match(cache, rc.RadixKey([], None))
         log.append(("empty", empty.device_indices.tolist(), empty.last_device_node.id))
         out[f"{tag}/{ps}/{eagle}/log"] = log
         out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
@@ -154,9 +156,54 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                                              token_to_kv_pool_allocator=RecordingAllocator(),
                                              page_size=1, is_eagle=True))
     key = rc.RadixKey([1, 2, 3])
-    r = disabled.match_prefix(MatchPrefixParams(key=key))
+    r = releases.radix_match(disabled, key)
     out[f"{tag}/disabled"] = (r.device_indices.tolist(), key.token_ids,
-                              disabled.insert(rc.RadixKey([1, 2])))
+                              releases.radix_insert(disabled, rc.RadixKey([1, 2])))
+
+
+def _alias_run(rc, out: dict, tag: str, copied: bool = False) -> None:
+    """A caller's token list edited in place after SGLang got it (issue 13, item 6).
+
+    (a) a list that became a tree key (inserted whole: is_bigram pairs for EAGLE), edited before
+    any match, after one, after the re-match cache remembered it; 0.5.8's tree follows the edit,
+    the patched one keeps what was inserted, as 0.5.8 does for a caller that inserted a copy
+    (``copied``). (b) a query's list edited after match_prefix returned, then the key read."""
+    from types import SimpleNamespace
+
+    from radix_scenarios import CountingClock, RecordingAllocator, tree_shape
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+
+    n = 2048  # the re-match cache remembers walks from 1024 ints (compiled), 64 (python)
+    for ps, eagle in ((1, False), (16, False), (1, True), (16, True)):
+        rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
+        rc.TreeNode.counter = 0
+        rng = random.Random(7 * ps + eagle)
+        cache = rc.RadixCache(CacheInitParams(
+            disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
+            page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+        log = []
+        for slot, (step, matches_before) in enumerate((("before", 0), ("after-match", 1),
+                                                       ("after-rematch", 3))):
+            t = [rng.randrange(300, 90_000) for _ in range(n)]
+            keys = rc.convert_to_bigram_key(t) if eagle else t
+            key = rc.RadixKey(list(keys) if copied else keys, step, is_bigram=eagle)
+            releases.radix_insert(cache, key, torch.arange(slot * n, slot * n + len(keys),
+                                                           dtype=torch.int64))
+            res = [_match(rc, cache, list(t), step)
+                   for _ in range(matches_before)]
+            k = n // 2 + 3  # inside a page
+            keys[k] = (keys[k][0], -1) if eagle else -1
+            res += [_match(rc, cache, list(t), step) for _ in range(2)]
+            log.append(("tree-key-edited", step, res))
+        # (b): the query's own list edited after the call, then its key read
+        q = [rng.randrange(300, 90_000) for _ in range(n)]
+        key = rc.RadixKey(q, "b")
+        r = releases.radix_match(cache, key)
+        q[5], q[-1] = -2, -3
+        q.append(-4)
+        log.append(("query-edited", len(r.device_indices), list(key.token_ids)))
+        out[f"{tag}/{ps}/{eagle}/log"] = log
+        out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
 
 
 def _tree_keys(cache):
@@ -205,7 +252,6 @@ def _memory_run(rc, out: dict, tag: str) -> None:
     from types import SimpleNamespace
 
     from radix_scenarios import CountingClock, RecordingAllocator, make_workload
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
     from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
@@ -222,23 +268,23 @@ def _memory_run(rc, out: dict, tag: str) -> None:
         requests = make_workload(rng, 150, 4096, eagle)
         for n, (tokens, extra) in enumerate(requests):
             for _ in range(3):  # matched three times, as a waiting request
-                cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(tokens), extra)))
+                releases.radix_match(cache, rc.RadixKey(list(tokens), extra))
             assert len(rm.entries) <= rm.max_entries and rm.tokens <= rm.max_tokens
             assert rm.tokens == sum(len(e[2]) for e in rm.entries.values() if e is not None)
             keys = convert_to_bigram_key(list(tokens)) if eagle else list(tokens)
             keys = keys[: len(keys) // ps * ps]
-            cache.insert(rc.RadixKey(keys, extra, is_bigram=eagle),
-                         torch.arange(slot, slot + len(keys), dtype=torch.int64))
+            releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=eagle),
+                                  torch.arange(slot, slot + len(keys), dtype=torch.int64))
             slot += len(keys)
             if cache.evictable_size() > 30_000:
-                cache.evict(cache.evictable_size() - 15_000)
+                releases.radix_evict(cache, cache.evictable_size() - 15_000)
         node_keys, tree_tokens = _tree_keys(cache)
         packed, packed_tokens, tensors = _census(rc, node_keys | _pinned_keys(cache), eagle)
         out[f"{tag}/{ps}/{eagle}"] = dict(
             tree_tokens=tree_tokens, packed_bytes=packed, packed_tokens=packed_tokens,
             tensor_bytes=tensors, rematch_hits=rm.hits, rematch_tokens=rm.tokens,
             rematch_entries=len(rm.entries))
-        cache.evict(10 ** 9)  # nothing is locked: every node goes
+        releases.radix_evict(cache, 10 ** 9)  # nothing is locked: every node goes
         assert not cache.root_node.children
         cache.reset()  # and the re-match cache with it
         assert not rm.entries and rm.tokens == 0
@@ -247,8 +293,9 @@ def _memory_run(rc, out: dict, tag: str) -> None:
 
 
 def worker(tree: str, out_path: str, patched: bool) -> None:
-    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), str(ROOT / "tests" / "standins"),
-                    str(ROOT / "tests" / "harness")]
+    extra = [str(d) for d in releases.standin_dirs(releases.tree_release(Path(tree)))]
+    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), *extra,
+                    str(ROOT / "tests" / "standins"), str(ROOT / "tests" / "harness")]
     import logging
 
     records = []
@@ -270,6 +317,9 @@ def worker(tree: str, out_path: str, patched: bool) -> None:
             if rm is not None:
                 rm.reset_stats()
             _edge_run(rc, out, f"edge-{tag}")
+            _alias_run(rc, out, f"alias-{tag}")
+            if not patched:
+                _alias_run(rc, out, "alias-copied", copied=True)
             if patched:
                 out[f"stats-{tag}"] = dict(rm.stats)
                 if tag in ("compiled", "python", "triton"):
@@ -330,6 +380,29 @@ def test_edge_cases_match_sglang(worker_results, tag):
         assert stats.get("upstream", 0) > 0  # the tuple queries took 0.5.8's walk
 
 
+@pytest.mark.parametrize("tag", list(TAGS))
+def test_edited_caller_lists(worker_results, tag):
+    """Issue 13 item 6: with the fast matcher, a tree key is not the caller's list (0.5.8's
+    results for a caller that inserted a copy); every flag off, 0.5.8's aliasing itself. An EAGLE
+    query key read after its list was edited holds 0.5.8's pairs (of the list as matched)."""
+    pristine = worker_results["pristine"]
+    aliased = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-pristine/")}
+    copied = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-copied/")}
+    assert aliased and aliased.keys() == copied.keys()
+    for k in aliased:  # the edits change 0.5.8's tree: the case is live
+        if k.endswith("/log"):
+            assert [e for e in aliased[k] if e[0] == "tree-key-edited"] != \
+                [e for e in copied[k] if e[0] == "tree-key-edited"], k
+            assert [e for e in aliased[k] if e[0] == "query-edited"] == \
+                [e for e in copied[k] if e[0] == "query-edited"], k
+    want = aliased if tag == "off" else copied
+    got = {k.split("/", 1)[1]: v for k, v in worker_results["patched"].items()
+           if k.startswith(f"alias-{tag}/")}
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
+
+
 def test_caches_are_bounded(worker_results):
     res = worker_results["patched"]
     lines = []
@@ -386,12 +459,13 @@ def test_no_compiler_at_server_start(patched_template, tmp_path):
     code = f"""
 import logging, sys
 sys.path[:0] = [{str(patched_template)!r}, {str(ROOT / 'tests' / 'standins' / 'cpu')!r},
-                {str(ROOT / 'tests' / 'standins')!r}]
+                *{[str(d) for d in releases.standin_dirs(releases.tree_release(patched_template))]!r},
+                {str(ROOT / 'tests' / 'standins')!r}, {str(ROOT / 'tests' / 'harness')!r}]
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 import torch
+import releases
 from sglang.srt.mem_cache import radix_match
 from sglang.srt.mem_cache.radix_cache import RadixCache, RadixKey
-from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
 from sglang.srt.mem_cache.cache_init_params import CacheInitParams
 class A:
     device = torch.device("cpu")
@@ -399,8 +473,9 @@ class A:
 c = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
                                token_to_kv_pool_allocator=A(), page_size=64, is_eagle=True))
 ids = list(range(1000, 1300))
-c.insert(RadixKey(list(zip(ids, ids[1:]))[:256], None, is_bigram=True), torch.arange(256))
-r = c.match_prefix(MatchPrefixParams(key=RadixKey(list(ids))))
+releases.radix_insert(c, RadixKey(list(zip(ids, ids[1:]))[:256], None, is_bigram=True),
+                      torch.arange(256))
+r = releases.radix_match(c, RadixKey(list(ids)))
 print(len(r.device_indices), radix_match.last_served(), radix_match.describe())
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_RADIX_",

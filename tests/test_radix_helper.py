@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 from harness.radix_build import NATIVE, ROOT, helper_build_env, helper_module
 
-MATCH_PY = NATIVE.with_name("radix_match.py")
 BIG = 1 << 63
 
 
@@ -415,9 +414,9 @@ def test_build_command(patched_template, tmp_path):
     assert r.returncode == 0 and "building" not in r.stderr, r.stderr
 
 
-DESCRIBE = f"""
+DESCRIBE = """
 import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("nsa_radix_match", {str(MATCH_PY)!r})
+spec = importlib.util.spec_from_file_location("nsa_radix_match", {path!r})
 rm = importlib.util.module_from_spec(spec); spec.loader.exec_module(rm)
 print(rm.describe())
 print("torch" in sys.modules, "sglang" in sys.modules, sorted(os.listdir(os.environ["NSA_FASTPATH_BUILD_DIR"])))
@@ -426,7 +425,7 @@ print("torch" in sys.modules, "sglang" in sys.modules, sorted(os.listdir(os.envi
 
 @pytest.mark.parametrize("case", ["built", "buildable", "no-jit", "no-compiler", "compiled-off",
                                   "flags-off", "triton-and-no-cache"])
-def test_describe(case, tmp_path, tmp_path_factory):
+def test_describe(case, tmp_path, tmp_path_factory, patched_template):
     empty = tmp_path / "build"
     empty.mkdir()
     env = {"NSA_FASTPATH_BUILD_DIR": str(empty)}
@@ -443,7 +442,9 @@ def test_describe(case, tmp_path, tmp_path_factory):
     elif case == "triton-and-no-cache":
         env.update(SGLANG_RADIX_TRITON_MATCH="1", SGLANG_RADIX_REMATCH_CACHE="false")
     before = sorted(os.listdir(env["NSA_FASTPATH_BUILD_DIR"]))
-    r = _py(DESCRIBE, env, timeout=60)
+    # radix_match.py as installed: its flags come from the environ.py beside it (per release)
+    match_py = patched_template / "sglang" / "srt" / "mem_cache" / "radix_match.py"
+    r = _py(DESCRIBE.format(path=str(match_py)), env, timeout=60)
     assert r.returncode == 0, r.stderr
     line, imported = r.stdout.splitlines()
     assert imported == f"False False {before}", "describe() imported torch/sglang or built"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+import releases
 import torch
 from sglang_runners import (
     CONTEXT_LEN,
@@ -219,14 +220,14 @@ def run_single_backend(out: dict, replays: Counter, device: str, seed: int, page
 
 
 def run_multi_step(out: dict, replays: Counter, device: str, seed: int, page_size: int, topk: int,
-                   num_steps_list=(1, 3, 5), capture_bs=(1, 4, 16, 64), replays_per_bs=2) -> None:
+                   num_steps_list=None, capture_bs=(1, 4, 16, 64), replays_per_bs=2) -> None:
     """NativeSparseAttnMultiStepBackend under EAGLEDraftCudaGraphRunner (EAGLE draft decode).
 
     Runs with SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA as the environment has it; the runner
     process is started with it on and off.
     """
     gen = torch.Generator().manual_seed(seed)
-    for num_steps in num_steps_list:
+    for num_steps in num_steps_list or releases.draft_steps(releases.imported_release()):
         driver = make_runner("draft", page_size, topk, capture_bs, device, num_steps=num_steps,
                              seed=seed)
         driver.capture()

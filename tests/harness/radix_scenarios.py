@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 import torch
 
+import releases
+
 
 class CountingClock:
     """Deterministic stand-in for time.monotonic/perf_counter inside radix_cache only.
@@ -100,7 +102,6 @@ def make_workload(rng: random.Random, n_requests: int, max_prefix: int, bigram: 
 def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
                  n_requests: int, max_prefix: int, budget_tokens: int) -> None:
     from sglang.srt.mem_cache import radix_cache as rc
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
     from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
@@ -117,7 +118,7 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
     locked = []  # nodes held by "running" requests, released later in random order
     log = []
     for i, (tokens, extra) in enumerate(make_workload(rng, n_requests, max_prefix, bigram)):
-        m = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(tokens), extra)))
+        m = releases.radix_match(cache, rc.RadixKey(list(tokens), extra))
         node = m.last_device_node
         log.append(("match", i, len(m.device_indices), node.id, len(node.key)))
         out[f"{prefix}/match{i}.indices"] = m.device_indices.clone()
@@ -131,7 +132,7 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
         keys = keys[: len(keys) // page_size * page_size]
         values = torch.arange(next_slot, next_slot + len(keys), dtype=torch.int64)
         next_slot += len(keys)
-        inserted = cache.insert(rc.RadixKey(keys, extra, is_bigram=bigram), values)
+        inserted = releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=bigram), values)
         log.append(("insert", i, inserted, cache.evictable_size(), cache.protected_size()))
 
         if len(locked) > 8 or rng.random() < 0.3:
@@ -139,7 +140,7 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
             log.append(("dec", i, cache.dec_lock_ref(victim), cache.evictable_size(),
                         cache.protected_size()))
         if cache.evictable_size() > budget_tokens:
-            cache.evict(cache.evictable_size() - budget_tokens // 2)
+            releases.radix_evict(cache, cache.evictable_size() - budget_tokens // 2)
             log.append(("evict", i, cache.evictable_size(), cache.total_size()))
     for node in locked:
         log.append(("dec-final", cache.dec_lock_ref(node)))
@@ -170,6 +171,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
     from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
     from sglang.srt.sampling.sampling_params import SamplingParams
 
+    releases.prepare_scheduler(releases.imported_release(), page_size)
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
     rc.TreeNode.counter = 0
     rng = random.Random(seed)
@@ -185,11 +187,12 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
     # query key's token_ids in place: read them after the call).
     inner = cache.match_prefix
 
-    def recording(params):
-        r = inner(params)
-        toks = params.key.token_ids
-        log.append(("mp", len(toks), hash(tuple(toks)), repr(toks[:2]), params.key.is_bigram,
-                    params.key.extra_key, len(r.device_indices), _digest(r.device_indices),
+    def recording(*args, **kwargs):
+        r = inner(*args, **kwargs)
+        key = releases.match_call_key(*args, **kwargs)
+        toks = key.token_ids
+        log.append(("mp", len(toks), hash(tuple(toks)), repr(toks[:2]), key.is_bigram,
+                    key.extra_key, len(r.device_indices), _digest(r.device_indices),
                     r.last_device_node.id, r.last_host_node.id))
         return r
 
@@ -228,7 +231,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
             waiting.remove(req)
             log.append(("inc", req.rid, cache.inc_lock_ref(req.last_node), cache.evictable_size(),
                         cache.protected_size()))
-            req.req_pool_idx = pool.alloc(1)[0]
+            req.req_pool_idx = releases.req_pool_alloc(pool, req)
             n_pre, n_fill = len(req.prefix_indices), len(req.fill_ids)
             row = pool.req_to_token[req.req_pool_idx]
             row[:n_pre] = req.prefix_indices
@@ -251,10 +254,10 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
             req.nsa_decode -= 1
             if req.nsa_decode <= 0:
                 running.remove(req)
-                cache.cache_finished_req(req)
+                releases.finish_request(cache, req)
                 log.append(("finished", req.rid, cache.evictable_size(), cache.protected_size()))
         if cache.evictable_size() > budget_tokens:
-            cache.evict(cache.evictable_size() - budget_tokens // 2)
+            releases.radix_evict(cache, cache.evictable_size() - budget_tokens // 2)
             log.append(("evict", rnd, cache.evictable_size(), cache.total_size()))
     out[f"{prefix}/log"] = log
     out[f"{prefix}/freed"] = torch.cat(allocator.freed) if allocator.freed else torch.empty(0)
@@ -268,7 +271,6 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
     Req.init_next_round_input builds it) while the tree changes under them: inserts that split
     their paths, evictions that remove them, locks, resets, requests growing by a token."""
     from sglang.srt.mem_cache import radix_cache as rc
-    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
     from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
@@ -290,7 +292,7 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
         keys = keys[: len(keys) // page_size * page_size]
         values = torch.arange(slot, slot + len(keys), dtype=torch.int64)
         slot += len(keys)
-        return cache.insert(rc.RadixKey(keys, extra, is_bigram=bigram), values)
+        return releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=bigram), values)
 
     for i in range(n_ops):
         op = rng.choice(("new", "match", "match", "match", "match", "insert", "split", "evict",
@@ -308,7 +310,7 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
             ids, extra = rng.choice(waiting)
             token_ids = (ids + [])[: max(len(ids) - 1, 0)]  # fill_ids[:max_prefix_len]
             key = rc.RadixKey(token_ids=token_ids, extra_key=extra)
-            r = cache.match_prefix(MatchPrefixParams(key=key))
+            r = releases.radix_match(cache, key)
             log.append(("match", i, len(r.device_indices), _digest(r.device_indices),
                         r.last_device_node.id, len(key.token_ids)))
         elif op == "insert":
@@ -318,11 +320,11 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
             cut = rng.randrange(1, len(ids))
             log.append(("split", i, insert(ids[:cut] + [rng.randrange(50_000, 60_000)], extra)))
         elif op == "evict":
-            cache.evict(rng.choice((64, 1024, 10 ** 9)))
+            releases.radix_evict(cache, rng.choice((64, 1024, 10 ** 9)))
             log.append(("evict", i, cache.evictable_size(), cache.total_size()))
         elif op == "lock":
             ids, extra = rng.choice(waiting)
-            r = cache.match_prefix(MatchPrefixParams(key=rc.RadixKey(list(ids), extra)))
+            r = releases.radix_match(cache, rc.RadixKey(list(ids), extra))
             locked.append(r.last_device_node)
             log.append(("lock", i, cache.inc_lock_ref(r.last_device_node)))
         elif op == "unlock" and locked:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE.parent / "standins"
+sys.path.insert(0, str(HERE))
 
 
 def setup_paths(tree: Path, device: str) -> None:
@@ -25,8 +26,11 @@ def setup_paths(tree: Path, device: str) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     else:
         os.environ.setdefault("SGLANG_ENABLE_JIT_DEEPGEMM", "0")
+    import releases
+
     standins = STANDINS / ("cpu" if device == "cpu" else "gpu")
-    sys.path[:0] = [str(tree), str(standins), str(STANDINS), str(HERE)]
+    extra = releases.standin_dirs(releases.tree_release(tree), device)
+    sys.path[:0] = [str(tree), str(standins), *map(str, extra), str(STANDINS), str(HERE)]
     import sglang
 
     where = Path(sglang.__file__).resolve()

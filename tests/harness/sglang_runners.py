@@ -27,6 +27,7 @@ import dataclasses
 import inspect
 from types import SimpleNamespace
 
+import releases
 import torch
 
 POOL_SIZE = 300  # requests the req_to_token pool holds
@@ -83,6 +84,7 @@ def prepare_process(device: str, server_args) -> None:
     # replay_prepare asks the expert-parallel group's size (enable_num_token_non_padded).
     if parallel_state._MOE_EP is None:
         parallel_state._MOE_EP = SimpleNamespace(world_size=1, rank_in_group=0)
+    releases.prepare_process(releases.imported_release())  # what only some releases read
     if device == "cpu":
         # NativeSparseAttnBackend.__init__ reads the device capability; a CPU-only torch raises.
         # Report Hopper, the hardware these paths target (only >= 10 changes __init__).
@@ -113,8 +115,11 @@ def make_model_runner(device: str, server_args, page_size: int, topk: int, req_t
             hf_config=hf_config, context_len=CONTEXT_LEN, num_attention_heads=128,
             is_encoder_decoder=False, hidden_size=HIDDEN_SIZE, vocab_size=VOCAB_SIZE,
             dtype=torch.bfloat16,
+            # DeepSeek-V3.2's MLA dims (0.5.9's backend __init__ reads them)
+            qk_nope_head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
         ),
         dtype=torch.bfloat16,
+        kv_cache_dtype=torch.bfloat16,  # ModelRunner's with --kv-cache-dtype auto (0.5.9 reads it)
         token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False, kv_cache_dim=656),
         req_to_token_pool=SimpleNamespace(req_to_token=req_to_token, size=POOL_SIZE),
         tp_group=SimpleNamespace(barrier=lambda: None),  # single rank: nothing to wait for
@@ -474,7 +479,7 @@ def draft_input(raw_bs: int, device: str, positions, hidden_tokens: int | None =
                                   device=device),
         verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
         capture_hidden_mode=CaptureHiddenMode.LAST,
-        **fields,
+        **{releases.spec_info_field(name): value for name, value in fields.items()},
     )
     spec_info.positions = positions  # set by the worker, not a dataclass field
     return spec_info

@@ -54,9 +54,11 @@ from sglang.srt.mem_cache.radix_match import (
     PAIRS,
     NsaPrefixMatcher,
     Walker,
+    bigram_pairs,
     convert_to_bigram_key_fast,
     log_once,
     make_walker,
+    owned_key,
     served,
     tokens_to_tensor,
 )
@@ -132,7 +134,7 @@ class RadixKey:
         if name == "token_ids":
             src = self.__dict__.pop("_nsa_bigram_src", None)
             if src is not None:
-                pairs = convert_to_bigram_key_fast(src, convert_to_bigram_key)
+                pairs = bigram_pairs(src, convert_to_bigram_key)
                 self.token_ids = pairs
                 return pairs
         raise AttributeError(
@@ -772,7 +774,7 @@ class RadixCache(BasePrefixCache):
         if form == CHAIN:  # token_ids becomes 0.5.8's bigram list when read (RadixKey.__getattr__)
             d = key.__dict__
             del d["token_ids"]
-            d["_nsa_bigram_src"] = raw
+            d["_nsa_bigram_src"] = self._nsa_walker.snapshot(raw)  # not the caller's list
         if not self.disable and self.page_size != 1:
             n = n // self.page_size * self.page_size
         value = None
@@ -892,6 +894,10 @@ class RadixCache(BasePrefixCache):
             new_node = TreeNode(priority=priority)
             new_node.parent = node
             new_node.key = key
+            if self._nsa_walker is not None and total_prefix_length == 0:
+                # nsa-fastpath: not the caller's list, whose in-place edits would leave the
+                # packed ids stale (radix_match_py.owned_key)
+                new_node.key = owned_key(key)
             new_node.value = value.clone()
             node.children[child_key] = new_node
             self.evictable_size_ += len(key)

@@ -57,9 +57,11 @@ if __package__:
         NEVER,
         NsaPrefixMatcher,
         QueryInts,
+        bigram_pairs,
         bytes_prefix,
         convert_to_bigram_key_fast,
         node_ints,
+        owned_key,
         paged_result,
         tokens_to_tensor,
     )
@@ -78,6 +80,7 @@ else:  # loaded as a single file (tests, scripts): the sibling modules the same 
     NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
     bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
     node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
+    owned_key, bigram_pairs = _py.owned_key, _py.bigram_pairs
     RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
 logger = logging.getLogger(__name__)
@@ -212,6 +215,7 @@ class Walker:
         self.triton_min = triton_min
         self.kind = kind if self.triton_ops is None else "triton"
         self.base_kind = kind
+        self._pack_query = ext.pack if kind == "compiled" else None
         if kind == "compiled":
             self._pack = ext.pack_pairs if cache_is_eagle else ext.pack
             cmps = (self._cmp_compiled_ints, self._cmp_compiled_chain, self._cmp_compiled_pairs)
@@ -237,6 +241,15 @@ class Walker:
                          f"{self.base_kind} below")
         extra.append("re-match cache " + ("on" if self.rematch is not None else "off"))
         return f"{self.kind} ({ps}, {keys}; {'; '.join(extra)})"
+
+    def snapshot(self, q: list):
+        """What an EAGLE query key keeps for the bigram token_ids it builds on first read
+        (RadixKey.__getattr__): not the caller's list, which may change after match_prefix
+        returns (0.5.8 built the pairs in the call). The compiled matcher packs the ints (no
+        reference taken and dropped per int: a list copy costs more, BENCHMARKS radix section);
+        else, or where they do not pack, a copy of the list."""
+        b = self._pack_query(q) if self._pack_query is not None else None
+        return b if b is not None else q[:]
 
     # -- packed tree keys ------------------------------------------------------------------------
     def packed(self, key0, t0) -> Optional[bytes]:

@@ -247,6 +247,35 @@ def convert_to_bigram_key_fast(tokens, fallback: Callable):
     return fallback(tokens)
 
 
+def bigram_pairs(src, fallback: Callable):
+    """An EAGLE query key's bigram token_ids from what it kept of its list (Walker.snapshot):
+    the ints packed as int64 bytes, or a copy of the list."""
+    if src.__class__ is bytes:
+        src = memoryview(src).cast("q").tolist()
+    return convert_to_bigram_key_fast(src, fallback)
+
+
+def owned_key(key):
+    """The RadixKey a new tree node keeps when ``insert`` was given ``key`` whole: the same
+    attributes over its own copy of the token list (0.5.8 stores the caller's key, list and all).
+
+    The packed ids (``node_ints``, the helper's ``packed_key``) and the re-match cache trust a
+    tree key's list to change only by reassignment; a caller editing, in place, the list it
+    inserted would leave them stale. 0.5.8 already clones the inserted value for the same
+    reason. Costs a list copy (about 1 ns a token) for a new child of the root only: every
+    other new node holds a slice the tree made."""
+    t = key.token_ids
+    if t.__class__ is not list:
+        return key  # a tuple cannot change; other sequences are matched by 0.5.8's code
+    own = object.__new__(key.__class__)
+    d = own.__dict__
+    d.update(key.__dict__)
+    d.pop("_nsa_ints", None)
+    d.pop("_tensor_cache", None)
+    d["token_ids"] = t[:]
+    return own
+
+
 def tokens_to_tensor(tokens):
     """int64 tensor of token ids (bigram tuples: shape (n, 2)), same values as torch.tensor.
 

@@ -2,14 +2,15 @@
 """nsa-fastpath: build, load and call the CUDA replay-metadata kernel (cuda_metadata_kernel.cu).
 
 How it is built: SGLang's own JIT-kernel mechanism, apache-tvm-ffi (which SGLang 0.5.8 requires;
-`sglang.jit_kernel` builds its kernels with it). `tvm_ffi.cpp.build` runs nvcc through ninja on
-the one .cu file; tensors cross as DLPack, so no torch header is compiled (about 15 s per
-architecture instead of the minute torch's cpp_extension took) and the library does not depend on
-the torch it runs with. We call tvm_ffi.cpp.build directly rather than sglang.jit_kernel's
-`load_jit` because load_jit only takes sources under sglang/jit_kernel/csrc, always loads what it
-builds (a prebuild has no GPU), takes its architectures from nvidia-smi or TVM_FFI_CUDA_ARCH_LIST
-only, and keys its cache by the generated include line, not by the source, the CUDA toolkit or
-tvm-ffi: the mechanism underneath is the same.
+`sglang.jit_kernel` builds its kernels with it). `tvm_ffi.cpp.build` runs, through ninja and at
+once, nvcc on the device code (cuda_metadata_kernel.cu) and the host C++ compiler on the tvm-ffi
+binding (cuda_metadata_binding.cc; what both use is cuda_metadata_kernel.cuh): nvcc never sees
+the tvm-ffi headers, which doubled its work. Tensors cross as DLPack, so no torch header is
+compiled and the library does not depend on the torch it runs with. We call tvm_ffi.cpp.build
+directly rather than sglang.jit_kernel's `load_jit` because load_jit only takes sources under
+sglang/jit_kernel/csrc, always loads what it builds (a prebuild has no GPU), takes its
+architectures from nvidia-smi or TVM_FFI_CUDA_ARCH_LIST only, and keys its cache by the generated
+include line, not by the source, the CUDA toolkit or tvm-ffi: the mechanism underneath is the same.
 
 For which GPUs: the architectures in `TORCH_CUDA_ARCH_LIST` when set ("9.0a;10.0a", as for any
 PyTorch extension), otherwise the current device's compute capability. A prebuild needs nvcc but
@@ -19,7 +20,7 @@ no GPU:
 
 Where: `$NSA_FASTPATH_BUILD_DIR` (default ~/.cache/nsa-fastpath/build), one directory per build,
 `nsa_fastpath_metadata_<archs>_<key>`. The key hashes everything that makes a binary
-incompatible or stale: the kernel source, the nvcc release, the tvm-ffi version and the flags
+incompatible or stale: the kernel's sources, the nvcc release, the tvm-ffi version and the flags
 (the architectures are in the name). A build is used only when its stamp (built.json, written
 after the library, with the library's sha256) matches the key computed now, so after an upgrade
 it is rebuilt, or reported not built, never loaded stale. A server with no TORCH_CUDA_ARCH_LIST
@@ -57,7 +58,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cuda_metadata_kernel.cu")
+HEADER = Path(__file__).with_name("cuda_metadata_kernel.cuh")  # shared by the two below
+KERNEL = Path(__file__).with_name("cuda_metadata_kernel.cu")  # device code and launchers: nvcc
+BINDING = Path(__file__).with_name("cuda_metadata_binding.cc")  # tvm-ffi host side: c++
 PREFIX = "nsa_fastpath_metadata"
 STAMP = "built.json"
 LOCK = "build.lock"
@@ -188,12 +191,19 @@ def build_key(archs: list[str]) -> dict:
                          "the CUDA toolkit or set CUDA_HOME, then prebuild with "
                          f"`TORCH_CUDA_ARCH_LIST=... {PREBUILD}`")
     return {
-        "source_sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "source_sha256": _sources_sha256(),
         "archs": list(archs),
         "nvcc": _nvcc_release(str(home / "bin" / "nvcc")),
         "tvm_ffi": tvm_ffi_version(),
         "flags": EXTRA_CUDA_CFLAGS,
     }
+
+
+def _sources_sha256() -> str:
+    digest = hashlib.sha256()
+    for path in (HEADER, KERNEL, BINDING):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _fingerprint(key: dict) -> str:
@@ -328,8 +338,13 @@ def _compile(archs: list[str], key: dict, directory: Path, ninja: str) -> Path:
     path = os.pathsep.join([ninja, os.environ.get("PATH", "")])
     with _environ(CUDA_HOME=str(cuda_home()), TVM_FFI_CUDA_ARCH_LIST=tvm_archs, PATH=path):
         try:
-            library = Path(tvm_ffi.cpp.build(PREFIX, cuda_files=[str(SOURCE)],
+            # tvm-ffi gives the host compiler only its own include directories; the binding
+            # needs cuda_runtime_api.h, and the header beside it (the sources may be elsewhere)
+            includes = [str(cuda_home() / "include"), str(HEADER.parent)]
+            library = Path(tvm_ffi.cpp.build(PREFIX, cpp_files=[str(BINDING)],
+                                             cuda_files=[str(KERNEL)],
                                              extra_cuda_cflags=EXTRA_CUDA_CFLAGS + ptx,
+                                             extra_include_paths=includes,
                                              build_directory=str(directory)))
         except Exception as e:
             log = directory / "build.log"
