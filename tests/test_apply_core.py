@@ -39,8 +39,8 @@ PRISTINE = {
     "sglang/srt/a.py": b"A = 1\n",
     "sglang/srt/other.py": b"O = 1\n",
     "sglang/srt/sub/b.py": b"B = 1\n",
-    f"sglang/srt/__pycache__/a.{TAG}.pyc": b"pip's bytecode of a.py",
-    f"sglang/srt/sub/__pycache__/b.{TAG}.opt-1.pyc": b"pip's bytecode of b.py",
+    f"sglang/srt/__pycache__/a.{TAG}.pyc": b"",  # pip's bytecode: compiled by pip_bytecode()
+    f"sglang/srt/sub/__pycache__/b.{TAG}.opt-1.pyc": b"",
     "sglang-0.5.8.dist-info/METADATA": b"Name: sglang\nVersion: 0.5.8\n",
     "sglang-0.5.8.dist-info/RECORD": b"sglang/srt/a.py,sha256=x,6\n",
 }
@@ -60,6 +60,20 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
+    return root
+
+
+def pip_bytecode(root: Path) -> Path:
+    """The .pyc files of PRISTINE as pip writes them: real bytecode of their source (revert
+    restores only bytecode that verifies against the source it sits beside)."""
+    import py_compile
+    for rel in PRISTINE:
+        if rel.endswith(".pyc"):
+            pyc = root / rel
+            stem = pyc.name.split(".")[0]
+            opt = 1 if ".opt-1." in pyc.name else -1
+            py_compile.compile(str(pyc.parent.parent / f"{stem}.py"), cfile=str(pyc),
+                               optimize=opt, doraise=True)
     return root
 
 
@@ -93,7 +107,7 @@ def world(fast_tmp):
            "NSA_FASTPATH_OVERLAY": str(overlay), "NSA_FASTPATH_STATUS_FILES_ONLY": "1",
            "NSA_FASTPATH_LOCK_TIMEOUT": "0"}
     w = {"tmp": tmp_path, "env": env, "n": 0}
-    template = write_tree(tmp_path / "pristine", PRISTINE)
+    template = pip_bytecode(write_tree(tmp_path / "pristine", PRISTINE))
     w["pristine"] = tree_map(template)
     site = fresh(w, w["pristine"], template)
     assert run(w, "apply", site)[0] == 0
@@ -285,11 +299,12 @@ def test_txn_write_failure_leaves_no_temp_file(tmp_path):
 
 # ------------------------------------------------------------------ command line
 @pytest.mark.parametrize("argv,want", [
-    ([], ("apply", None, None, False)),
+    ([], (None, None, None, False)),      # no command: main() prints usage, exit 2
+    (["help"], ("help", None, None, False)),
     (["status"], ("status", None, None, False)),
     (["revert", "--target", "/x", "-n"], ("revert", "/x", None, True)),
     (["--git=/co", "apply"], ("apply", None, "/co", False)),
-    (["--target", "./-odd"], ("apply", "./-odd", None, False)),
+    (["apply", "--target", "./-odd"], ("apply", "./-odd", None, False)),
 ])
 def test_parse_accepts(argv, want):
     a = cli.parse(argv)
@@ -307,6 +322,8 @@ def test_parse_accepts(argv, want):
     (["--target", "/a", "--git", "/b"], "exclude each other"),
     (["--target", "-n"], "got the option '-n'"),
     (["--force"], "unknown argument '--force'"),
+    (["apply", "--forget-state"], "--forget-state goes with `revert`"),
+    (["revert", "--forget-state", "--git", "/co"], "--forget-state goes with `revert`"),
 ])
 def test_parse_rejects(argv, words):
     with pytest.raises(Fail) as e:

@@ -240,24 +240,38 @@ def test_git_operation_of_someone_else_is_left_alone(git_repo, pkg_pristine):
 
 
 # ------------------------------------------------------------------ kill recovery
-# Kill points inside git: each hook kills the whole process group (apply.sh, git and the hook,
-# as a terminal's kill or an OOM killer would) when it runs for the k-th time.
+# Kill points inside git: each hook kills apply.sh's process group and its own (git and the
+# hook: git runs in a session of its own) when it runs for the k-th time, as a power loss or
+# an OOM killer taking everything would.
 AM_HOOKS = ("pre-applypatch", "post-applypatch")     # before / after each patch's commit
 REVERT_HOOKS = ("prepare-commit-msg", "post-commit")  # before / after each revert commit
 
 
+def pidfile_of(repo: Path) -> Path:
+    return repo.parent / f"{repo.name}.apply-pid"
+
+
 def kill_hook(repo: Path, name: str, k: int) -> None:
     hook = repo / ".git" / "hooks" / name
+    pf = pidfile_of(repo)
     hook.write_text(f"#!/bin/sh\nn=$(( $(cat .git/kill-count 2>/dev/null || echo 0) + 1 ))\n"
-                    f"echo $n > .git/kill-count\n[ $n -eq {k} ] && kill -KILL 0\nexit 0\n")
+                    f"echo $n > .git/kill-count\n"
+                    f"if [ $n -eq {k} ]; then\n"
+                    f"  while [ ! -s {pf} ]; do sleep 0.01; done\n"
+                    f"  kill -KILL -$(cat {pf}); kill -KILL 0\nfi\nexit 0\n")
     hook.chmod(0o755)
 
 
 def run_killed(repo: Path, cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run(["bash", str(APPLY), cmd, "--git", str(repo)], capture_output=True,
-                       text=True, start_new_session=True,
-                       env={**os.environ, "PYTHON": sys.executable, **(env or {})})
-    return p
+    """apply.sh in a process group of its own (its pid, in pidfile_of(repo), is the group)."""
+    proc = subprocess.Popen(["bash", str(APPLY), cmd, "--git", str(repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+    pidfile_of(repo).write_text(str(proc.pid))
+    so, se = proc.communicate()
+    pidfile_of(repo).unlink()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, so, se)
 
 
 def rerun(repo: Path, cmd: str, ctx: str) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@ exit code (USAGE below is the reference; ROLLBACK.md repeats it)."""
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from dataclasses import dataclass
 
@@ -15,11 +16,12 @@ from .output import Log
 from .signals import Signals
 
 USAGE = """\
-Usage: apply.sh [apply|revert|status] [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run] [--build] [-h|--help]
+Usage: apply.sh apply|revert|status|help [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run]
+       apply.sh apply --build [...]   apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
 
 Install the nsa-fastpath patch set into SGLang 0.5.8, or roll it back.
 
-Commands (default: apply)
+Commands (one is required; `apply.sh` alone prints this text and exits 2)
   apply    Check our own inputs first (every overlay/ file listed in manifest.tsv with its
            sha256, every row present in overlay/), then every target file by sha256; refuse,
            changing nothing, unless each is SGLang 0.5.8's original or already ours and there
@@ -33,6 +35,18 @@ Commands (default: apply)
            uninstall left our files behind), it removes those leftovers.
   status   Per file: pristine / patched / foreign / missing; overall state; SGLang version;
            Triton, the CUDA C++ extension and the nsa-fastpath environment flags.
+  help     this text (also -h, --help)
+
+  Nothing read back from the state directory is trusted: the recorded manifest must match
+  the sha256 in the journal, every backup the sha256 of SGLang's file, and pip's bytecode in
+  the backup must be this Python's bytecode of the restored source (otherwise it is left out
+  and Python writes it anew). When the journal or recorded manifest does not verify, every
+  command refuses (exit 6) and names the way out:
+  revert --forget-state   revert without reading the journal and recorded manifest: works from
+           the manifest of this checkout's release set that fits the files (manifests/), still
+           checks every file and backup by sha256, then removes the state directory. If a file is neither SGLang's nor ours it refuses
+           (exit 4): reinstall SGLang first (pip install --force-reinstall --no-deps
+           sglang==<installed version>), then run it again.
 
 Target (one of)
   (default)           the site-packages dir of the SGLang that $PYTHON (default python3) would
@@ -48,6 +62,7 @@ Target (one of)
 
 Options
   --dry-run, -n       print what apply/revert would do; change nothing (status ignores it)
+  --forget-state      revert only, site-packages only: see above
   --build             apply, then build the CUDA metadata kernel with the target's Python into
                       the cache servers load from ($NSA_FASTPATH_BUILD_DIR): nvcc through
                       apache-tvm-ffi, SGLang's own JIT-kernel mechanism, about 15 s per
@@ -65,17 +80,21 @@ Exit codes
   2  usage error: bad command line or environment variable; nothing changed
   3  cannot work on this target, nothing changed: no SGLang found (or only our leftovers after
      `pip uninstall sglang`: `revert` removes them), target invalid, not readable or writable by
-     this user, files on different filesystems, not enough free disk space, Python older than
-     3.10, or this checkout's overlay/, manifest.tsv and patches/ disagree; status: unknown
-     (files this user cannot read)
+     this user, a read-only file system or an immutable directory (each named as such),
+     files on different filesystems, not enough free disk space, $PYTHON not a Python 3.10
+     or newer, or this checkout's overlay/, manifest.tsv and patches/ disagree; status:
+     unknown (files this user cannot read)
   4  refused, nothing changed: a foreign file (neither SGLang 0.5.8's nor ours, e.g. another
-     SGLang version or a local edit), uncommitted changes (--git), or another nsa-fastpath
-     version recorded (revert it first); status: foreign
+     SGLang version or a local edit; also a sglang/.nsa_fastpath that is not a directory),
+     uncommitted or staged changes (--git, any file while our commits need a clean index),
+     or another nsa-fastpath version recorded (revert it first); status: foreign
   5  stopped and rolled back: a failure (e.g. disk full) or a signal (SIGINT, SIGTERM, SIGHUP)
      stopped the run, and the tree is exactly as before it (--git: HEAD and files unchanged);
      a signal before the first change just stops the run (nothing changed)
-  6  needs manual action: the rollback failed, a backup is missing or corrupt, or a git
-     operation apply.sh did not start is in progress; the message says what to do
+  6  needs manual action, nothing changed unless the message says so: the rollback failed,
+     a backup is missing or corrupt, the state directory is damaged (journal or recorded
+     manifest do not verify: `revert --forget-state`), or a git operation apply.sh did not
+     start is in progress; the message says what to do
   7  status only: unfinished -- an apply/revert was interrupted (SIGKILL, power loss): rerun
      `apply.sh apply` or `apply.sh revert`, either finishes; or SGLang was uninstalled and our
      files remain: `apply.sh revert` removes them
@@ -83,13 +102,19 @@ Exit codes
      .git/index.lock exists (the message gives the command that clears it)
   9  apply --build: applied, but the CUDA metadata kernel did not build (the message says why
      and what to do; servers use the Triton path meanwhile)
-  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM that arrived while
-  Python was still starting, before apply.sh read anything (nothing changed; from then on
-  signals give 5, or 0 past the commit point); 137 -- SIGKILL (below). Never 141.
+  Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM while the bash
+  wrapper was still checking $PYTHON (nothing changed). While that Python starts up (a few
+  milliseconds, until its first statement) these signals are ignored; from then on they give
+  5 before the commit point and leave the run's own code after it. 137 -- SIGKILL (below).
+  Never 141, never a KeyboardInterrupt traceback. A closed or failing stdout/stderr only
+  loses the output; the exit code stays the run's own.
 
 Signals and pipes
   SIGINT, SIGTERM, SIGHUP  noted; the run stops at the next step boundary and rolls back (exit 5).
-                           During a rollback, or after the commit point, the run finishes first.
+                           During a rollback, or after the commit point, the run finishes and
+                           exits with its own code (0 after a completed apply or revert).
+                           --git: git runs in its own process group, so a Ctrl-C never
+                           interrupts it mid-write; the step finishes, then it is undone (5).
   SIGPIPE                  ignored: output into a closed pipe (`apply.sh ... | head`) is dropped,
                            the run finishes and exits with its own code.
   SIGKILL, power loss      cannot be handled. Every file is always whole (its old or its new
@@ -126,15 +151,18 @@ Environment
     step (scripts/nsa_apply/faults.py)
 """
 
-COMMANDS = ("apply", "revert", "status")
+COMMANDS = ("apply", "revert", "status", "help")
+SHORT_USAGE = ("usage: apply.sh apply|revert|status|help [--target DIR | --git DIR] [--dry-run] "
+               "[--build] [--forget-state]; see `apply.sh help`")
 
 
 @dataclass
 class Args:
-    cmd: str = "apply"
+    cmd: str | None = None
     target: str | None = None
     git: str | None = None
     dry: bool = False
+    forget: bool = False
     help: bool = False
     build: bool = False
 
@@ -174,6 +202,9 @@ def parse(argv: list[str]) -> Args:
         elif arg in ("--dry-run", "-n"):
             once("--dry-run")
             a.dry = True
+        elif arg == "--forget-state":
+            once("--forget-state")
+            a.forget = True
         elif arg in ("-h", "--help"):
             a.help = True
         elif arg == "--build":
@@ -181,11 +212,16 @@ def parse(argv: list[str]) -> Args:
             a.build = True
         else:
             raise Fail(E.USAGE, f"unknown argument {arg!r}: commands are {', '.join(COMMANDS)}; "
-                                "options --target DIR, --git DIR, --dry-run (see --help). "
+                                "options --target DIR, --git DIR, --dry-run, --build, "
+                                "--forget-state (see --help). "
                                 "Nothing changed.")
     if a.target is not None and a.git is not None:
         raise Fail(E.USAGE, "--target and --git exclude each other: give one. Nothing changed.")
-    a.cmd = cmd or "apply"
+    a.cmd = cmd
+    a.help = a.help or cmd == "help"
+    if a.forget and (cmd != "revert" or a.git is not None):
+        raise Fail(E.USAGE, "--forget-state goes with `revert` of a site-packages tree only. "
+                            "Nothing changed.")
     if a.build and (a.cmd != "apply" or a.git is not None):
         raise Fail(E.USAGE, "--build goes with apply on a site-packages target (it builds with "
                             "that Python). Nothing changed.")
@@ -199,41 +235,58 @@ def dispatch(ctx: Context, a: Args) -> int:
         return (gitmode.cmd_apply if a.cmd == "apply" else gitmode.cmd_revert)(ctx, a.git, a.dry)
     if a.cmd == "status":
         return sitestatus.cmd_status(ctx, a.target)
-    rc = (sitepkgs.cmd_apply if a.cmd == "apply" else sitepkgs.cmd_revert)(ctx, a.target, a.dry)
+    if a.cmd == "apply":
+        rc = sitepkgs.cmd_apply(ctx, a.target, a.dry)
+    else:
+        rc = sitepkgs.cmd_revert(ctx, a.target, a.dry, a.forget)
     if rc == E.OK and a.build and a.cmd == "apply" and not a.dry:
         rc = build_kernel(ctx, a.target)
     return rc
 
 
-def main(argv: list[str], env=None, log: Log | None = None, hook=None) -> int:
+def main(argv: list[str], env=None, log: Log | None = None, hook=None,
+         early: list | None = None, standalone: bool = False) -> int:
+    """early: signal numbers __main__'s first handler noted while Python was starting (it
+    stays installed until signals.install() below, so none is missed); standalone: this
+    process ends after main() (our handlers stay: a late signal is only a note)."""
     env = os.environ if env is None else env
     log = log or Log(trace=env.get("NSA_FASTPATH_TRACE", "") not in ("", "0"))
     signals = Signals()
-    signals.install()
     try:
+        signals.install()  # inside the try: a signal during it is "interrupted, nothing changed"
+        if early:
+            raise Interrupted(signal.Signals(early[0]).name)
         try:
             a = parse(argv)
         except Fail as f:
-            f.lines.append("usage: apply.sh [apply|revert|status] [--target DIR | --git DIR] "
-                           "[--dry-run]; see --help")
+            f.lines.append(SHORT_USAGE)
             raise
         if a.help:
             log.raw(USAGE.rstrip("\n"))
             return E.OK
+        if a.cmd is None:
+            log.raw(USAGE.rstrip("\n"))
+            log.error("no command given: say `apply`, `revert` or `status` (apply.sh no longer "
+                      "applies by default). Nothing changed.")
+            return E.USAGE
         ctx = Context.from_env(env, log=log, signals=signals, hook=hook)
         return dispatch(ctx, a)
     except Fail as f:
+        signals.hold()
         for line in f.lines:
             log.error(line)
         return f.code
-    except Interrupted as i:
+    except Interrupted as i:  # raised only while nothing has been changed (signals.py)
+        signals.hold()
         log.error(f"interrupted by {i.signame} before any change: nothing changed")
         return E.ROLLED_BACK
     except OSError as e:
+        signals.hold()
         log.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
                   + " (no transaction was running: the target is as it was)")
         return E.TARGET
     except Exception:  # noqa: BLE001
+        signals.hold()
         for line in traceback.format_exc().rstrip().splitlines():
             log.error(line)
         log.error("unexpected error (a bug in apply.sh), outside a transaction: run "
@@ -241,4 +294,6 @@ def main(argv: list[str], env=None, log: Log | None = None, hook=None) -> int:
                   "above.")
         return E.UNEXPECTED
     finally:
-        signals.restore()
+        signals.hold()
+        if not standalone:
+            signals.restore()

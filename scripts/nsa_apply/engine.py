@@ -22,6 +22,7 @@ from .errors import Fail, Interrupted
 from .manifest import STATE_REL, Manifest, file_state
 from .tree import Scan, Target, backup_pyc, journal_text, pyc_files, read_created_dirs
 from .txn import Txn, fsync_dir, remove_path
+from .verify import bytecode_matches
 
 
 class DryTxn:
@@ -68,6 +69,7 @@ def run_txn(ctx: Context, t: Target, op: str, goal: str, body) -> Txn:
     except Exception as e:  # noqa: BLE001 -- any failure means: roll back
         failed = txn.rollback()
         raise _stopped(op, goal, t, txn, e, failed) from None
+    ctx.signals.committed = True  # a signal from now on neither stops the run nor changes its code
     return txn
 
 
@@ -107,6 +109,11 @@ def finish_revert(t: Target, uninstalled: bool) -> None:
     """After the commit: the state directory goes (and, if SGLang was uninstalled, the
     directories our files kept alive)."""
     try:
+        # the recorded manifest before the journal that verifies it, then the rest: a run
+        # killed in between leaves nothing that reads as damaged (verify.py)
+        for name in ("manifest.tsv", "journal"):
+            remove_path(t.state / name)
+            fsync_dir(t.state)
         remove_path(t.state)
         fsync_dir(t / "sglang")
         if uninstalled:
@@ -225,11 +232,25 @@ def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fa
             for pyc in pyc_files(t / row.rel):
                 txn.remove(pyc)
                 act(f"removed stale {t.rel(pyc)}", f"would remove stale {t.rel(pyc)}")
+        # the original the bytecode must match: back in place by now, or (dry run) still in
+        # backup/; for a row that is SGLang's already, the file pip (re)installed
+        source = S / "backup" / row.rel
+        if s.state[row.rel] == "pristine" or not os.path.lexists(source):
+            source = t / row.rel
         for kept in pyc_files(S / "backup" / row.rel):
             dest = t / os.path.relpath(kept, S / "backup")
             if os.path.lexists(dest) and dest not in txn.gone:
                 continue
-            txn.makedirs(dest.parent)
+            if not bytecode_matches(kept, source):
+                ctx.log.warn(f"{STATE_REL}/backup/{t.rel(dest)} is not valid bytecode of "
+                             f"{row.rel} (damaged, or of another Python): not restored; Python "
+                             "writes it anew on the next import")
+                continue
+            if not dest.parent.is_dir():  # __pycache__ deleted since: creating it needs space
+                act(f"not restoring {t.rel(dest)}: {t.rel(dest.parent)} was removed (Python "
+                    "writes it anew)", f"would not restore {t.rel(dest)} ({t.rel(dest.parent)} "
+                    "was removed)")
+                continue
             txn.move(kept, dest)
             act(f"restored {t.rel(dest)}", f"would restore {t.rel(dest)}")
     # 3. directories apply created, deepest first, once nothing (but an empty __pycache__) is left
@@ -257,3 +278,15 @@ def prune_empty_dirs(top: Path) -> None:
             os.rmdir(dirpath)
         except OSError:
             pass
+
+
+def reverted_summary(m: Manifest) -> str:
+    """What a completed revert did, in counts that say which files are where."""
+    n_rep = sum(1 for r in m.rows if r.kind == "replace")
+    n_add = len(m.rows) - n_rep
+    parts = []
+    if n_rep:
+        parts.append(f"{n_rep} file(s) are SGLang {m.version}'s originals again")
+    if n_add:
+        parts.append(f"the {n_add} file(s) nsa-fastpath added are removed")
+    return " and ".join(parts)

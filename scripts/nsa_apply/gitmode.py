@@ -5,19 +5,29 @@ the HEAD it started from). A later run that finds the marker knows an interrupte
 git revert is our own: it aborts it (back to that HEAD) and then does what it was asked to.
 Any other operation in progress, or git's own .git/index.lock, makes us stop without a change
 and say which git command clears it.
+
+git runs in a session (process group) of its own: a Ctrl-C or a signal to apply.sh's process
+group never reaches it, so git is never stopped mid-write by one. apply.sh notes the signal,
+lets the git command finish, then undoes its step (exit 5). Only SIGKILL / power loss can stop
+git half way; the marker lets the next run recognise and undo what it left, including the
+states git leaves when it dies early: a rebase-apply/ without `applying`, a sequencer/ without
+a todo list, or changed files with no operation recorded at all.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 from . import errors as E
 from .context import Context, command
-from .engine import note_late_signal
+from .engine import note_late_signal, reverted_summary
 from .errors import Fail, Interrupted
 from .lock import DirLock
+from .signals import HANDLED
 from .manifest import Manifest
 from .releases import choose
 from .tree import Scan, Target, scan, sglang_version
@@ -44,26 +54,50 @@ class Checkout:
         if not (self.co / "python" / "sglang").is_dir():
             raise Fail(E.TARGET, f"{self.co} has no python/sglang/: not an SGLang checkout. "
                                  "Nothing changed.")
-        self.gitdir = Path(self.git("rev-parse", "--absolute-git-dir").stdout.strip())
+        gd = self.git("rev-parse", "--absolute-git-dir")
+        gitdir = gd.stdout.strip()
+        if gd.returncode != 0 or not gitdir or not os.path.isabs(gitdir):  # never '' as a path
+            raise Fail(E.TARGET, f"cannot find the git directory of {self.co} (git rev-parse "
+                                 f"said {gitdir!r}, exit {gd.returncode}). Nothing changed.")
+        self.gitdir = Path(gitdir)
         self.target = Target(self.co / "python", sglang_version(self.co / "python"))
         self.steps = 0
 
     # ------------------------------------------------------------ git plumbing
     def git(self, *args: str) -> subprocess.CompletedProcess:
+        """Runs git where no signal meant for apply.sh reaches it: in a session of its own
+        (a Ctrl-C goes to our process group), and started with SIGINT/SIGTERM/SIGHUP blocked
+        (the mask is inherited through exec), which also covers the instant between fork and
+        setsid when the child is still in our group. apply.sh notes the signal and acts on
+        it once git is done (signals.py)."""
         env = dict(os.environ, GIT_EDITOR="true", GIT_TERMINAL_PROMPT="0")
-        return subprocess.run(["git", "-C", str(self.co), *args], capture_output=True, text=True,
-                              errors="replace", env=env, stdin=subprocess.DEVNULL)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            proc = subprocess.Popen(["git", "-C", str(self.co), *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                    errors="replace", env=env, start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        with proc:
+            try:
+                stdout, stderr = proc.communicate()
+            except BaseException:  # Interrupted: only before any change (read-only git)
+                proc.kill()
+                proc.wait()
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def out(self, *args: str) -> str:
         p = self.git(*args)
         if p.returncode != 0:
-            raise Fail(E.MANUAL, f"`git {' '.join(args)}` failed in {self.co}:",
+            raise Fail(E.MANUAL, f"`git {' '.join(args)}` failed in {self.co} (exit "
+                                 f"{p.returncode}):",
                        *p.stderr.strip().splitlines(), "Check `git status` there.")
         return p.stdout
 
     def path(self, name: str) -> Path:
-        p = Path(self.git("rev-parse", "--git-path", name).stdout.strip())
-        return p if p.is_absolute() else self.co / p
+        """A file of this worktree's git directory (the states we look at are per worktree)."""
+        return self.gitdir / name
 
     def head(self) -> str:
         return self.out("rev-parse", "HEAD").strip()
@@ -71,8 +105,8 @@ class Checkout:
     def paths(self, m: Manifest) -> list[str]:
         return ["python/" + r.rel for r in m.rows]
 
-    def dirty(self, m: Manifest) -> str:
-        return self.out("status", "--porcelain", "--untracked-files=all", "--", *self.paths(m))
+    def dirty(self, paths: list[str]) -> str:
+        return self.out("status", "--porcelain", "--untracked-files=all", "--", *paths)
 
     def identity(self) -> None:
         """`git am`/`git revert` need an identity; fall back to one naming this tool."""
@@ -84,10 +118,16 @@ class Checkout:
             os.environ.setdefault("GIT_COMMITTER_EMAIL", "nsa-fastpath@localhost")
 
     # ------------------------------------------------------------ state
-    def in_progress(self) -> str | None:
+    def in_progress(self, ours: str = "") -> str | None:
+        """The git operation in progress. `ours`: the op our marker names; git's half-started
+        states of it (killed before writing `applying` / the todo list) count as that op."""
         ra = self.path("rebase-apply")
         if ra.is_dir():
-            return "am" if (ra / "applying").exists() else "rebase"
+            if (ra / "applying").exists():
+                return "am"
+            if (ra / "rebasing").exists():
+                return "rebase"
+            return "am" if ours == "am" else "rebase"
         if self.path("rebase-merge").is_dir():
             return "rebase"
         if self.path("REVERT_HEAD").exists():
@@ -98,7 +138,9 @@ class Checkout:
                 first = (seq / "todo").read_text().split(None, 1)[0]
             except (OSError, IndexError):
                 first = ""
-            return "revert" if first == "revert" else "cherry-pick"
+            if first == "revert" or (first == "" and ours == "revert"):
+                return "revert"
+            return "cherry-pick"
         if self.path("CHERRY_PICK_HEAD").exists():
             return "cherry-pick"
         if self.path("MERGE_HEAD").exists():
@@ -161,37 +203,68 @@ class Checkout:
             return False
         return True
 
-    def undo(self, m: Manifest, head0: str) -> str | None:
-        """Abort our git op and go back to head0. Returns None, or why that failed.
+    def undo(self, paths: list[str], head0: str, op: str) -> str | None:
+        """Abort our git `op` and go back to head0. Returns None, or why that failed.
 
-        `git am` and `git revert` refuse to start on a dirty index, so whatever is staged
-        now is ours: `git reset --merge` drops it (and keeps unstaged changes, as git's own
-        --abort does)."""
+        We start `git am`/`git revert` only on a clean index and with our files clean, so
+        whatever is staged now, and any change to our files, is our operation's: `git reset
+        --merge` drops the staged part, and our files are then taken from head0 (a git killed
+        mid-write can leave them changed but not staged)."""
         self.git("update-index", "-q", "--refresh")  # stale stat info is not a change
-        ip = self.in_progress()
-        if ip in ("am", "revert"):
+        ip = self.in_progress(op)
+        if ip in ("am", "revert") and ip == op:
             p = self.git(ip, "--abort")
-            if p.returncode != 0 or self.in_progress() is not None:
+            if p.returncode != 0 or self.in_progress(op) is not None:
                 self.git(ip, "--quit")
-            if self.in_progress() is not None:
+            if self.in_progress(op) is not None:  # half-started: git's state dir is ours
+                shutil.rmtree(self.path("rebase-apply" if ip == "am" else "sequencer"),
+                              ignore_errors=True)
+                for name in ("REVERT_HEAD", "CHERRY_PICK_HEAD"):
+                    if ip == "revert" and self.path(name).exists():
+                        os.unlink(self.path(name))
+            if self.in_progress(op) is not None:
                 return f"`git {ip} --abort` failed: {p.stderr.strip()}"
         elif ip is not None:
             return f"a git {ip} is in progress, which apply.sh did not start"
         if self.head() != head0 and not self.ours_since(head0):
             return f"HEAD moved from {head0[:12]} by commits that are not nsa-fastpath's"
-        if self.head() != head0 or self.dirty(m):
+        if self.head() != head0 or self.dirty(paths) or self.staged():
             p = self.git("reset", "--quiet", "--merge", head0)
             if p.returncode != 0:
                 return f"`git reset --merge {head0[:12]}` failed: {p.stderr.strip()}"
-        if self.head() != head0 or self.dirty(m):
+        if self.dirty(paths):
+            why = self.restore_paths(paths, head0)
+            if why:
+                return why
+        if self.head() != head0 or self.dirty(paths):
             return f"{self.co} is not back at {head0[:12]} with clean files"
         self.remove_marker()
         return None
 
-    def recover(self, m: Manifest) -> None:
-        """Abort our own interrupted git am / git revert; refuse on anyone else's."""
+    def staged(self) -> list[str]:
+        return self.out("diff", "--cached", "--name-only").splitlines()
+
+    def restore_paths(self, paths: list[str], head0: str) -> str | None:
+        """Our files exactly as in head0: tracked ones checked out, others removed."""
+        tracked = set(self.out("ls-tree", "-r", "--name-only", head0, "--", *paths).split())
+        extra = [p for p in paths if p not in tracked]
+        if extra:
+            self.git("rm", "-q", "--cached", "--ignore-unmatch", "--", *extra)
+            for p in extra:
+                if os.path.lexists(self.co / p):
+                    os.unlink(self.co / p)
+        if tracked:
+            p = self.git("checkout", "-f", head0, "--", *sorted(tracked))
+            if p.returncode != 0:
+                return f"`git checkout {head0[:12]} -- <our files>` failed: {p.stderr.strip()}"
+        return None
+
+    def recover(self, paths: list[str]) -> None:
+        """Abort our own interrupted git am / git revert; refuse on anyone else's. `paths`:
+        every file any release set touches (this runs before a set is chosen by the files'
+        hashes, which an interrupted operation may have left mixed)."""
         marker = self.read_marker()
-        ip = self.in_progress()
+        ip = self.in_progress(marker.get("op", ""))
         if ip is not None and marker.get("op") != ip:
             cont = {"am": "git am --continue", "rebase": "git rebase --continue",
                     "revert": "git revert --continue", "cherry-pick": "git cherry-pick --continue",
@@ -202,15 +275,18 @@ class Checkout:
                                  "rerun. Nothing changed.")
         if not marker:
             return
-        head0 = marker.get("head", "")
-        if ip is None:
+        head0, op = marker.get("head", ""), marker.get("op", "")
+        if ip is None and not self.dirty(paths) and not self.staged():
             self.ctx.say(f"found the marker of an interrupted apply.sh run (git "
-                         f"{marker.get('op', '?')}, no git operation in progress): removed it")
+                         f"{op or '?'}, no git operation in progress): removed it")
             self.remove_marker()
             return
-        self.ctx.say(f"found an interrupted git {ip} of a killed apply.sh run: aborting it "
+        what = f"git {ip}" if ip else f"git {op or '?'} (it left changed files)"
+        self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: undoing it "
                      f"(back to {head0[:12]})")
-        why = self.undo(m, head0)
+        why = self.undo(paths, head0, op) if re.fullmatch(r"[0-9a-f]{40,64}", head0) else \
+            f"the marker names no starting commit ({head0!r})"
+        ip = ip or op
         if why:
             raise Fail(E.MANUAL, f"could not abort the interrupted git {ip} in {self.co}: {why}. "
                                  f"Check `git status` there; `git {ip} --abort` then `rm -f "
@@ -233,7 +309,7 @@ class Checkout:
                 self.step(f"git {op} {' '.join(args[:2])}...")
             except Exception as e:  # noqa: BLE001 -- any failure: back to head0
                 self.ctx.hook.disarm()
-                why = self.undo(m, head0)
+                why = self.undo(self.paths(m), head0, op)
                 reason = e.signame if isinstance(e, Interrupted) else str(e)
                 if why:
                     raise Fail(E.MANUAL, f"{reason}; and going back to {head0[:12]} failed: "
@@ -252,6 +328,9 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
     lock = DirLock(co.gitdir, str(co.co))
     lock.acquire(ctx.lock_timeout, ctx.log)
     try:
+        ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
+        co.check_index_lock()
+        co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}))
         m = ctx.use(choose(sets, co.target, op, ctx.say), check=op == "apply")
     except BaseException:
         lock.release()
@@ -274,11 +353,17 @@ def _refuse_foreign(co: Checkout, m: Manifest, s: Scan, verb: str, what: str) ->
 
 
 def _refuse_dirty(co: Checkout, m: Manifest) -> None:
-    dirty = co.dirty(m)
+    dirty = co.dirty(co.paths(m))
     if dirty:
         raise Fail(E.REFUSED, f"uncommitted changes in {co.co} to files nsa-fastpath touches:",
                    *("    " + ln for ln in dirty.splitlines()),
                    "Commit or stash them (git stash), then rerun. Nothing changed.")
+    staged = co.staged()
+    if staged:  # git am / git revert need a clean index, whatever file it is
+        raise Fail(E.REFUSED, f"staged changes in {co.co} (git am and git revert need a clean "
+                              "index):", *("    " + ln for ln in staged),
+                   "Commit them, or unstage them (git restore --staged <file>), then rerun. "
+                   "Nothing changed.")
 
 
 def patch_files(patch: Path) -> list[str]:
@@ -309,8 +394,6 @@ def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
 
 
 def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
-    co.check_index_lock()
-    co.recover(m)
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "apply",
@@ -318,7 +401,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     f"targets {m.target_spec} only. What to do: check out SGLang "
                     f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
                     "Nothing changed.")
-    if s.count("patched") == n and not co.dirty(m):
+    if s.count("patched") == n and not co.dirty(co.paths(m)):
         ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
         return E.OK
     _refuse_dirty(co, m)
@@ -377,8 +460,6 @@ def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
 
 
 def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
-    co.check_index_lock()
-    co.recover(m)
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "revert",
@@ -409,7 +490,7 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
         raise Fail(E.MANUAL, f"after reverting, {n - after.count('pristine')} file(s) are "
                              f"still not SGLang's (other commits changed them): check `git "
                              f"log` in {co.co}")
-    ctx.say(f"reverted: all {n} files are SGLang's again ({co.head()[:12]})")
+    ctx.say(f"reverted: {reverted_summary(m)} (HEAD {co.head()[:12]})")
     note_late_signal(ctx)
     return E.OK
 
@@ -426,7 +507,7 @@ def cmd_status(ctx: Context, arg: str) -> int:
         ctx.say(f"  {s.state[row.rel]:<9} python/{row.rel}")
     for c in our_commits(co, m):
         ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
-    if co.dirty(m):
+    if co.dirty(co.paths(m)):
         ctx.say("note: uncommitted changes to these files")
     if co.path("index.lock").exists():
         ctx.say(f"note: git's own lock {co.path('index.lock')} exists (a git command is running, "

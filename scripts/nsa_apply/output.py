@@ -1,8 +1,10 @@
 """Log lines of apply.sh, safe against a closed pipe.
 
 Output piped into `head` must not stop a run half way: SIGPIPE is ignored (see signals.py)
-and a write that fails with EPIPE switches that stream to /dev/null for the rest of the run,
-which then finishes and exits with its own code.
+and a write that fails (EPIPE, ENOSPC on /dev/full, EIO, ...) switches that stream to
+/dev/null for the rest of the run, which then finishes and exits with its own code. A stream
+that was closed before the start (`>&-`: Python's sys.stdout is None) is /dev/null from the
+start.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ PREFIX = "[nsa-fastpath] "
 
 class Log:
     def __init__(self, out=None, err=None, trace: bool = False):
-        self.out = out if out is not None else sys.stdout
-        self.err = err if err is not None else sys.stderr
+        self.out = out if out is not None else sys.stdout or open(os.devnull, "w")
+        self.err = err if err is not None else sys.stderr or open(os.devnull, "w")
         self.trace_on = trace
         self.lost = False  # some output went into a closed pipe
 
@@ -24,7 +26,7 @@ class Log:
         try:
             stream.write(text)
             stream.flush()
-        except (BrokenPipeError, ValueError, OSError):
+        except (ValueError, OSError, AttributeError):
             self.lost = True
             setattr(self, stream_name, _devnull_stream(stream))
 

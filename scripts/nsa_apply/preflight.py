@@ -9,8 +9,8 @@ from . import errors as E
 from .context import Context, command
 from .errors import Fail
 from .lock import DirLock
-from .manifest import STATE_REL, Manifest, file_state, load
-from .tree import Scan, Target, journal_text, owner_of, staged_leftovers
+from .manifest import Manifest
+from .tree import Scan, Target, distributions, journal_text, owner_of, staged_leftovers
 from .txn import remove_path
 
 BLOCK_MARGIN = 16  # blocks of slack on top of what apply writes
@@ -24,7 +24,10 @@ def announce_target(ctx: Context, t: Target) -> None:
 def announce(ctx: Context, t: Target, m: Manifest) -> None:
     """The release set chosen for the target (releases.choose)."""
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
-    if t.version != m.version:
+    if t.version == "unknown" and not distributions(t.root):
+        ctx.log.warn(f"no SGLang distribution is installed in {t.root} (no sglang-*.dist-info: "
+                     "uninstalled?); its files are identified by sha256")
+    elif t.version != m.version:
         ctx.log.warn(f"SGLang's version string says {t.version}, but its files are those of "
                      f"{m.target_spec} (identified by sha256): using that release's set")
 
@@ -33,20 +36,6 @@ def lock_target(ctx: Context, t: Target) -> DirLock:
     lock = DirLock(t / "sglang", str(t.root))
     lock.acquire(ctx.lock_timeout, ctx.log)
     return lock
-
-
-def recorded_manifest(ctx: Context, t: Target, m: Manifest, op: str) -> Manifest:
-    """revert/status use the manifest recorded at apply time when ours differs."""
-    rec = t.state / "manifest.tsv"
-    if not rec.is_file() or file_state(rec) == m.sha256:
-        return m
-    if op != "apply":
-        ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv")
-        return load(rec)
-    raise Fail(E.REFUSED, f"another nsa-fastpath version is applied to {t.root} "
-                          f"({STATE_REL}/manifest.tsv differs from {m.path}). Run "
-                          f"`{command('revert', '--target', t.root)}` first (it uses the recorded "
-                          "manifest and backups), then apply. Nothing changed.")
 
 
 def foreign_lines(t: Target, m: Manifest, s: Scan, verb: str) -> list[str]:
@@ -83,9 +72,8 @@ def check_writable(t: Target, m: Manifest) -> None:
             dirs.add(d / "__pycache__")
     for d in sorted(dirs):
         if d.exists() and not os.access(d, os.W_OK | os.X_OK):
-            why = "read-only filesystem" if _readonly_fs(d) else f"owned by {owner_of(d)}"
-            raise Fail(E.TARGET, f"no write permission on {d} ({why}): run as the owner of "
-                                 "this SGLang install. Nothing changed.")
+            raise Fail(E.TARGET, f"no write permission on {d}: {why_not_writable(d)}. "
+                                 "Nothing changed.")
     dev = os.stat(t / "sglang").st_dev
     for d in sorted(dirs):
         if d.exists() and os.stat(d).st_dev != dev:
@@ -95,11 +83,44 @@ def check_writable(t: Target, m: Manifest) -> None:
                                  "cannot do that here. Nothing changed.")
 
 
-def _readonly_fs(d: Path) -> bool:
+FS_IOC_GETFLAGS = 0x80086601          # linux/fs.h, as on every 64-bit Linux
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20
+
+
+def why_not_writable(d: Path) -> str:
+    """Why this user cannot change directory d, in words that point at the way out."""
     try:
-        return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+        if os.statvfs(d).f_flag & os.ST_RDONLY:
+            return ("it is on a read-only file system (Read-only file system): remount it "
+                    "read-write, or apply to a writable copy of this environment")
     except OSError:
-        return False
+        pass
+    flags = inode_flags(d)
+    if flags & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+        kind = "immutable" if flags & FS_IMMUTABLE_FL else "append-only"
+        return (f"the directory is {kind} (chattr +{'i' if kind == 'immutable' else 'a'}; "
+                f"lsattr -d shows it): as root, chattr -{'i' if kind == 'immutable' else 'a'} "
+                f"{d}, then rerun")
+    return (f"permission denied (owned by {owner_of(d)}): run as the owner of this SGLang "
+            "install")
+
+
+def inode_flags(d: Path) -> int:
+    """The inode flags of d (chattr), 0 where the filesystem does not say."""
+    import array
+    import fcntl
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return 0
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return buf[0]
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def check_space(t: Target, m: Manifest, s: Scan, ctx: Context) -> None:
@@ -130,3 +151,20 @@ def clean_leftovers(ctx: Context, t: Target, m: Manifest) -> None:
     for p in staged_leftovers(t, m):
         remove_path(p)
         ctx.say(f"removed leftover temp file {t.rel(p)}")
+
+
+def reinstall_advice(t: Target, m: Manifest, then: str) -> str:
+    """How to get SGLang's own files back: reinstall the release that is installed (never a
+    downgrade); for another release than the patch set's, also how to port the patch set."""
+    same = t.version == m.version
+    known = t.version not in ("", "unknown") and "," not in t.version
+    pip = (f"pip install --force-reinstall --no-deps sglang=={t.version if known else m.version}"
+           if same or known else "pip install --force-reinstall --no-deps sglang==<the version "
+           "you serve>")
+    port = ("" if same else
+            f" SGLang {t.version} is installed here and this patch set is for {m.target_spec} "
+            "(README lists the supported releases)"
+            + (f"; to port the patch set to it: python3 scripts/regen.py --release {t.version}."
+               if known else "."))
+    return (f"What to do: restore SGLang's own files with `{pip}` (or undo local edits), "
+            f"{then}.{port} Nothing changed.")

@@ -1,9 +1,10 @@
 """Signal handling: a signal never leaves a tree half changed.
 
-SIGINT, SIGTERM and SIGHUP raise Interrupted at once while nothing is being changed. While a
-transaction runs they are deferred: the transaction checks for one after each step and, if one
-came, rolls back and exits 5. During a rollback or after the commit point they are noted and
-the work finishes. SIGPIPE is ignored explicitly: a closed output pipe only silences the output
+SIGINT, SIGTERM and SIGHUP raise Interrupted at once while nothing has been changed yet. From
+the first deferred() block on they are only noted, for the rest of the run: a transaction checks
+for one after each step and, if one came, rolls back and exits 5; during a rollback, after the
+commit point (`committed`) and while the run winds down they are noted and the work finishes,
+with the exit code it earned. SIGPIPE is ignored explicitly: a closed output pipe only silences the output
 (see output.py). SIGKILL cannot be caught: rerunning apply or revert finishes the job.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class Signals:
     def __init__(self) -> None:
         self.pending: str | None = None
-        self._defer = 0
+        self.held = False        # set by deferred(): no signal raises asynchronously any more
+        self.committed = False   # the run's commit point has passed: check() raises no more
         self._old: dict = {}
 
     def install(self) -> None:
@@ -28,25 +30,33 @@ class Signals:
             self._old[sig] = signal.signal(sig, self._handler)
 
     def restore(self) -> None:
+        """Back to the handlers found at install() (for callers that run main() in-process;
+        the apply.sh process keeps ours to the end, so that a late signal stays a note)."""
+        self.held = True
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
 
-    def _handler(self, signum, frame) -> None:
+    def note(self, signame: str) -> None:
         if self.pending is None:
-            self.pending = signal.Signals(signum).name
-        if self._defer == 0:
+            self.pending = signame
+
+    def _handler(self, signum, frame) -> None:
+        self.note(signal.Signals(signum).name)
+        if not self.held:
             raise Interrupted(self.pending)
 
     @contextlib.contextmanager
     def deferred(self):
-        """Signals arriving inside are only noted (check() raises for them)."""
-        self._defer += 1
-        try:
-            yield
-        finally:
-            self._defer -= 1
+        """From here to the end of the run signals are only noted (check() raises for them
+        until the commit point)."""
+        self.held = True
+        yield
+
+    def hold(self) -> None:
+        """The run is over: whatever arrives now is only noted."""
+        self.held = True
 
     def check(self) -> None:
-        if self.pending is not None:
+        if self.pending is not None and not self.committed:
             raise Interrupted(self.pending)

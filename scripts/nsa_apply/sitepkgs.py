@@ -17,14 +17,15 @@ from __future__ import annotations
 from . import errors as E
 from .context import Context, command
 from .engine import (DryTxn, do_apply, do_revert, finish_apply, finish_revert, note_late_signal,
-                     run_txn)
+                     reverted_summary, run_txn)
 from .errors import Fail
 from .manifest import STATE_REL, Manifest
 from .releases import choose
-from .preflight import (announce, announce_target, check_space, check_writable, clean_leftovers, foreign_lines,
-                        lock_target, recorded_manifest, uninstalled_fail)
+from .preflight import (announce, announce_target, check_space, check_writable, clean_leftovers,
+                        foreign_lines, lock_target, reinstall_advice, uninstalled_fail)
 from .tree import (Target, read_journal, require_readable, require_state_readable, resolve,
                    scan, sglang_uninstalled, staged_leftovers)
+from .verify import recorded_manifest, refuse_foreign_state
 
 
 def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
@@ -50,11 +51,8 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         raise uninstalled_fail(t, m, left, E.TARGET)
     if s.foreign:
         raise Fail(E.REFUSED, *foreign_lines(t, m, s, "apply"),
-                   f"SGLang found in {t.root}: version {t.version}; nsa-fastpath targets "
-                   f"{m.target_spec} only.",
-                   f"What to do: install it (pip install --force-reinstall --no-deps "
-                   f"{m.target_spec}), or undo local edits to the file(s) above, then rerun. "
-                   "Nothing changed.")
+                   f"SGLang found in {t.root}: version {t.version}; this patch set is for "
+                   f"{m.target_spec}.", reinstall_advice(t, m, "then rerun apply"))
     n = len(m.rows)
     no_backup = [r.rel for r in s.rows_in(m, "patched") if r.kind == "replace"
                  and s.backup[r.rel] != "ok"]
@@ -78,7 +76,12 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
         return E.OK
     if t.state.exists() and not (done and s.count("patched") == n):
-        ctx.say("an interrupted run was found: completing the apply")
+        if done:
+            ctx.say(f"the journal says apply completed, but {n - s.count('patched')} of {n} "
+                    "files are not nsa-fastpath's now (SGLang reinstalled over the patch?): "
+                    "applying them again")
+        else:
+            ctx.say("an interrupted apply was found (journal: in-progress): completing it")
     if dry:
         ctx.say("dry run: nothing will be changed")
         do_apply(ctx, t, m, s, DryTxn(), dry=True)
@@ -102,7 +105,7 @@ def _apply_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
     return E.OK
 
 
-def cmd_revert(ctx: Context, target: str | None, dry: bool) -> int:
+def cmd_revert(ctx: Context, target: str | None, dry: bool, forget: bool = False) -> int:
     sets = ctx.release_sets()
     t = resolve(target, ctx.log)
     announce_target(ctx, t)
@@ -111,7 +114,15 @@ def cmd_revert(ctx: Context, target: str | None, dry: bool) -> int:
         require_state_readable(t)
         m = ctx.use(choose(sets, t, "revert", ctx.say))
         announce(ctx, t, m)
-        return _revert_locked(ctx, t, recorded_manifest(ctx, t, m, "revert"), dry)
+        if forget:
+            # the recorded journal and manifest are not read: this checkout's manifest is
+            # used, and every file and backup is still checked by sha256 (scan)
+            refuse_foreign_state(t)
+            ctx.say(f"--forget-state: ignoring {STATE_REL}/journal and manifest.tsv; working "
+                    f"from {m.path}")
+        else:
+            m = recorded_manifest(ctx, t, m, "revert")
+        return _revert_locked(ctx, t, m, dry)
     finally:
         lock.release()
 
@@ -120,9 +131,12 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
     s = scan(t, m)
     require_readable(s, t)
     n = len(m.rows)
+    if dry:
+        ctx.say("dry run: nothing will be changed")
     left = sglang_uninstalled(t, m, s)
     if left:
-        ctx.say("SGLang itself was uninstalled here; removing nsa-fastpath's leftovers: "
+        ctx.say("SGLang itself was uninstalled here; "
+                + ("would remove" if dry else "removing") + " nsa-fastpath's leftovers: "
                 + ", ".join(left))
     elif s.foreign:
         keep = [r.rel for r in m.rows if r.kind == "add" and s.state[r.rel] == "patched"]
@@ -131,9 +145,8 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         raise Fail(E.REFUSED, *foreign_lines(t, m, s, "revert"),
                    "apply.sh only overwrites files that are SGLang's or its own (was the file "
                    "edited after apply, or SGLang upgraded?).",
-                   f"What to do: pip install --force-reinstall --no-deps {m.target_spec} "
-                   f"(restores SGLang's files), then rerun `{command('revert', '--target', t.root)}`"
-                   " to remove nsa-fastpath's leftovers. Nothing changed.",
+                   reinstall_advice(t, m, f"then rerun `{command('revert', '--target', t.root)}`"
+                                    " to remove nsa-fastpath's leftovers"),
                    *([f"(If you upgraded SGLang on purpose, delete nsa-fastpath's leftovers in "
                       f"{t.root} by hand instead: {' '.join(keep)})"] if keep else []))
     if not left:
@@ -141,10 +154,10 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
                if r.kind == "replace" and s.backup[r.rel] != "ok"]
         if bad:
             raise Fail(E.MANUAL, "cannot revert: the backup of " + ", ".join(
-                f"{rel} is {how}" for rel, how in bad) + f" ({STATE_REL}/backup). Nothing "
-                f"changed. What to do: pip install --force-reinstall --no-deps {m.target_spec}, "
-                f"then rerun `{command('revert', '--target', t.root)}` to remove nsa-fastpath's "
-                "leftovers.")
+                f"{rel} is {how}" for rel, how in bad) + f" ({STATE_REL}/backup; checked "
+                f"against the sha256 of SGLang {m.version}'s file).",
+                reinstall_advice(t, m, f"then rerun `{command('revert', '--target', t.root)}` "
+                                 "to remove nsa-fastpath's leftovers"))
         if s.count("pristine") == n and not t.state.exists() and not staged_leftovers(t, m):
             ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
             return E.OK
@@ -152,7 +165,6 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
         if t.state.exists() and not (j.get("op") == "apply" and j.get("state") == "done"):
             ctx.say("an interrupted run was found: completing the revert")
     if dry:
-        ctx.say("dry run: nothing will be changed")
         do_revert(ctx, t, m, s, DryTxn(), dry=True)
         ctx.say("dry run: done (nothing changed)")
         return E.OK
@@ -171,7 +183,7 @@ def _revert_locked(ctx: Context, t: Target, m: Manifest, dry: bool) -> int:
                 raise Fail(E.MANUAL, f"after revert, {n - after.count('pristine')} file(s) are "
                                      "not SGLang's (changed by something else meanwhile?): run "
                                      f"`{command('status', '--target', t.root)}`")
-            ctx.say(f"reverted: all {n} files are SGLang {m.version}'s originals again; state "
-                    "dir removed")
+            ctx.say("reverted: " + reverted_summary(m) + "; state dir removed")
         note_late_signal(ctx)
     return E.OK
+

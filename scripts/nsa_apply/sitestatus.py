@@ -10,10 +10,12 @@ from . import errors as E
 from .context import ROOT, Context, command
 from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
-from .preflight import announce, announce_target, recorded_manifest
+from .errors import Fail
+from .preflight import announce, announce_target, reinstall_advice
 from .releases import choose
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, sglang_uninstalled,
                    staged_leftovers, state_unreadable)
+from .verify import recorded_manifest
 
 
 def cmd_status(ctx: Context, target: str | None) -> int:
@@ -23,7 +25,13 @@ def cmd_status(ctx: Context, target: str | None) -> int:
     blocked = state_unreadable(t)
     m0 = ctx.use(choose(sets, t, "status", ctx.say))
     announce(ctx, t, m0)
-    m = m0 if blocked else recorded_manifest(ctx, t, m0, "status")
+    try:
+        m = m0 if blocked else recorded_manifest(ctx, t, m0, "status")
+    except Fail as f:  # damaged state, or a .nsa_fastpath that is not ours: say so, and why
+        for line in f.lines:
+            ctx.say(line)
+        ctx.say(f"overall: {'damaged' if f.code == E.MANUAL else 'foreign'} -- see above")
+        return f.code
     s = scan(t, m)
     for row in m.rows:
         st = s.state[row.rel]
@@ -68,9 +76,14 @@ def _overall(t: Target, m: Manifest, s: Scan, j: dict, leftovers: list,
                 f"files remain ({', '.join(left)}); `import sglang` still succeeds as an empty "
                 f"namespace package. Remove them with: {revert}")
     if s.foreign:
+        if not t.state.exists() and not s.count("patched"):
+            return ("foreign", E.REFUSED, f"SGLang {t.version} here, never patched: its files "
+                    f"are not SGLang {m.target_spec}'s, for which this patch set is made. "
+                    + reinstall_advice(t, m, "or leave it as it is").replace(
+                        " Nothing changed.", ""))
         return ("foreign", E.REFUSED, f"file(s) above are neither SGLang {m.target_spec}'s nor "
-                f"nsa-fastpath's: pip install --force-reinstall --no-deps {m.target_spec}, then "
-                f"{revert}")
+                "nsa-fastpath's. " + reinstall_advice(t, m, f"then {revert}").replace(
+                    " Nothing changed.", ""))
     done = j.get("op") == "apply" and j.get("state") == "done"
     bad_backup = [r for r in s.rows_in(m, "patched") if r.kind == "replace"
                   and s.backup[r.rel] != "ok"]

@@ -43,6 +43,11 @@ def sglang_version(d: Path) -> str:
     return ", ".join(found) or "unknown"
 
 
+def distributions(d: Path) -> list[Path]:
+    """SGLang's installed-distribution metadata in d (empty: SGLang is not installed there)."""
+    return sorted(d.glob("sglang-*.dist-info")) + sorted(d.glob("sglang-*.egg-info"))
+
+
 def find_default_target() -> Path:
     """site-packages of the SGLang this Python would import (found, not imported)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +85,11 @@ class Target:
 def resolve(arg: str | None, log) -> Target:
     if arg is None:
         root = find_default_target()
-        log.say(f"SGLang found by {sys.executable} in {root}")
+        if distributions(root):
+            log.say(f"SGLang found by {sys.executable} in {root}")
+        else:
+            log.say(f"a `sglang` package found by {sys.executable} in {root}, but no SGLang "
+                    "distribution is installed there (no sglang-*.dist-info)")
     else:
         root = Path(arg)
     if not (root / "sglang").is_dir():
@@ -244,27 +253,38 @@ def backup_pyc(t: Target, pyc: Path) -> Path:
 
 
 # ---------------------------------------------------------------- leftovers
+_OUR_TMP = re.compile(r"tmp-[0-9]+-[0-9]+\..+")   # Txn.staged(): tmp-<pid>-<n>.<name>
+
+
 def staged_leftovers(t: Target, m: Manifest) -> list[Path]:
-    """Temp entries of an interrupted run: S/tmp-*, and an older apply.sh's .*.nsa-tmp.*."""
+    """Temp entries of an interrupted run, by the exact names apply.sh gives them:
+    STATE/tmp-<pid>-<n>.<name>, and the earlier bash apply.sh's .<name>.nsa-tmp.<pid> beside
+    a file of the manifest (<name> one of its files). A user's file that merely looks alike
+    (sglang/srt/.my.nsa-tmp.notes) is not ours and stays."""
     out = []
     try:
-        out += sorted(t.state / n for n in os.listdir(t.state) if n.startswith("tmp-"))
+        out += sorted(t.state / n for n in os.listdir(t.state) if _OUR_TMP.fullmatch(n))
     except (FileNotFoundError, NotADirectoryError):
         pass
-    dirs = sorted({(t / r.rel).parent for r in m.rows})
-    for d in dirs:
+    names: dict[Path, set[str]] = {}
+    for r in m.rows:
+        names.setdefault((t / r.rel).parent, set()).add(Path(r.rel).name)
+    for d in sorted(names):
         try:
-            names = os.listdir(d)
+            entries = os.listdir(d)
         except OSError:
             continue
-        out += [d / n for n in sorted(names) if n.startswith(".") and ".nsa-tmp." in n]
+        for n in sorted(entries):
+            base, sep, pid = n[1:].rpartition(".nsa-tmp.")
+            if n.startswith(".") and sep and pid.isdigit() and base in names[d]:
+                out.append(d / n)
     return out
 
 
 def sglang_uninstalled(t: Target, m: Manifest, s: Scan) -> list[str] | None:
     """After `pip uninstall sglang` on a patched tree only our files remain under sglang/.
     Returns them (relative paths) if that is the state, else None."""
-    if list(t.root.glob("sglang-*.dist-info")) or list(t.root.glob("sglang-*.egg-info")):
+    if distributions(t.root):
         return None
     if any(s.state[r.rel] != "missing" for r in m.rows if r.kind == "replace"):
         return None
