@@ -41,7 +41,9 @@ def run_suite(tree: Path, suite: str, configs: list, *, device: str = "cpu", see
         )
         if proc.returncode != 0:
             raise RuntimeError(f"runner failed on {tree} ({proc.returncode}):\n{proc.stderr[-6000:]}")
-        return torch.load(out, weights_only=False)
+        dump = torch.load(out, weights_only=False)
+        dump["_meta/log"] = proc.stderr  # the runner's log, at exit included (never compared)
+        return dump
 
 
 def _unread_mask(key: str, expected: dict, shape) -> torch.Tensor | None:
