@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# GPU tier on the device machine (docs/GPU_TIER.md). From the repo root, through the device tool:
-#   run(command="bash scripts/gpu_tier.sh tests", carry=[".whl", ".cache/wheels"])
-#   run(command="bash scripts/gpu_tier.sh multi", carry=[".whl", ".cache/wheels"])
-#   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
+# GPU tier (docs/GPU_TIER.md): what only a GPU can run. From the repo root of a checkout that
+# holds .whl/ and .cache/wheels/ (scripts/fetch_gpu_wheels.sh, scripts/fetch_wheel.sh; no network
+# needed here):
+#   bash scripts/gpu_tier.sh all     # tests, then multi, then bench
+#   bash scripts/gpu_tier.sh tests|multi|bench [pytest or benchmark args]
 # `tests`: pre-builds the CUDA extension with the operator's command (for this GPU), compiles the
 # kernel for sm_90 + sm_100 (test_cuda_build.py), the Triton kernel tests compiled for the GPU,
 # then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
 # C++ kernel tests, first replay after capture). `multi`: the multi-step parity tests.
-# `bench`: the side-by-side benchmarks. Each stage fits the device tool's 10-minute limit.
-# Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
-# travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
+# `bench`: the side-by-side benchmarks. Each stage is sized to take under 10 minutes on an H200.
+# Uses this machine's python3 with its CUDA torch, Triton and nvcc; SGLang 0.5.8 and the
+# pure-Python packages it imports are installed from .whl/ into /tmp/site. Logs go to $OUT
+# (default /tmp/nsa-fastpath-gpu).
 set -uo pipefail
 stage=${1:-tests}
 shift || true
+case "$stage" in
+tests | multi | bench) ;;
+all) [ $# -eq 0 ] || { echo "gpu_tier.sh all takes no extra arguments" >&2; exit 2; } ;;
+*) echo "usage: gpu_tier.sh all|tests|multi|bench [args]" >&2; exit 2 ;;
+esac
 out=${OUT:-/tmp/nsa-fastpath-gpu}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -30,9 +37,9 @@ export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees}
 trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + apply.sh)
 patched=${trees#*$'\n'}
 status=0
-case "$stage" in
-tests)  # build, kernel tests, single-backend parity, first-replay check
-    start=$(date +%s)
+
+run_tests() {  # build, kernel tests, single-backend parity, first-replay check
+    local start=$(date +%s)
     PYTHONPATH=$patched:tests/standins/gpu:tests/standins:$PYTHONPATH \
         python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build 2>&1 \
         | tee "$out/cuda_build.log" || status=1
@@ -43,19 +50,24 @@ tests)  # build, kernel tests, single-backend parity, first-replay check
         tests/test_metadata_kernel.py -k triton 2>&1 | tee "$out/triton_kernel_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
         -k "not multi_step" "$@" 2>&1 | tee "$out/gpu_tests.log" || status=1
-    ;;
-multi)  # multi-step parity (fused fill and batched copy)
+}
+
+run_multi() {  # multi-step parity (fused fill and batched copy)
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
         -k "multi_step" "$@" 2>&1 | tee "$out/gpu_tests_multi.log" || status=1
-    ;;
-bench)
+}
+
+run_bench() {
     python3 bench/bench_replay_metadata.py "$@" 2>&1 | tee "$out/bench_replay_metadata.log" || status=1
     python3 bench/bench_batched_copy.py "$@" 2>&1 | tee "$out/bench_batched_copy.log" || status=1
-    if [ -f bench/bench_radix_match.py ]; then
-        python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \
-            | tee "$out/bench_radix_match.log" || status=1
-    fi
-    ;;
-*) echo "usage: gpu_tier.sh tests|multi|bench [args]" >&2; exit 2 ;;
-esac
+    python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \
+        | tee "$out/bench_radix_match.log" || status=1
+}
+
+for s in $([ "$stage" = all ] && echo tests multi bench || echo "$stage"); do
+    start=$(date +%s)
+    "run_$s" "$@"
+    echo "gpu_tier.sh $s: $(( $(date +%s) - start )) s" | tee -a "$out/durations.txt"
+done
+echo "gpu_tier.sh $stage: $([ $status = 0 ] && echo passed || echo FAILED); logs in $out"
 exit $status

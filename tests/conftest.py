@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU: run scripts/gpu_tier.sh on the device")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: docs/GPU_TIER.md (bash scripts/gpu_tier.sh all)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
