@@ -106,6 +106,7 @@ def test_make_venv_state(tmp_path):
     assert state() == "ready"
 
 
+@pytest.mark.quick  # apply (and --dry-run), status, revert: byte-identical round trip
 def test_setup_with_sglang_patches_it(tmp_path, pristine_template, pristine_map, patched_map):
     repo = repo_copy(tmp_path / "repo")
     site = link_tree(pristine_template, tmp_path / "site")

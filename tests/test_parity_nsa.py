@@ -93,8 +93,8 @@ def assert_server_inputs(dump, modes, device="cpu"):
 
 
 # ---------------------------------------------------------------- CPU tier
-@pytest.mark.parametrize("env,fast", [({}, "triton"), (FLAGS_OFF, None)],
-                         ids=["flags-default", "flags-off"])
+@pytest.mark.parametrize("env,fast", [pytest.param({}, "triton", marks=pytest.mark.quick),
+                                      (FLAGS_OFF, None)], ids=["flags-default", "flags-off"])
 def test_single_backend_replay_parity(pristine_template, patched_template, env, fast):
     expected = pristine(pristine_template, "single", NSA_SINGLE_CPU)
     assert_meaningful(expected, MODES)

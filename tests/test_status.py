@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import triton
 from conftest import APPLY
 
@@ -50,6 +51,7 @@ def install_patched(site: Path, patched_template: Path) -> None:
     shutil.copytree(patched_template, site, symlinks=True, dirs_exist_ok=True)
 
 
+@pytest.mark.quick
 def test_status_target_venv_is_reported_for_its_own_python(tmp_path, patched_template):
     """Caller without Triton, target venv with it: every line is the target's (its python, its
     Triton, the paths its server would take), none the caller's; flags agree with paths."""
