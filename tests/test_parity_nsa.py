@@ -15,7 +15,6 @@ from harness.parity import compare, run_suite
 from harness.served import expected_served, logged_summaries, served_problems, summary_problems
 from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU
 
-_cache: dict = {}
 SCHEDULE = "paged_mqa_schedule_metadata"
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
 MULTI = ("multi/steps1", "multi/steps3", "multi/steps5")
@@ -23,10 +22,8 @@ SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the peri
 
 
 def pristine(tree, name, configs, device="cpu", env=None):
-    key = (name, device, tuple(sorted((env or {}).items())))
-    if key not in _cache:
-        _cache[key] = run_suite(tree, "nsa", configs, device=device, env=env)
-    return _cache[key]
+    """The pristine run for these configs (once per session: run_suite's reuse)."""
+    return run_suite(tree, "nsa", configs, device=device, env=env, reuse=True)
 
 
 def check_patched(expected, actual, *, strict, served, every=None):
