@@ -36,7 +36,7 @@ def check_patched(expected, actual, *, strict, served, every=None):
     problems += served_problems(actual, served)
     problems += summary_problems(actual, served, every)
     problems += [f"no log line 'nsa-fastpath: NSA replay path: {path}'" for path in served
-                 if f"nsa-fastpath: NSA replay path: {path}\n" not in actual["_meta/log"]]
+                 if f"nsa-fastpath: NSA replay path: {path}\n" not in actual["_meta/stderr"]]
     if actual["_meta/nsa_failed"]:
         problems.append(f"paths disabled: {actual['_meta/nsa_failed']}")
     assert not problems, "patched tree differs from SGLang 0.5.8:\n" + "\n".join(problems)
@@ -128,8 +128,8 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
     assert "simulated" in actual["_meta/nsa_failed"]["triton"], actual["_meta/nsa_failed"]
     # what the operator reads: the WARNING once, and the summary at exit naming the disabled path
     warning = "nsa-fastpath: triton replay path disabled for this process: ImportError: simulated"
-    assert actual["_meta/log"].count(warning) == 1, actual["_meta/log"][-3000:]
-    assert "triton: ImportError: simulated" in logged_summaries(actual["_meta/log"])[-1][1]
+    assert actual["_meta/stderr"].count(warning) == 1, actual["_meta/stderr"][-3000:]
+    assert "triton: ImportError: simulated" in logged_summaries(actual["_meta/stderr"])[-1][1]
     problems = compare(run_suite(pristine_template, "nsa", configs), actual, strict=True)
     served = expected_served(actual["_meta/replays"], "upstream")
     problems += served_problems(actual, served) + summary_problems(actual, served)

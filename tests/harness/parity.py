@@ -60,7 +60,8 @@ def _run(tree: Path, suite: str, configs: list, device: str, seed: int, full_env
         if proc.returncode != 0:
             raise RuntimeError(f"runner failed on {tree} ({proc.returncode}):\n{proc.stderr[-6000:]}")
         dump = torch.load(out, weights_only=False)
-        dump["_meta/log"] = proc.stderr  # the runner's log, at exit included (never compared)
+        dump["_meta/stderr"] = proc.stderr  # the runner's log, at exit included (not compared;
+        # the name must not end in "/log": radix suites' per-config logs do)
         return dump
 
 

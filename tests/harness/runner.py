@@ -48,7 +48,7 @@ def main() -> None:
     import torch
     from sglang.srt.utils import configure_logger
 
-    # Log as a server's scheduler process does (stderr, INFO; the caller keeps it: `_meta/log`).
+    # Log as a server's scheduler process does (stderr, INFO; the caller keeps it: `_meta/stderr`).
     configure_logger(argparse.Namespace(log_level="info"), prefix=" TP0")
 
     torch.manual_seed(args.seed)

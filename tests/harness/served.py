@@ -62,7 +62,7 @@ def summary_problems(dump: dict, expected: dict, every: int | None = None) -> li
     """[] when the patched runner's log holds the served summary an operator reads: the last
     (at exit) with exactly `expected`; with `every` (NSA_FASTPATH_SUMMARY_EVERY), before it one
     line per `every` replays, the i-th counting i * every."""
-    lines = logged_summaries(dump["_meta/log"])
+    lines = logged_summaries(dump["_meta/stderr"])
     if not expected:
         return [f"summaries logged though nothing was served: {lines}"] if lines else []
     if not lines or lines[-1][0] != expected:
