@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Download, into .whl/, the cp312 wheels the GPU tier installs on the device machine (no network
-# there): SGLang 0.5.8's pure-Python imports that the device image lacks or has in versions SGLang
-# 0.5.8 can't use (transformers 5.x, huggingface-hub 1.x), plus pytest and apache-tvm-ffi (the CUDA
-# metadata kernel builds with it; 0.5.9's own fused metadata copy too). About 35 MB. The SGLang
-# wheels themselves travel in .cache/wheels (scripts/fetch_wheel.sh RELEASE).
+# Download, into .whl/, the wheels scripts/gpu_tier.sh installs with `pip install --no-index` on
+# a GPU machine (which then needs no network; docs/GPU_TIER.md): SGLang's pure-Python imports,
+# pinned where newer releases break SGLang 0.5.8 (transformers 5.x, huggingface-hub 1.x), plus
+# pytest and apache-tvm-ffi (the CUDA metadata kernel builds with it; 0.5.9's own fused metadata
+# copy too). About 35 MB. Run it on any machine with network; the wheels are for the GPU
+# machine's Python: GPU_PYTHON_VERSION (default 3.12), x86_64 Linux. The SGLang wheels themselves
+# travel in .cache/wheels (scripts/fetch_wheel.sh RELEASE).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$root/.whl"
@@ -22,7 +24,8 @@ plat=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64 \
          manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do plat+=(--platform "$p"); done
 for pkg in "${pkgs[@]}"; do
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --python-version "${GPU_PYTHON_VERSION:-3.12}" \
         --implementation cp "${plat[@]}" -d "$root/.whl" "$pkg"
 done
 du -sh "$root/.whl"

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# GPU tier on the device machine (docs/GPU_TIER.md). From the repo root, through the device tool:
-#   run(command="bash scripts/gpu_tier.sh tests", carry=[".whl", ".cache/wheels"])
-#   run(command="bash scripts/gpu_tier.sh multi", carry=[".whl", ".cache/wheels"])
-#   run(command="bash scripts/gpu_tier.sh bench", carry=[".whl", ".cache/wheels"])
-#   run(command="bash scripts/gpu_tier.sh build", carry=[".whl", ".cache/wheels"])
-# `tests`: pre-builds the CUDA kernel with the operator's command, builds it for sm_90a + sm_100a
-# and checks its cache and failures (test_cuda_build.py), the Triton kernel tests compiled for the
-# GPU, then the gpu-marked tests but the multi-step ones (parity with CUDA-graph capture/replay, CUDA
-# C++ kernel tests, first replay after capture). `multi`: the multi-step parity tests.
-# `bench`: the side-by-side benchmarks. `build`: the CUDA metadata kernel's build through
-# apache-tvm-ffi (issue 14): the operator's prebuild into an empty cache (cold, then again), the
-# gpu-marked kernel and build tests and single-backend parity on the CUDA path, the capture cost
-# (0.5.8 / CUDA path / Triton path, empty and warm caches), eight processes starting at once, and
-# the replay host cost beside the tvm-ffi empty-launch floor (about 7 minutes).
-# Each stage fits the device tool's 10-minute limit.
+# GPU tier (docs/GPU_TIER.md): what only a GPU can run. From the repo root of a checkout that
+# holds .whl/ and .cache/wheels/ (scripts/fetch_gpu_wheels.sh, scripts/fetch_wheel.sh; no network
+# needed here):
+#   bash scripts/gpu_tier.sh all     # tests, then multi, then bench
+#   bash scripts/gpu_tier.sh tests|multi|bench|build [pytest or benchmark args]
+# `tests`: pre-builds the CUDA kernel with the operator's command (for this GPU), its build tests
+# (test_cuda_build.py), the Triton kernel tests compiled for the GPU, then the gpu-marked tests
+# but the multi-step ones (parity with CUDA-graph capture/replay, CUDA C++ kernel tests, first
+# replay after capture). `multi`: the multi-step parity tests. `bench`: the side-by-side
+# benchmarks. `build`: the CUDA kernel's build through apache-tvm-ffi: the operator's prebuild
+# into an empty cache (cold, then again), the build tests that need a GPU (eight processes
+# starting at once), the CUDA-path kernel tests and single-backend parity, the capture cost
+# (bench/bench_capture_cost.py) and the replay host cost beside the empty-launch floor.
+# Each stage is sized to take under 10 minutes on an H200.
 # The SGLang release: NSA_FASTPATH_TEST_RELEASE (default 0.5.8; its wheel in .cache/wheels), e.g.
-#   run(command="NSA_FASTPATH_TEST_RELEASE=0.5.9 bash scripts/gpu_tier.sh tests", carry=[...])
-# Uses the image's torch, Triton and nvcc; SGLang 0.5.8 and the pure-Python packages it imports
-# travel as wheels in .whl/ (scripts/fetch_gpu_wheels.sh). Logs go to $OUT.
+#   NSA_FASTPATH_TEST_RELEASE=0.5.9 bash scripts/gpu_tier.sh tests
+# Uses this machine's python3 with its CUDA torch, Triton and nvcc; SGLang and the pure-Python
+# packages it imports are installed from .whl/ into /tmp/site. Logs go to $OUT
+# (default /tmp/nsa-fastpath-gpu).
 set -uo pipefail
 stage=${1:-tests}
 shift || true
+case "$stage" in
+tests | multi | bench | build) ;;
+all) [ $# -eq 0 ] || { echo "gpu_tier.sh all takes no extra arguments" >&2; exit 2; } ;;
+*) echo "usage: gpu_tier.sh all|tests|multi|bench|build [args]" >&2; exit 2 ;;
+esac
 out=${OUT:-/tmp/nsa-fastpath-gpu}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -42,37 +47,39 @@ export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees-
 trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + apply.sh)
 patched=${trees#*$'\n'}
 status=0
-case "$stage" in
-tests)  # build, kernel tests, single-backend parity, first-replay check
-    start=$(date +%s)
+
+run_tests() {  # build, kernel tests, single-backend parity, first-replay check
+    local start=$(date +%s)
     PYTHONPATH=$patched:tests/standins/gpu:tests/standins:$PYTHONPATH \
         python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build 2>&1 \
         | tee "$out/cuda_build.log" || status=1
-    echo "CUDA extension build/load: $(( $(date +%s) - start )) s" | tee -a "$out/cuda_build.log"
+    echo "CUDA kernel build/load: $(( $(date +%s) - start )) s" | tee -a "$out/cuda_build.log"
     python3 -m pytest -p no:cacheprovider -q -rA tests/test_cuda_build.py 2>&1 \
         | tee -a "$out/cuda_build.log" || status=1
     NSA_FASTPATH_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -q -rA \
         tests/test_metadata_kernel.py -k triton 2>&1 | tee "$out/triton_kernel_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
         -k "not multi_step" "$@" 2>&1 | tee "$out/gpu_tests.log" || status=1
-    ;;
-multi)  # multi-step parity (fused fill and batched copy)
+}
+
+run_multi() {  # multi-step parity (fused fill and batched copy)
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
         -k "multi_step" "$@" 2>&1 | tee "$out/gpu_tests_multi.log" || status=1
-    ;;
-bench)
+}
+
+run_bench() {
     python3 bench/bench_replay_metadata.py "$@" 2>&1 | tee "$out/bench_replay_metadata.log" || status=1
     python3 bench/bench_batched_copy.py "$@" 2>&1 | tee "$out/bench_batched_copy.log" || status=1
-    if [ -f bench/bench_radix_match.py ]; then
-        python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \
-            | tee "$out/bench_radix_match.log" || status=1
-    fi
-    ;;
-build)  # the CUDA metadata kernel built through apache-tvm-ffi (issue 14)
-    export NSA_FASTPATH_BUILD_DIR=$(mktemp -d /tmp/nsa-fastpath-build.XXXX)  # empty: a first start
-    wrapper=(python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build)
+    python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \
+        | tee "$out/bench_radix_match.log" || status=1
+}
+
+run_build() {  # the CUDA metadata kernel built through apache-tvm-ffi
+    local NSA_FASTPATH_BUILD_DIR=$(mktemp -d /tmp/nsa-fastpath-build.XXXX)  # empty: a first start
+    export NSA_FASTPATH_BUILD_DIR
+    local wrapper=(python3 -m sglang.srt.layers.attention.nsa.cuda_metadata_wrapper --build)
     for run in cold again; do
-        start=$(date +%s%N)
+        local start=$(date +%s%N)
         PYTHONPATH=$patched:$PYTHONPATH TORCH_CUDA_ARCH_LIST=9.0a "${wrapper[@]}" 2>&1 \
             | tee -a "$out/cuda_build.log" || status=1
         echo "prebuild ($run) for sm_90a: $(( ($(date +%s%N) - start) / 1000000 )) ms" \
@@ -80,7 +87,7 @@ build)  # the CUDA metadata kernel built through apache-tvm-ffi (issue 14)
     done
     python3 -m pytest -p no:cacheprovider -q -rA -s tests/test_cuda_build.py \
         -k "eight_processes or prebuild or either_gpu" 2>&1 \
-        | tee "$out/cuda_build_tests.log" || status=1  # the rest is CI's (no GPU needed)
+        | tee "$out/cuda_build_tests.log" || status=1  # the rest needs no GPU: the CPU tier's
     python3 -m pytest -p no:cacheprovider -m gpu -q -rA tests/test_metadata_kernel.py -k cuda \
         2>&1 | tee "$out/cuda_kernel_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/test_parity_nsa.py \
@@ -88,7 +95,12 @@ build)  # the CUDA metadata kernel built through apache-tvm-ffi (issue 14)
     python3 bench/bench_capture_cost.py 2>&1 | tee "$out/capture_cost.log" || status=1
     python3 bench/bench_replay_metadata.py --iters 100 --bs 1,32,256 "$@" 2>&1 \
         | tee "$out/bench_replay_metadata.log" || status=1
-    ;;
-*) echo "usage: gpu_tier.sh tests|multi|bench|build [args]" >&2; exit 2 ;;
-esac
+}
+
+for s in $([ "$stage" = all ] && echo tests multi bench || echo "$stage"); do
+    start=$(date +%s)
+    "run_$s" "$@"
+    echo "gpu_tier.sh $s: $(( $(date +%s) - start )) s" | tee -a "$out/durations.txt"
+done
+echo "gpu_tier.sh $stage: $([ $status = 0 ] && echo passed || echo FAILED); logs in $out"
 exit $status

@@ -5,6 +5,9 @@
 # installed without its dependencies), which cannot serve models -- patches that, and says so.
 # Extra arguments go to apply.sh (e.g. --target DIR, --dry-run). Ends with the exact status
 # and revert commands for what it patched.
+# Exit status: apply.sh's (0 = patched; `apply.sh --help` lists the others), except 9 when
+# everything worked but what it patched is .venv, the test environment, not a Python that
+# serves (the last line then says so).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd -P)
 py=${PYTHON:-python3}
@@ -12,11 +15,19 @@ if ! command -v "$py" >/dev/null 2>&1; then
     echo "[nsa-fastpath] ERROR: no Python at '$py': set PYTHON=/path/to/python of your SGLang environment" >&2
     exit 3
 fi
-made_venv=0
+used_venv=0
 if ! "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("sglang") is None)' 2>/dev/null; then
-    echo "[nsa-fastpath] $py has no SGLang: creating $root/.venv, the CPU test environment (pinned sglang==0.5.8, CPU torch; about 6 minutes the first time), and patching that" >&2
+    what="$root/.venv, the CPU test environment (pinned sglang==0.5.8, CPU torch)"
+    state=$(bash "$root/scripts/make_venv.sh" --state)
+    case $state in
+    ready) echo "[nsa-fastpath] $py has no SGLang: reusing $what, and patching that" >&2 ;;
+    stale) echo "[nsa-fastpath] $py has no SGLang: updating $what to requirements-cpu.txt, and patching that" >&2 ;;
+    *) echo "[nsa-fastpath] $py has no SGLang: creating $what, and patching that; this installs about 2.3 GB (CPU torch, Triton): minutes, depending on the network" >&2 ;;
+    esac
+    start=$SECONDS
     py=$(bash "$root/scripts/make_venv.sh")
-    made_venv=1
+    [ "$state" = ready ] || echo "[nsa-fastpath] .venv ready after $((SECONDS - start)) s" >&2
+    used_venv=1
 fi
 PYTHON="$py" bash "$root/scripts/apply.sh" apply "$@"
 rc=0
@@ -31,9 +42,10 @@ where=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] target: \(.*\)$/\1
 overall=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] overall: \([a-z]*\).*/\1/p' | head -n 1)
 echo "[nsa-fastpath] ---"
 echo "[nsa-fastpath] setup: ${overall:-unknown}: the SGLang in ${where:-?}, the one $py imports"
-if [ "$made_venv" = 1 ]; then
-    echo "[nsa-fastpath] NOTE: $root/.venv is this repository's CPU test environment, created because ${PYTHON:-python3} has no SGLang: CPU-only torch, SGLang without its dependencies. It cannot serve models. To patch the SGLang you serve with: PYTHON=/path/to/its/python bash $root/scripts/setup.sh"
-fi
 echo "[nsa-fastpath] status: $(cmd status)"
 echo "[nsa-fastpath] revert: $(cmd revert)"
+if [ "$used_venv" = 1 ]; then
+    [ "$rc" != 0 ] || rc=9
+    echo "[nsa-fastpath] NOTE: exit $rc: no Python that serves was patched. $root/.venv is this repository's CPU test environment, used because ${PYTHON:-python3} has no SGLang: CPU-only torch, SGLang without its dependencies; it cannot serve models. To patch the SGLang you serve with: PYTHON=/path/to/its/python bash $root/scripts/setup.sh"
+fi
 exit "$rc"

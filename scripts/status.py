@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Kernel-path part of `apply.sh status`: which nsa-fastpath code paths this Python would use.
+"""Kernel-path part of `apply.sh status`: which nsa-fastpath code paths the target would use.
 
-Run by scripts/apply.sh with the target's interpreter ($PYTHON). Reports
+Run by scripts/apply.sh (under $PYTHON) with --site, the target site-packages. Every line is
+about the Python that owns that site-packages (the one whose sys.path holds it: for
+<prefix>/lib/pythonX.Y/site-packages, <prefix>/bin/pythonX.Y, a venv's or a system install's):
+when that is not the Python running this script, the script re-runs itself under it. When no
+Python owns it (a --target tree of one's own), every line is about this Python with the target
+first on its path (PYTHONPATH=<site>), and the first line says so. Reports
   * Triton: importable? which version (the Triton metadata path needs it),
   * the CUDA C++ extension: built? (nsa_fastpath_metadata*.so under $NSA_FASTPATH_BUILD_DIR,
     default ~/.cache/nsa-fastpath/build),
@@ -10,8 +15,7 @@ Run by scripts/apply.sh with the target's interpreter ($PYTHON). Reports
     warnings, contextlib, enum and typing, so SGLang's heavy __init__ is not run;
   * the path each fast path would take in a server started from this environment
     (`replay_fastpath.describe()`, `radix_match.describe()` of the target tree), asked in a
-    child process of the target's Python, which imports SGLang (a few seconds) and builds
-    nothing.
+    child process of the same Python, which imports SGLang (a few seconds) and builds nothing.
 Standard library only; never imports sglang itself.
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,8 +91,9 @@ DESCRIBERS = (
 )
 _PROBE = """
 import importlib, sys
-sys.path.insert(0, sys.argv[1])
-for module, function in zip(sys.argv[2::2], sys.argv[3::2]):
+import sglang
+print(sglang.__file__)
+for module, function in zip(sys.argv[1::2], sys.argv[2::2]):
     try:
         print(getattr(importlib.import_module(module), function)())
     except Exception as e:
@@ -97,17 +103,75 @@ for module, function in zip(sys.argv[2::2], sys.argv[3::2]):
 
 def runtime_paths(site: Path) -> list[str]:
     """'label: path' for each fast path, as a server from this environment would choose it."""
-    args = [str(site)] + [x for _, module, function in DESCRIBERS for x in (module, function)]
+    args = [x for _, module, function in DESCRIBERS for x in (module, function)]
     try:
         proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
                               text=True, timeout=300)
     except subprocess.TimeoutExpired:
         return [f"{label}: unknown (importing SGLang took over 300 s)" for label, _, _ in DESCRIBERS]
     lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or len(lines) != len(DESCRIBERS):
+    if proc.returncode != 0 or len(lines) != len(DESCRIBERS) + 1:
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [f"{label}: unknown (could not import SGLang: {why})" for label, _, _ in DESCRIBERS]
-    return [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines)]
+    found = Path(lines[0]).resolve()
+    if not found.is_relative_to(site.resolve()):
+        return [f"{label}: not this target's: {sys.executable} imports SGLang from {found}"
+                for label, _, _ in DESCRIBERS]
+    return [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines[1:])]
+
+
+# ------------------------------------------------------------------ the Python that owns --site
+_SYS_PATH = "import os, sys; print('\\n'.join(os.path.realpath(p) for p in sys.path if p))"
+
+
+def on_path(python: str, site: Path) -> bool:
+    """Does `python` (run in this environment) have `site` on its sys.path?"""
+    try:
+        proc = subprocess.run([python, "-c", _SYS_PATH], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and str(site) in proc.stdout.splitlines()
+
+
+def owner_candidates(site: Path) -> list[str]:
+    """Interpreters that may own `site`, from its layout: <prefix>/lib/pythonX.Y/site-packages
+    (a venv, pyenv, /usr/local) or Debian's <prefix>/lib/python3/dist-packages and
+    /usr/local/lib/pythonX.Y/dist-packages (owned by /usr/bin/pythonX.Y); then PATH's."""
+    lib = site.parent
+    prefix, version = lib.parent.parent, lib.name.removeprefix("python")
+    names = ([f"python{version}"] if version[:2] == "3." else []) + ["python3", "python"]
+    layout = lib.name.startswith("python") and lib.parent.name in ("lib", "lib64")
+    found = [str(prefix / "bin" / n) for n in names] if layout else []
+    if layout and version == "3":
+        found += sorted(str(p) for p in (prefix / "bin").glob("python3.*")
+                        if p.name[len("python3."):].isdigit())
+    if layout and str(prefix) == "/usr/local" and version[:2] == "3.":
+        found.append(f"/usr/bin/python{version}")
+    found += [w for n in names if (w := shutil.which(n))]
+    return [c for i, c in enumerate(found) if c not in found[:i] and os.access(c, os.X_OK)]
+
+
+def find_owner(site: Path) -> str | None:
+    """The first candidate Python whose sys.path holds `site` (its own prefix path, not a copy:
+    the symlink a venv's bin/python is, is kept)."""
+    for candidate in owner_candidates(site):
+        if on_path(candidate, site):
+            return candidate
+    return None
+
+
+def rerun(python: str, extra_env: dict | None = None) -> int:
+    """This script again under `python`, output straight through; its exit status."""
+    argv = [python, str(Path(__file__).resolve()), *sys.argv[1:], "--owner-checked"]
+    sys.stdout.flush()  # our lines first
+    try:
+        return subprocess.run(argv, env={**os.environ, **(extra_env or {})},
+                              stdin=subprocess.DEVNULL).returncode
+    except OSError as e:
+        say(f"python: could not run {python}: {e}; Triton, the CUDA extension, the flags and "
+            "the paths are unknown")
+        return 1
 
 
 def main() -> int:
@@ -116,11 +180,30 @@ def main() -> int:
                     help="the target's patched sglang/srt/environ.py ('' = not patched)")
     ap.add_argument("--pristine-environ", default="",
                     help="SGLang's original environ.py (the backup), to list every added flag")
+    ap.add_argument("--site", default="",
+                    help="the target site-packages: report for the Python that owns it")
+    ap.add_argument("--owner-checked", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    site = Path(os.path.realpath(args.site)) if args.site else None
+    if site is None and args.environ:
+        site = Path(os.path.realpath(args.environ)).parents[2]
+
+    here = f"{sys.executable} ({sys.version.split()[0]})"
+    if site is not None and not args.owner_checked and str(site) not in \
+            [os.path.realpath(p) for p in sys.path if p]:
+        owner = find_owner(site)
+        if owner is not None:  # every line from the Python that owns the target
+            return rerun(owner)
+        pythonpath = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        looked = ", ".join(owner_candidates(site)) or "none"
+        say(f"no Python found whose sys.path holds {site} (looked at: {looked}): the lines below "
+            f"are for {here} run with PYTHONPATH={site}; for the Python you serve with, run "
+            "status with PYTHON=/path/to/that/python")
+        return rerun(sys.executable, {"PYTHONPATH": pythonpath})
 
     tri_ok, tri = triton_info()
     ext_ok, ext = cuda_ext_info()
-    say(f"python: {sys.executable} ({sys.version.split()[0]})")
+    say(f"python: {here}" + (f", which imports from {site}" if site is not None else ""))
     say(f"triton: {'importable, ' + tri if tri_ok else 'not importable (' + tri + ')'}")
     say(f"CUDA C++ extension: {'built: ' + ext if ext_ok else ext}")
 
@@ -154,18 +237,18 @@ def main() -> int:
         elif not value:
             path = "off: SGLang 0.5.8's own code path"
         elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
-            path = "on, but Triton is not importable: SGLang's own path is used"
+            path = "on, but Triton is not importable by this Python: the Triton path cannot serve"
         elif name == "SGLANG_NSA_USE_CUDA_METADATA":
             path = ("on: used on a CUDA GPU" + ("" if ext_ok else " (the extension is not built "
                     "yet: the first CUDA-graph capture builds it, unless NSA_FASTPATH_CUDA_JIT=0)"))
         else:
             path = "on: would be used"
         say(f"  {name}={value} ({src}) -> {what}: {path}")
-    say("paths a server started from this environment would use:")
-    for line in runtime_paths(Path(args.environ).resolve().parents[2]):
+    say(f"paths a server started by {sys.executable} from this environment would use:")
+    for line in runtime_paths(site):
         say(f"  {line}")
-    say("each fast path logs a line starting with 'nsa-fastpath:' once per server process "
-        "naming the path it uses (grep nsa-fastpath: server.log)")
+    say("a server logs which path serves in lines starting with 'nsa-fastpath:' "
+        "(grep nsa-fastpath: server.log; docs/SERVING.md)")
     return 0
 
 

@@ -27,7 +27,7 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU: run scripts/gpu_tier.sh on the device")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: docs/GPU_TIER.md (bash scripts/gpu_tier.sh all)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -70,8 +70,12 @@ def test_setup_without_sglang_patches_the_test_venv_and_says_so(tmp_path, pristi
     plain = python_seeing(tmp_path / "bin" / "python3", None)
 
     p = run_setup(repo, plain)
-    assert p.returncode == 0, out(p)
-    assert f"{plain} has no SGLang" in p.stderr and "test environment" in p.stderr
+    assert p.returncode == 9, out(p)  # it worked, but patched no Python that serves
+    assert f"{plain} has no SGLang: reusing {repo}/.venv" in p.stderr, out(p)
+    assert "creating" not in p.stderr and "minutes" not in p.stderr, out(p)  # the venv existed
+    assert "test environment" in p.stderr
+    last = p.stdout.splitlines()[-1]
+    assert last.startswith("[nsa-fastpath] NOTE: exit 9: no Python that serves was patched"), last
     assert_tree(site, patched_map, "patched", out(p))
     assert f"setup: patched: the SGLang in {site} (sglang 0.5.8), the one {venv_py}" in p.stdout
     note = printed(p, "NOTE")
@@ -87,6 +91,22 @@ def test_setup_without_sglang_patches_the_test_venv_and_says_so(tmp_path, pristi
     assert_tree(site, pristine_map, "pristine after the printed revert command")
 
 
+def test_make_venv_state(tmp_path):
+    """What setup.sh announces comes from `make_venv.sh --state`: absent (create), stale
+    (update), ready (reuse); --state changes nothing."""
+    repo = repo_copy(tmp_path / "repo")
+    state = lambda: subprocess.run(["bash", str(repo / "scripts" / "make_venv.sh"), "--state"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    assert state() == "absent" and not (repo / ".venv").exists()
+    python_seeing(repo / ".venv" / "bin" / "python", None)
+    assert state() == "stale"
+    stamp = hashlib.sha256((repo / "requirements-cpu.txt").read_bytes()
+                           + (repo / "scripts" / "make_venv.sh").read_bytes()).hexdigest()
+    (repo / ".venv" / ".nsa-fastpath-stamp").write_text(stamp + "\n")
+    assert state() == "ready"
+
+
+@pytest.mark.quick  # apply (and --dry-run), status, revert: byte-identical round trip
 def test_setup_with_sglang_patches_it(tmp_path, pristine_template, pristine_map, patched_map):
     repo = repo_copy(tmp_path / "repo")
     site = link_tree(pristine_template, tmp_path / "site")

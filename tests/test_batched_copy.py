@@ -17,7 +17,6 @@ from parity_configs import NSA_MULTI_CPU
 PRECOMPUTE = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"}
 COPY_ONLY = {"SGLANG_NSA_USE_TRITON_METADATA": "0", "SGLANG_NSA_USE_CUDA_METADATA": "0", **PRECOMPUTE}
 POISON = -777_777
-_pristine: dict = {}
 
 
 def check_copy_run(expected, actual):
@@ -34,11 +33,10 @@ def check_copy_run(expected, actual):
 
 @pytest.mark.parametrize("verify", ["0", "1"], ids=["plain", "verify-mode"])
 def test_multi_step_batched_copy_parity(pristine_template, patched_template, verify):
-    if "cpu" not in _pristine:
-        _pristine["cpu"] = run_suite(pristine_template, "nsa", NSA_MULTI_CPU, env=PRECOMPUTE)
+    expected = run_suite(pristine_template, "nsa", NSA_MULTI_CPU, env=PRECOMPUTE, reuse=True)
     actual = run_suite(patched_template, "nsa", NSA_MULTI_CPU,
                        env={**COPY_ONLY, "SGLANG_NSA_BATCHED_COPY_VERIFY": verify})
-    check_copy_run(_pristine["cpu"], actual)
+    check_copy_run(expected, actual)
 
 
 def test_verify_mode_reports_a_bad_copy(patched_template, tmp_path):

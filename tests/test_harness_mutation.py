@@ -67,8 +67,9 @@ def test_harness_reports_planted_difference(pristine_template, patched_template,
     src.write_text(text.replace(old, new))
 
     strict = env == FLAGS_OFF  # fast paths on: compare what SGLang reads (see test_parity_nsa)
-    expected = run_suite(pristine_template, suite, configs)
-    baseline = compare(expected, run_suite(patched_template, suite, configs, env=env), strict=strict)
+    expected = run_suite(pristine_template, suite, configs, reuse=True)
+    patched = run_suite(patched_template, suite, configs, env=env, reuse=True)
+    baseline = compare(expected, patched, strict=strict)
     assert not baseline, baseline
     problems = compare(expected, run_suite(mutant, suite, configs, env=env), strict=strict)
     assert problems, "harness did not notice the planted change"

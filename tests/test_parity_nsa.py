@@ -14,29 +14,31 @@ import pytest
 from conftest import RELEASE
 from harness import releases
 from harness.parity import compare, run_suite
-from harness.served import expected_served, served_problems
+from harness.served import expected_served, logged_summaries, served_problems, summary_problems
 from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU
 
-_cache: dict = {}
 SCHEDULE = "paged_mqa_schedule_metadata"
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
 MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
+SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the periodic summary
 
 
 def pristine(tree, name, configs, device="cpu", env=None):
-    key = (name, device, tuple(sorted((env or {}).items())))
-    if key not in _cache:
-        _cache[key] = run_suite(tree, "nsa", configs, device=device, env=env)
-    return _cache[key]
+    """The pristine run for these configs (once per session: run_suite's reuse)."""
+    return run_suite(tree, "nsa", configs, device=device, env=env, reuse=True)
 
 
-def check_patched(expected, actual, *, strict, served):
-    """Parity with pristine, exactly the expected served counts, no path disabled; every
+def check_patched(expected, actual, *, strict, served, every=None):
+    """Parity with pristine, exactly the expected served counts, no path disabled, and the log
+    an operator reads says so (each path's first-serve line, the served summaries); every
     problem is reported at once."""
     problems = compare(expected, actual, strict=strict)
     if actual["_meta/replays"] != expected["_meta/replays"]:
         problems.append(f"replays {actual['_meta/replays']} vs {expected['_meta/replays']}")
     problems += served_problems(actual, served)
+    problems += summary_problems(actual, served, every)
+    problems += [f"no log line 'nsa-fastpath: NSA replay path: {path}'" for path in served
+                 if f"nsa-fastpath: NSA replay path: {path}\n" not in actual["_meta/stderr"]]
     if actual["_meta/nsa_failed"]:
         problems.append(f"paths disabled: {actual['_meta/nsa_failed']}")
     assert not problems, "patched tree differs from SGLang 0.5.8:\n" + "\n".join(problems)
@@ -90,14 +92,15 @@ def assert_server_inputs(dump, modes, device="cpu"):
 
 
 # ---------------------------------------------------------------- CPU tier
-@pytest.mark.parametrize("env,fast", [({}, "triton"), (FLAGS_OFF, None)],
-                         ids=["flags-default", "flags-off"])
+@pytest.mark.parametrize("env,fast", [pytest.param({}, "triton", marks=pytest.mark.quick),
+                                      (FLAGS_OFF, None)], ids=["flags-default", "flags-off"])
 def test_single_backend_replay_parity(pristine_template, patched_template, env, fast):
     expected = pristine(pristine_template, "single", NSA_SINGLE_CPU)
     assert_meaningful(expected, MODES)
     assert_server_inputs(expected, MODES)
-    actual = run_suite(patched_template, "nsa", NSA_SINGLE_CPU, env=env)
-    check_patched(expected, actual, strict=fast is None,
+    actual = run_suite(patched_template, "nsa", NSA_SINGLE_CPU,
+                       env={**env, "NSA_FASTPATH_SUMMARY_EVERY": str(SUMMARY_EVERY)})
+    check_patched(expected, actual, strict=fast is None, every=SUMMARY_EVERY,
                   served=expected_served(actual["_meta/replays"], fast or "upstream"))
 
 
@@ -125,8 +128,13 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
     configs = NSA_SINGLE_CPU[:1]
     actual = run_suite(broken, "nsa", configs)
     assert "simulated" in actual["_meta/nsa_failed"]["triton"], actual["_meta/nsa_failed"]
+    # what the operator reads: the WARNING once, and the summary at exit naming the disabled path
+    warning = "nsa-fastpath: triton replay path disabled for this process: ImportError: simulated"
+    assert actual["_meta/stderr"].count(warning) == 1, actual["_meta/stderr"][-3000:]
+    assert "triton: ImportError: simulated" in logged_summaries(actual["_meta/stderr"])[-1][1]
     problems = compare(run_suite(pristine_template, "nsa", configs), actual, strict=True)
-    problems += served_problems(actual, expected_served(actual["_meta/replays"], "upstream"))
+    served = expected_served(actual["_meta/replays"], "upstream")
+    problems += served_problems(actual, served) + summary_problems(actual, served)
     assert not problems, "\n".join(problems)
 
 
@@ -139,7 +147,8 @@ def test_bad_input_is_reported_not_written(patched_template):
         dump["bad/draft_extend_overflow"]
     assert "above the 16 rows captured" in dump["bad/draft_extend_overflow"]
     assert dump["_meta/replays"] == {"rejected": 1}
-    problems = served_problems(dump, expected_served(dump["_meta/replays"], "triton"))
+    served = expected_served(dump["_meta/replays"], "triton")
+    problems = served_problems(dump, served) + summary_problems(dump, served)
     assert not problems and not dump["_meta/nsa_failed"], (problems, dump["_meta/nsa_failed"])
 
 

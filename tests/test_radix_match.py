@@ -165,6 +165,7 @@ def _lengths(rng, n_random):
 # ------------------------------------------------------------------------------------------------
 # 1. fuzz against 0.5.8
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.quick
 @pytest.mark.parametrize("bigram", [False, True], ids=["ints", "bigram"])
 @pytest.mark.parametrize("page_size", [1, 2, 16, 64])
 def test_key_match_fuzz(page_size, bigram):

@@ -58,7 +58,7 @@ def cmd_status(ctx: Context, target: str | None) -> int:
     environ = str(t / "sglang/srt/environ.py") if s.state.get("sglang/srt/environ.py") == \
         "patched" else ""
     if ctx.status_kernels:
-        kernel_report(ctx, environ, t.state / "backup/sglang/srt/environ.py")
+        kernel_report(ctx, environ, t.state / "backup/sglang/srt/environ.py", t.root)
     return code
 
 
@@ -103,11 +103,12 @@ def _overall(t: Target, m: Manifest, s: Scan, j: dict, leftovers: list,
             "apply` or `apply.sh revert`")
 
 
-def kernel_report(ctx: Context, environ: str, pristine_environ: Path) -> None:
-    """scripts/status.py, run by this (the target's) Python: Triton, CUDA extension, flags."""
+def kernel_report(ctx: Context, environ: str, pristine_environ: Path, site: Path) -> None:
+    """scripts/status.py: Triton, CUDA extension, flags, paths, under the Python owning `site`."""
     try:
         p = subprocess.run([sys.executable, str(ROOT / "scripts" / "status.py"),
-                            "--environ", environ, "--pristine-environ", str(pristine_environ)],
+                            "--environ", environ, "--pristine-environ", str(pristine_environ),
+                            "--site", str(site)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            errors="replace", stdin=subprocess.DEVNULL)
     except OSError as e:

@@ -50,6 +50,10 @@ def main() -> None:
 
     setup_paths(args.tree, args.device)
     import torch
+    from sglang.srt.utils import configure_logger
+
+    # Log as a server's scheduler process does (stderr, INFO; the caller keeps it: `_meta/stderr`).
+    configure_logger(argparse.Namespace(log_level="info"), prefix=" TP0")
 
     torch.manual_seed(args.seed)
     out: dict = {}

@@ -13,6 +13,7 @@ A replay the fast path rejects as bad input (`rejected`) is served by nobody.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 
@@ -42,3 +43,33 @@ def served_problems(dump: dict, expected: dict) -> list[str]:
         return []
     return [f"served {dump['_meta/served']}, expected {expected} "
             f"(harness replays: {dump['_meta/replays']})"]
+
+
+_SUMMARY = re.compile(r"nsa-fastpath: NSA replays served: ([^;\n]*); disabled paths: (.*)")
+
+
+def logged_summaries(log: str) -> list[tuple[dict, str]]:
+    """The served summaries `replay_fastpath` logged (periodic ones, then the one at exit), as
+    (counts, disabled) in log order."""
+    out = []
+    for counts, disabled in _SUMMARY.findall(log):
+        pairs = [] if counts == "none" else [c.split("=") for c in counts.split(", ")]
+        out.append(({k: int(v) for k, v in pairs}, disabled))
+    return out
+
+
+def summary_problems(dump: dict, expected: dict, every: int | None = None) -> list[str]:
+    """[] when the patched runner's log holds the served summary an operator reads: the last
+    (at exit) with exactly `expected`; with `every` (NSA_FASTPATH_SUMMARY_EVERY), before it one
+    line per `every` replays, the i-th counting i * every."""
+    lines = logged_summaries(dump["_meta/stderr"])
+    if not expected:
+        return [f"summaries logged though nothing was served: {lines}"] if lines else []
+    if not lines or lines[-1][0] != expected:
+        return [f"served summary at exit: {lines[-1:] or 'none'}, expected {expected}"]
+    if every:
+        totals = [sum(counts.values()) for counts, _ in lines[:-1]]
+        want = [every * i for i in range(1, sum(expected.values()) // every + 1)]
+        if totals != want:
+            return [f"periodic summaries counted {totals} replays, expected {want}"]
+    return []

@@ -1,4 +1,4 @@
-"""GPU-tier stand-in for sgl_kernel (its 535 MB wheel is built for torch 2.9.1, not the device's).
+"""GPU-tier stand-in for sgl_kernel (its 535 MB wheel is built for torch 2.9.1, not ours).
 
 On CUDA, SGLang 0.5.8 imports many more sgl_kernel names at module level and registers fake
 kernels for `sgl_kernel::` torch ops, so this stand-in resolves ANY attribute and ANY submodule

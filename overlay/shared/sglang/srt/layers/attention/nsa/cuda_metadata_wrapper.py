@@ -3,7 +3,7 @@
 
 How it is built: SGLang's own JIT-kernel mechanism, apache-tvm-ffi (which SGLang 0.5.8 requires;
 `sglang.jit_kernel` builds its kernels with it). `tvm_ffi.cpp.build` runs, through ninja and at
-once, nvcc on the device code (cuda_metadata_kernel.cu) and the host C++ compiler on the tvm-ffi
+once, nvcc on the GPU code (cuda_metadata_kernel.cu) and the host C++ compiler on the tvm-ffi
 binding (cuda_metadata_binding.cc; what both use is cuda_metadata_kernel.cuh): nvcc never sees
 the tvm-ffi headers, which doubled its work. Tensors cross as DLPack, so no torch header is
 compiled and the library does not depend on the torch it runs with. We call tvm_ffi.cpp.build

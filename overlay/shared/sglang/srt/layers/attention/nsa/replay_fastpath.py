@@ -22,7 +22,9 @@ the extension loads), Triton (`SGLANG_NSA_USE_TRITON_METADATA`), then SGLang's o
 flags are read when the CUDA graphs are captured (server start). A path that raises on a replay
 is logged once with the reason and skipped for the rest of the process. `served` counts the
 replays each path served and `path_report()` returns it; `describe()` says what this Python
-would use (apply.sh status).
+would use (apply.sh status). A one-line INFO summary of `served` (and of disabled paths) is
+logged every NSA_FASTPATH_SUMMARY_EVERY replays (default 10000, 0 = never) and at a normal
+process exit, so an operator sees in the server log which path is serving.
 
 The one host value the fast path needs is draft_extend's token count, for slicing the seqlens
 handed to DeepGEMM (and FlashMLA). SGLang 0.5.8 gets it with `accept_length.tolist()`, a sync.
@@ -36,6 +38,7 @@ FlashMLA: that combination (and a missing hint) declines to SGLang's own path.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections import Counter
@@ -54,6 +57,24 @@ logger = logging.getLogger(__name__)
 served: Counter = Counter()
 _failed: dict[str, str] = {}  # path name -> reason it was disabled for this process
 _logged: set[str] = set()
+_since_summary = 0  # replays since the last served summary
+
+
+def _summary_every() -> int:
+    """NSA_FASTPATH_SUMMARY_EVERY, read once at import: replays between two summaries."""
+    raw = os.environ.get("NSA_FASTPATH_SUMMARY_EVERY", "10000")
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        logger.warning("nsa-fastpath: NSA_FASTPATH_SUMMARY_EVERY=%r is not a whole number >= 0; "
+                       "using 10000", raw)
+        return 10000
+
+
+SUMMARY_EVERY = _summary_every()
 
 # Releases with SGLang's own fused precomputed copy (0.5.9: sglang.jit_kernel.fused_metadata_copy,
 # on unless SGLANG_USE_FUSED_METADATA_COPY=0): which copy serves the precomputed multi-step path
@@ -81,10 +102,27 @@ def path_report() -> dict:
     return {"served": dict(served), "disabled": dict(_failed)}
 
 
+def summary() -> str:
+    """`path_report()` as the one line logged periodically and at exit."""
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(served.items())) or "none"
+    disabled = "; ".join(f"{k}: {v}" for k, v in sorted(_failed.items())) or "none"
+    return f"nsa-fastpath: NSA replays served: {counts}; disabled paths: {disabled}"
+
+
+def _log_summary() -> None:
+    if served:
+        logger.info("%s", summary())
+
+
+atexit.register(_log_summary)  # registered after logging's own atexit hook, so it runs first
+
+
 def reset_for_tests() -> None:
+    global _since_summary
     served.clear()
     _failed.clear()
     _logged.clear()
+    _since_summary = 0
 
 
 def _log_once(key: str, level: int, msg: str, *args) -> None:
@@ -106,9 +144,14 @@ def _disable(name: str, error: Exception) -> None:
 
 
 def _serve(key: str) -> None:
+    global _since_summary
     if not served[key]:
         logger.info("nsa-fastpath: NSA replay path: %s", key)
     served[key] += 1
+    _since_summary += 1
+    if _since_summary == SUMMARY_EVERY:
+        _since_summary = 0
+        _log_summary()
 
 
 def _mode_of(forward_mode) -> int | None:
