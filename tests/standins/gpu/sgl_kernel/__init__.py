@@ -8,13 +8,9 @@ One exception: `fast_topk`, which EAGLEDraftExtendCudaGraphRunner's captured for
 the (stub) model's output, is SGLang's own torch fallback (sglang/srt/utils/common.py): it touches
 no metadata.
 """
-import importlib.abc
-import importlib.machinery
-import sys
-import types
 
 import torch
-from standin_util import raising
+from standin_util import any_name_package
 
 # Every op SGLang 0.5.8 passes to torch.library.register_fake unconditionally.
 _FAKE_REGISTERED_OPS = [
@@ -32,52 +28,6 @@ for _op in _FAKE_REGISTERED_OPS:
     _lib.define(f"{_op}(Tensor[] args) -> Tensor[]")
 
 
-class _Anything:
-    """Any name: raises when called; its attributes are _Anything too (e.g. `scalar_types.uint4b8`
-    that SGLang reads at import time)."""
-
-    def __init__(self, qualname):
-        self._qualname = qualname
-        self._call = raising(qualname)
-
-    def __call__(self, *args, **kwargs):
-        return self._call(*args, **kwargs)
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Anything(f"{self._qualname}.{name}")
-
-    def __repr__(self):
-        return f"<stand-in {self._qualname}>"
-
-
-class _AnyNameModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _Anything(f"{self.__name__}.{name}")
-        setattr(self, name, value)
-        return value
-
-
-class _SubmoduleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Creates any `sgl_kernel.x.y` submodule on import, as an _AnyNameModule package."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname.startswith("sgl_kernel."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _AnyNameModule(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
 def fast_topk(values, topk, dim):
     """sglang.srt.utils.common.fast_topk, SGLang's fallback for this kernel."""
     if topk == 1:
@@ -85,5 +35,4 @@ def fast_topk(values, topk, dim):
     return torch.topk(values, topk, dim=dim)
 
 
-sys.meta_path.insert(0, _SubmoduleFinder())
-sys.modules[__name__].__class__ = _AnyNameModule
+any_name_package(__name__)
