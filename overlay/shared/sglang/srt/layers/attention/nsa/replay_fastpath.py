@@ -81,7 +81,11 @@ SUMMARY_EVERY = _summary_every()
 # when both it and ours (SGLANG_NSA_USE_BATCHED_COPY) are on. False: ours; True: SGLang's. Set
 # by the GPU comparison (bench/bench_batched_copy.py --upstream-fused, docs/BENCHMARKS.md).
 # Either one alone: switch the other off by its flag.
-PREFER_UPSTREAM_FUSED_COPY = False
+# Measured on an H200 with SGLang 0.5.9 (docs/BENCHMARKS.md, "0.5.9: our batched copy or SGLang's
+# fused copy"): the whole multi-step replay with SGLang's fused copy took 186-258 us idle against
+# 248-340 us with ours in 5 of the 7 cases measured (ours won only at 2 steps, bs 1), so SGLang's
+# serves. Both are far behind the metadata kernels (22-29 us), which serve first when on.
+PREFER_UPSTREAM_FUSED_COPY = True
 
 
 def _upstream_fused_copy_on() -> bool:
