@@ -82,9 +82,9 @@ SUMMARY_EVERY = _summary_every()
 # by the GPU comparison (bench/bench_batched_copy.py --upstream-fused, docs/BENCHMARKS.md).
 # Either one alone: switch the other off by its flag.
 # Measured on an H200 with SGLang 0.5.9 (docs/BENCHMARKS.md, "0.5.9: our batched copy or SGLang's
-# fused copy"): the whole multi-step replay with SGLang's fused copy took 186-258 us idle against
-# 248-340 us with ours in 5 of the 7 cases measured (ours won only at 2 steps, bs 1), so SGLang's
-# serves. Both are far behind the metadata kernels (22-29 us), which serve first when on.
+# fused copy"): the whole multi-step replay with SGLang's fused copy took 186-242 us idle against
+# 248-340 us with ours in 5 of the 7 cases measured (level at 3 steps bs 32; ours faster only at 2
+# steps, bs 1), so SGLang's serves. Both are far behind the metadata kernels (22-29 us), which serve first when on.
 PREFER_UPSTREAM_FUSED_COPY = True
 
 
