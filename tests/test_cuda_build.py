@@ -337,7 +337,7 @@ def test_apply_build_that_fails_says_why_after_applying(fresh_site, tmp_path):
     env = {"NSA_FASTPATH_BUILD_DIR": str(tmp_path / "build"), "TORCH_CUDA_ARCH_LIST": "9.0a",
            "CUDA_HOME": str(tmp_path / "no-cuda")}
     p = run_apply("apply", "--build", "--target", str(fresh_site), env=env, check=False)
-    assert p.returncode == 9, (p.stdout, p.stderr)
+    assert p.returncode == 10, (p.stdout, p.stderr)
     assert "no nvcc found" in p.stderr and "the patch set is applied" in p.stderr, p.stderr
     st = run_apply("status", "--target", str(fresh_site), env={**env, "CUDA_HOME": ""})
     assert "patched" in st.stdout

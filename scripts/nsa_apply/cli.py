@@ -100,7 +100,7 @@ Exit codes
      files remain: `apply.sh revert` removes them
   8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
      .git/index.lock exists (the message gives the command that clears it)
-  9  apply --build: applied, but the CUDA metadata kernel did not build (the message says why
+ 10  apply --build: applied, but the CUDA metadata kernel did not build (the message says why
      and what to do; servers use the Triton path meanwhile)
   Other statuses the shell can show: 129/130/143 -- a SIGHUP/SIGINT/SIGTERM while the bash
   wrapper was still checking $PYTHON (nothing changed). While that Python starts up (a few

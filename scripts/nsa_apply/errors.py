@@ -10,7 +10,7 @@ ROLLED_BACK = 5  # stopped (failure or signal) and rolled back: the tree is as b
 MANUAL = 6       # needs manual action; the message says what to do
 PARTIAL = 7      # status only: unfinished (interrupted run, or leftovers after pip uninstall)
 BUSY = 8         # another run holds the target's lock (or git's index.lock exists)
-BUILD_FAILED = 9  # apply --build: applied, but the CUDA metadata kernel did not build
+BUILD_FAILED = 10  # apply --build: applied, but the CUDA metadata kernel did not build
 
 
 class Fail(Exception):
