@@ -5,12 +5,16 @@ import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import Fail, USAGE
 from .faults import FaultHook
 from .manifest import Manifest, check_overlay
 from .output import Log
 from .signals import Signals
+
+if TYPE_CHECKING:
+    from .releases import ReleaseSet
 
 ROOT = Path(__file__).resolve().parent.parent.parent   # the nsa-fastpath checkout
 APPLY_SH = ROOT / "scripts" / "apply.sh"
@@ -24,6 +28,7 @@ class Context:
     lock_timeout: float
     status_kernels: bool
     env: dict
+    release: "ReleaseSet | None" = None  # the set chosen for the target (releases.choose)
 
     @classmethod
     def from_env(cls, env, log: Log | None = None, signals: Signals | None = None,
@@ -46,8 +51,6 @@ class Context:
             status_kernels=env.get("NSA_FASTPATH_STATUS_FILES_ONLY", "") in ("", "0"),
             env=dict(env),
         )
-
-    release: "ReleaseSet | None" = None  # the set chosen for the target (releases.choose)
 
     def release_sets(self) -> "tuple[ReleaseSet, ...]":
         from .releases import discover

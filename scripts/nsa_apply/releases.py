@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import errors as E
 from .errors import Fail
-from .manifest import STATE_REL, Manifest, file_state, load
+from .manifest import Manifest, file_state, load
 from .tree import Scan, Target, scan
 
 PORT = "python3 scripts/regen.py --release X --port"
