@@ -45,6 +45,7 @@ export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees-
     nvcc --version | tail -1
 } 2>&1 | tee "$out/env_$stage.txt"
 trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + apply.sh)
+pristine=${trees%%$'\n'*}
 patched=${trees#*$'\n'}
 status=0
 
@@ -60,6 +61,15 @@ run_tests() {  # build, kernel tests, single-backend parity, first-replay check
         tests/test_metadata_kernel.py -k triton 2>&1 | tee "$out/triton_kernel_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA --durations=10 tests/ \
         -k "not multi_step" "$@" 2>&1 | tee "$out/gpu_tests.log" || status=1
+    # the first-replay table: SGLang's own code in the pristine tree, then our paths, each
+    # process from an empty Triton cache (the test above asserts; this records the numbers)
+    local tree paths
+    for tree in pristine patched; do
+        paths=$([ $tree = pristine ] && echo sglang || echo cuda,triton,copy)
+        TRITON_CACHE_DIR=$(mktemp -d) python3 tests/harness/first_replay.py \
+            --tree "${!tree}" --paths $paths --out "$out/first_replay_$tree.json" 2>&1 \
+            | grep -v "^{" | tee -a "$out/first_replay.log" || status=1
+    done
 }
 
 run_multi() {  # multi-step parity (fused fill and batched copy)
