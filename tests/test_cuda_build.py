@@ -277,6 +277,12 @@ def test_a_gpu_below_sm80_is_one_warning(empty_cache, monkeypatch, caplog):
     assert "unsupported architecture" in msg and "sm_80 or newer" in msg, msg
 
 
+def test_a_gpu_below_sm80_is_named_whatever_the_arch_list(empty_cache, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a")  # as CUDA images set it
+    msg = _server_start(monkeypatch, caplog, capability=(7, 5))
+    assert "this GPU is sm_75" in msg and "sm_80 or newer" in msg and "add 7.5" not in msg, msg
+
+
 def test_an_arch_list_without_this_gpu_is_one_warning(empty_cache, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "10.0a")
     msg = _server_start(monkeypatch, caplog, capability=(9, 0))
@@ -351,6 +357,7 @@ def test_at_capture_an_unbuildable_kernel_is_one_warning_and_triton_serves(nsa_m
 
     cw = nsa_modules.cuda
     monkeypatch.setenv("NSA_FASTPATH_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a")  # as CUDA images set it
     for name, value in (("_module", None), ("_library", None), ("_error", None)):
         monkeypatch.setattr(cw, name, value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -371,6 +371,7 @@ def library_for_device(capability: tuple[int, int], *, allow_build: bool) -> Pat
     set (which must include this GPU), else any matching build with code for this GPU, else one
     built now for this GPU (unless `allow_build` is False)."""
     try:
+        target_archs(None, capability)  # this GPU first: no arch list can make sm_75 work
         archs = target_archs(_asked_archs(), capability)
     except ValueError as e:
         raise BuildError(f"unsupported architecture: {e}") from None
