@@ -15,7 +15,9 @@ from harness.served import expected_served, served_problems
 from parity_configs import NSA_MULTI_CPU
 
 PRECOMPUTE = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"}
-COPY_ONLY = {"SGLANG_NSA_USE_TRITON_METADATA": "0", "SGLANG_NSA_USE_CUDA_METADATA": "0", **PRECOMPUTE}
+# SGLang's fused copy (0.5.9 on) off, so that ours serves (replay_fastpath.batched_copy_on)
+COPY_ONLY = {"SGLANG_NSA_USE_TRITON_METADATA": "0", "SGLANG_NSA_USE_CUDA_METADATA": "0",
+             "SGLANG_USE_FUSED_METADATA_COPY": "0", **PRECOMPUTE}
 POISON = -777_777
 
 
@@ -121,11 +123,12 @@ def test_gpu_multi_step_batched_copy_parity(pristine_template, patched_template)
     from parity_configs import NSA_MULTI
 
     expected = dict(run_suite(pristine_template, "nsa", NSA_MULTI, device="cuda", env=PRECOMPUTE))
-    # Deliberate difference (docs/DIFFERENCES.md): the schedule is refreshed, as 0.5.8's
-    # per-backend replay (precompute off) computes it.
+    # Deliberate differences (docs/DIFFERENCES.md items 2 and 6): the schedule is refreshed and
+    # every backend's forward_metadata set, as the per-backend replay (precompute off) does.
     fresh = run_suite(pristine_template, "nsa", NSA_MULTI, device="cuda",
                       env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
-    expected.update({k: v for k, v in fresh.items() if k.endswith("paged_mqa_schedule_metadata")})
+    expected.update({k: v for k, v in fresh.items()
+                     if k.endswith(("paged_mqa_schedule_metadata", "forward_metadata_is_graph_metadata"))})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda",
                        env={**COPY_ONLY, "SGLANG_NSA_BATCHED_COPY_VERIFY": "1"})
     check_copy_run(expected, actual)

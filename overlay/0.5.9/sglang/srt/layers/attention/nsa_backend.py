@@ -2365,6 +2365,8 @@ class NativeSparseAttnMultiStepBackend:
                             precomputed=precomputed,
                             forward_mode=ForwardMode.DECODE,
                         )
+                    # nsa-fastpath: the fused copy's three backends in the served counts
+                    replay_fastpath.upstream_copies_served(3)
                 except (ImportError, Exception) as e:
                     # Fallback to loop if multi-backend kernel not available or fails
                     if isinstance(e, ImportError):

@@ -488,6 +488,13 @@ def copy_precomputed(owner, bs, precomputed, forward_mode) -> bool:
     return path is not None
 
 
+def upstream_copies_served(step_backends: int) -> None:
+    """SGLang's fused multi-backend copy (0.5.9 on) filled `step_backends` backends in one call:
+    counted per step backend, as SGLang's per-backend copies are."""
+    for _ in range(step_backends):
+        _serve("copy.upstream")
+
+
 # ------------------------------------------------------------------ apply.sh status
 def describe() -> str:
     """The replay-metadata path this Python would use on this machine; builds and loads nothing."""
