@@ -235,7 +235,7 @@ def main() -> int:
         if name not in FLAGS:
             path = "on" if value else "off"
         elif not value:
-            path = "off: SGLang 0.5.8's own code path"
+            path = "off: SGLang's own code path"
         elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
             path = "on, but Triton is not importable by this Python: the Triton path cannot serve"
         elif name == "SGLANG_NSA_USE_CUDA_METADATA":

@@ -446,7 +446,7 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
                  "nsa-fastpath: radix prefix matcher: compiled (page_size=2, token keys; "
                  "re-match cache off)",
                  "nsa-fastpath: radix prefix matcher: upstream (SGLANG_RADIX_FAST_MATCH=0: "
-                 "SGLang 0.5.8's prefix matching)"):
+                 "SGLang's own prefix matching)"):
         assert want in lines, (want, lines)
     assert any(m.startswith("nsa-fastpath: radix prefix matcher: triton (page_size=1, token keys;"
                             " triton on") for m in lines), lines

@@ -456,7 +456,7 @@ def test_describe(case, tmp_path, tmp_path_factory, patched_template):
                        "compiler",
         "compiled-off": "python (pure-Python packed matcher: SGLANG_RADIX_COMPILED_MATCH=0); "
                         "re-match cache on",
-        "flags-off": "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's prefix matching)",
+        "flags-off": "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang's own prefix matching)",
         "triton-and-no-cache": "compiled (C++ helper not built yet",
     }[case]
     assert line.startswith(want), line

@@ -19,12 +19,13 @@ USAGE = """\
 Usage: apply.sh apply|revert|status|help [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run]
        apply.sh apply --build [...]   apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
 
-Install the nsa-fastpath patch set into SGLang 0.5.8, or roll it back.
+Install the nsa-fastpath patch set into SGLang, or roll it back. There is one set per supported
+release (manifests/: 0.5.7, 0.5.8, 0.5.8.post1, 0.5.9); the target's file hashes choose it.
 
 Commands (one is required; `apply.sh` alone prints this text and exits 2)
   apply    Check our own inputs first (every overlay/ file listed in manifest.tsv with its
            sha256, every row present in overlay/), then every target file by sha256; refuse,
-           changing nothing, unless each is SGLang 0.5.8's original or already ours and there
+           changing nothing, unless each is that release's original or already ours and there
            is room on the disk for what apply writes. Keep the originals (hard links in the
            state directory), then put our files in place. Re-running it is a no-op; after an
            interrupted run it completes the apply.
@@ -84,8 +85,8 @@ Exit codes
      files on different filesystems, not enough free disk space, $PYTHON not a Python 3.10
      or newer, or this checkout's overlay/, manifest.tsv and patches/ disagree; status:
      unknown (files this user cannot read)
-  4  refused, nothing changed: a foreign file (neither SGLang 0.5.8's nor ours, e.g. another
-     SGLang version or a local edit; also a sglang/.nsa_fastpath that is not a directory),
+  4  refused, nothing changed: a foreign file (neither a supported release's nor ours, e.g. an
+     unsupported SGLang version or a local edit; also a sglang/.nsa_fastpath that is not a directory),
      uncommitted or staged changes (--git, any file while our commits need a clean index),
      or another nsa-fastpath version recorded (revert it first); status: foreign
   5  stopped and rolled back: a failure (e.g. disk full) or a signal (SIGINT, SIGTERM, SIGHUP)

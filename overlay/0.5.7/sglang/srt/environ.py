@@ -337,7 +337,7 @@ class Envs:
     SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK = EnvInt(128)
     SGLANG_DEEPEP_LL_COMBINE_SEND_NUM_SMS = EnvInt(32)
 
-    # nsa-fastpath patch set: each flag off restores SGLang 0.5.8's own code path
+    # nsa-fastpath patch set: each flag off restores SGLang's own code path
     SGLANG_NSA_USE_TRITON_METADATA = EnvBool(True)
     SGLANG_NSA_USE_CUDA_METADATA = EnvBool(True)
     SGLANG_NSA_USE_BATCHED_COPY = EnvBool(True)

@@ -362,7 +362,7 @@ class Envs:
     SGLANG_NSA_FUSE_TOPK = EnvBool(True)
     SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA = EnvBool(True)
 
-    # nsa-fastpath patch set: each flag off restores SGLang 0.5.8's own code path
+    # nsa-fastpath patch set: each flag off restores SGLang's own code path
     SGLANG_NSA_USE_TRITON_METADATA = EnvBool(True)
     SGLANG_NSA_USE_CUDA_METADATA = EnvBool(True)
     SGLANG_NSA_USE_BATCHED_COPY = EnvBool(True)

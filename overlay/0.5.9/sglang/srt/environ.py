@@ -389,7 +389,7 @@ class Envs:
     SGLANG_VERIFY_FUSED_METADATA_COPY = EnvBool(False)
     SGLANG_NSA_FORCE_MLA = EnvBool(False)
 
-    # nsa-fastpath patch set: each flag off restores SGLang 0.5.8's own code path
+    # nsa-fastpath patch set: each flag off restores SGLang's own code path
     SGLANG_NSA_USE_TRITON_METADATA = EnvBool(True)
     SGLANG_NSA_USE_CUDA_METADATA = EnvBool(True)
     SGLANG_NSA_USE_BATCHED_COPY = EnvBool(True)

@@ -742,7 +742,7 @@ class RadixCache(BasePrefixCache):
             getattr(params, "enable_triton_kernels", False)
         )
         if not envs.SGLANG_RADIX_FAST_MATCH.get():
-            what = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's prefix matching)"
+            what = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang's own prefix matching)"
             if triton_wanted:
                 what += "; the triton matcher needs SGLANG_RADIX_FAST_MATCH=1"
             log_once(f"nsa-fastpath: radix prefix matcher: {what}")

@@ -173,7 +173,7 @@ def describe() -> str:
     loads nothing (the state of a load in this process is reported if there was one)."""
     f = flags()
     if not f["SGLANG_RADIX_FAST_MATCH"]:
-        return "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang 0.5.8's prefix matching)"
+        return "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang's own prefix matching)"
     state, detail = native.state()
     if not f["SGLANG_RADIX_COMPILED_MATCH"]:
         name = "python (pure-Python packed matcher: SGLANG_RADIX_COMPILED_MATCH=0)"

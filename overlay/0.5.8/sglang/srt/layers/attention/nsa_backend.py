@@ -947,7 +947,7 @@ class NativeSparseAttnBackend(
         self.set_nsa_prefill_impl(forward_batch=None)
 
         # nsa-fastpath: one fused launch and no host sync when a fast path is on and applies;
-        # otherwise (flags off, or it declines) SGLang 0.5.8's own code below runs.
+        # otherwise (flags off, or it declines) SGLang's own code below runs.
         if replay_fastpath.replay(
             self, bs, req_pool_indices, seq_lens, forward_mode, spec_info
         ):
@@ -1923,7 +1923,7 @@ class NativeSparseAttnMultiStepBackend:
         self, forward_batch: ForwardBatch, bs: int
     ):
         # nsa-fastpath: one launch fills every step backend (no precompute, no per-backend
-        # replays); otherwise SGLang 0.5.8's code below runs.
+        # replays); otherwise SGLang's own code below runs.
         if replay_fastpath.replay_multi(self, bs, forward_batch):
             return
         if envs.SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA.get():

@@ -520,4 +520,4 @@ def describe() -> str:
             return f"triton {triton.__version__}" + (f" ({'; '.join(notes)})" if notes else "")
         except Exception as e:
             notes.append(f"Triton not importable: {type(e).__name__}: {e}")
-    return "upstream (SGLang 0.5.8's own replay code)" + (f" ({'; '.join(notes)})" if notes else "")
+    return "upstream (SGLang's own replay code)" + (f" ({'; '.join(notes)})" if notes else "")
