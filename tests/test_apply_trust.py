@@ -232,6 +232,37 @@ def test_signal_during_start_up_gives_no_traceback(site, pristine_map):
     assert 5 in codes, codes
 
 
+FINALIZER_SIGNAL = """
+import os, signal
+from nsa_apply.errors import Interrupted
+from nsa_apply.signals import Signals
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered before __del__ returns
+
+signals = Signals()
+signals.install()
+obj = Finalized()
+del obj
+assert signals.pending == "SIGINT", signals.pending
+try:
+    signals.check()
+except Interrupted:
+    print("raised by check()")
+"""
+
+
+def test_a_signal_inside_a_finalizer_is_noted_not_printed():
+    """A signal that lands while Python runs a `__del__` (the git harness caught one in a
+    finished Popen's) is noted and raised by the next check(): raised there, Python would print
+    it as "Exception ignored ... Traceback" and drop it. In a process of its own, as apply.sh."""
+    proc = subprocess.run([sys.executable, "-c", FINALIZER_SIGNAL], capture_output=True, text=True,
+                          cwd=ROOT / "scripts", timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "raised by check()\n", proc
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_closed_or_failing_output_is_not_a_bug(site, patched_map, pristine_map):
     """Issue 16 item 5: `>&-` gave exit 1 "a bug in apply.sh". Output is only lost."""
     sh = f"PYTHON={sys.executable} bash {APPLY}"

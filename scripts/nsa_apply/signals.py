@@ -43,7 +43,7 @@ class Signals:
 
     def _handler(self, signum, frame) -> None:
         self.note(signal.Signals(signum).name)
-        if not self.held:
+        if not self.held and not _in_finalizer(frame):
             raise Interrupted(self.pending)
 
     @contextlib.contextmanager
@@ -60,3 +60,14 @@ class Signals:
     def check(self) -> None:
         if self.pending is not None and not self.committed:
             raise Interrupted(self.pending)
+
+
+def _in_finalizer(frame) -> bool:
+    """The handler interrupted a `__del__` (e.g. a finished subprocess.Popen's): Python would
+    print an exception raised there as "Exception ignored ... Traceback" and drop it. There the
+    signal stays noted; the next check() acts on it."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
