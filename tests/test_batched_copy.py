@@ -127,8 +127,8 @@ def test_gpu_multi_step_batched_copy_parity(pristine_template, patched_template)
     # every backend's forward_metadata set, as the per-backend replay (precompute off) does.
     fresh = run_suite(pristine_template, "nsa", NSA_MULTI, device="cuda",
                       env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
-    expected.update({k: v for k, v in fresh.items()
-                     if k.endswith(("paged_mqa_schedule_metadata", "forward_metadata_is_graph_metadata"))})
+    refreshed = ("paged_mqa_schedule_metadata", "forward_metadata_is_graph_metadata")
+    expected.update({k: v for k, v in fresh.items() if k.endswith(refreshed)})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda",
                        env={**COPY_ONLY, "SGLANG_NSA_BATCHED_COPY_VERIFY": "1"})
     check_copy_run(expected, actual)

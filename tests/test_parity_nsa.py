@@ -182,7 +182,8 @@ def test_gpu_multi_step_replay_parity(pristine_template, patched_template, preco
         # path (precompute off) does.
         fresh = pristine(pristine_template, "multi", NSA_MULTI, device="cuda",
                          env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
-        expected.update({k: v for k, v in fresh.items() if k.endswith((SCHEDULE, FORWARD_METADATA))})
+        refreshed = (SCHEDULE, FORWARD_METADATA)
+        expected.update({k: v for k, v in fresh.items() if k.endswith(refreshed)})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda", env={**mtp, **env})
     check_patched(expected, actual, strict=fast is None,
                   served=expected_served(actual["_meta/replays"], fast or "upstream",
