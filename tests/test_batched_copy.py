@@ -12,7 +12,7 @@ import pytest
 import torch
 from harness.parity import compare, run_suite
 from harness.served import expected_served, served_problems
-from parity_configs import NSA_MULTI_CPU
+from parity_configs import NSA_MULTI_CPU, REFRESHED_ON_PRECOMPUTE
 
 PRECOMPUTE = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"}
 # SGLang's fused copy (0.5.9 on) off, so that ours serves (replay_fastpath.batched_copy_on)
@@ -123,12 +123,10 @@ def test_gpu_multi_step_batched_copy_parity(pristine_template, patched_template)
     from parity_configs import NSA_MULTI
 
     expected = dict(run_suite(pristine_template, "nsa", NSA_MULTI, device="cuda", env=PRECOMPUTE))
-    # Deliberate differences (docs/DIFFERENCES.md items 2 and 6): the schedule is refreshed and
-    # every backend's forward_metadata set, as the per-backend replay (precompute off) does.
+    # Deliberate differences: parity_configs.REFRESHED_ON_PRECOMPUTE.
     fresh = run_suite(pristine_template, "nsa", NSA_MULTI, device="cuda",
                       env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
-    refreshed = ("paged_mqa_schedule_metadata", "forward_metadata_is_graph_metadata")
-    expected.update({k: v for k, v in fresh.items() if k.endswith(refreshed)})
+    expected.update({k: v for k, v in fresh.items() if k.endswith(REFRESHED_ON_PRECOMPUTE)})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda",
                        env={**COPY_ONLY, "SGLANG_NSA_BATCHED_COPY_VERIFY": "1"})
     check_copy_run(expected, actual)

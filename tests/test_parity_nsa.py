@@ -15,10 +15,9 @@ from conftest import RELEASE
 from harness import releases
 from harness.parity import compare, run_suite
 from harness.served import expected_served, logged_summaries, served_problems, summary_problems
-from parity_configs import FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU
+from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU,
+                            REFRESHED_ON_PRECOMPUTE)
 
-SCHEDULE = "paged_mqa_schedule_metadata"
-FORWARD_METADATA = "forward_metadata_is_graph_metadata"
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
 MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
 SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the periodic summary
@@ -176,14 +175,10 @@ def test_gpu_multi_step_replay_parity(pristine_template, patched_template, preco
     expected = dict(pristine(pristine_template, "multi", NSA_MULTI, device="cuda", env=mtp))
     assert_server_inputs(expected, MULTI, device="cuda")
     if precompute == "1" and fast is not None:
-        # Deliberate differences (docs/DIFFERENCES.md items 2 and 6): 0.5.8's precomputed path
-        # leaves the DeepGEMM schedule stale, and 0.5.9's fused multi-backend copy leaves three
-        # backends' forward_metadata unset; the fast path does both exactly as the per-backend
-        # path (precompute off) does.
+        # Deliberate differences: parity_configs.REFRESHED_ON_PRECOMPUTE.
         fresh = pristine(pristine_template, "multi", NSA_MULTI, device="cuda",
                          env={"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "0"})
-        refreshed = (SCHEDULE, FORWARD_METADATA)
-        expected.update({k: v for k, v in fresh.items() if k.endswith(refreshed)})
+        expected.update({k: v for k, v in fresh.items() if k.endswith(REFRESHED_ON_PRECOMPUTE)})
     actual = run_suite(patched_template, "nsa", NSA_MULTI, device="cuda", env={**mtp, **env})
     check_patched(expected, actual, strict=fast is None,
                   served=expected_served(actual["_meta/replays"], fast or "upstream",
