@@ -36,18 +36,67 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = ROOT / "overlay"
 SHARED = OVERLAY / "shared"
 
-# Supported releases: the sha256 of each release's PyPI wheel (its pristine files come from it).
-RELEASES = {
-    "0.5.7": "b77f9e5ca5a2ab19b3efba725958fc4de20ba97880e383738c695e8611b51100",
-    "0.5.8": "b7fbd890f6edd87f46c6e3ce72d592316af316f183c9bd999c3cc44b20fa2451",
-    "0.5.8.post1": "3fe5ddf6d8b47b234bb192737eb52c94e76282bf910b1185e020f88ec7367e6e",
-    "0.5.9": "8a936c4d25fea605f44254e533cff2144c73ceffbc1f8738aba393461bbb64d1",
+# The PyPI wheels of every SGLang release this checkout knows: release -> {file name: sha256}.
+# A release's pristine files come from its wheel; from 0.5.11 SGLang ships one wheel per CPython
+# (a compiled gRPC module), whose Python files are the same in each (cp311: the CPU tier's Python;
+# cp312: the GPU machine's). Releases past SUPPORTED are pinned for measurement only.
+_CP = "cp{0}-cp{0}-manylinux_2_34_x86_64.whl"
+WHEELS = {
+    "0.5.7": {"py3-none-any": "b77f9e5ca5a2ab19b3efba725958fc4de20ba97880e383738c695e8611b51100"},
+    "0.5.8": {"py3-none-any": "b7fbd890f6edd87f46c6e3ce72d592316af316f183c9bd999c3cc44b20fa2451"},
+    "0.5.8.post1": {
+        "py3-none-any": "3fe5ddf6d8b47b234bb192737eb52c94e76282bf910b1185e020f88ec7367e6e"},
+    "0.5.9": {"py3-none-any": "8a936c4d25fea605f44254e533cff2144c73ceffbc1f8738aba393461bbb64d1"},
+    "0.5.10": {"py3-none-any": "ac8855a5d57dac8831fee526bca5212f1ae451f378e2ab08b3baecbc4deb4076"},
+    "0.5.10.post1": {
+        "py3-none-any": "a854a68b11caf6b4b55c241a44378a7cdede7ede325db85c955f131506703bc6"},
+    "0.5.11": {"cp311": "fe0748beaff218d3e16c9018a5e19f018db06fc3c7ac4f90d2f93da1cf074b6f",
+               "cp312": "0cdf73e8d463df53010c33017c7baa68ce5f2d0bf7d015923d6b37b809ca7c50"},
+    "0.5.12": {"cp311": "4ed786a38655851fd055ef57380c34d29b87753b53f63457309f51e5bf48c2e6",
+               "cp312": "d3fc7ecb61ad3e533ebe1ae9b4109fbb62ecbf2d17453b62770c8a7ec49d539a"},
+    "0.5.12.post1": {
+        "cp311": "94b3f3cc6b97f1364f247b8d9c1d106ec63cf22c55d6b65bc40ff29b0206ef5f",
+        "cp312": "fb53554bcb592c26b94f609745620e1b1fa5e9fb4650de4bc3a8373542dacd4d"},
+    "0.5.13": {"cp311": "9d26266ab7e99165098f9e173f4a5a0ef6a0b64a6f30ef0b5ee859eead37e75a",
+               "cp312": "2c32b23dade35e3e5038ed200580a692ab378e1c232ad690d893c6cfce95c1e8"},
+    "0.5.13.post1": {
+        "cp311": "1c1653ecf2893c7d7b1cf0c3e1cc9b7550ebad95c809de2f44bcc91b7a1e1fe3",
+        "cp312": "55a8f3a54cfb56d562ca5b3e77678d28a1ecb97eb89fc9f673c2fc3e33f2d544"},
+    "0.5.14": {"cp311": "4fe16056b45c8aca00f5f90ceb174dc3a62a3f5dccf159c791370795cd00fc99",
+               "cp312": "4573aac774045ba926bab2f7efaaad7b120e4f84695ccf27c59d276f856deca8"},
+    "0.5.15": {"cp311": "21492759b4b99e117bd81610f633422f3fdae2896c2cde6931eab886deccc44f",
+               "cp312": "b737df527bbba96fe098a02d182e98f72a1b3564d7fc754629041129a5d8edc1"},
+    "0.5.15.post1": {
+        "cp311": "8e182e1c449197cb6f98716a7cf432a3ea7af78c172f9b840ab28ad9e6cda9b4",
+        "cp312": "d1cf208d6ed6bd1d66e6c284635cb671519855dcdfe119e3c4011b6797c90679"},
+    "0.5.16": {"cp311": "d5f345a18953dd35df568ac56bdcb7f5ee910ab39efea4469b714556d1070713",
+               "cp312": "b8ed16e72c7d6a643e31ba52e3ff106439e9dbb78543950e4c810158b826ea8e"},
+    "0.5.23": {"cp311": "00b3cd5b265ac76c64185fbb6b95424f324ddd9f428d0306b77bc9db9d859937",
+               "cp312": "8d257a319395b322bb1be327d05e5528859358153c8563b04c0a4a3c8af164b6"},
 }
+# Supported releases (each has a release set: manifests/<release>.tsv): the sha256 of the wheel
+# its pristine files are read from (the first pinned one).
+SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9")
+RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 
 
-def wheel_name(release: str) -> str:
-    return f"sglang-{release}-py3-none-any.whl"
+def wheel_names(release: str) -> dict[str, str]:
+    """The release's pinned wheels: file name -> sha256."""
+    return {f"sglang-{release}-" + (_CP.format(tag[2:]) if tag.startswith("cp")
+                                    else f"{tag}.whl"): sha
+            for tag, sha in WHEELS[release].items()}
+
+
+def wheel_name(release: str, python: tuple[int, int] | None = None) -> str:
+    """The release's wheel for a CPython (default: this one): the universal wheel where SGLang
+    ships one, else the cpXY wheel (an unpinned Python gets the first pinned one: its Python
+    files are the same)."""
+    tags = WHEELS[release]
+    if "py3-none-any" in tags:
+        return f"sglang-{release}-py3-none-any.whl"
+    tag = "cp%d%d" % (python or sys.version_info[:2])
+    return f"sglang-{release}-" + _CP.format((tag if tag in tags else next(iter(tags)))[2:])
 
 
 def default_wheel(release: str) -> Path:
@@ -104,7 +153,7 @@ def overlay_files(release: str) -> dict[str, Path]:
 
 def read_wheel(wheel: Path, release: str) -> zipfile.ZipFile:
     digest = sha256_bytes(wheel.read_bytes())
-    if digest != RELEASES[release]:
+    if digest not in WHEELS[release].values():
         sys.exit(f"{wheel}: sha256 {digest} is not the pinned SGLang {release} wheel")
     return zipfile.ZipFile(wheel)
 
@@ -126,7 +175,8 @@ def series_index(rel: str) -> int:
 def build_manifest(zf: zipfile.ZipFile, release: str) -> str:
     lines = [
         "# nsa-fastpath manifest: generated by scripts/regen.py from overlay/ -- do not edit.",
-        f"# target\tsglang=={release}\twheel {wheel_name(release)} sha256 {RELEASES[release]}",
+        f"# target\tsglang=={release}\twheel {next(iter(wheel_names(release)))} sha256 "
+        f"{RELEASES[release]}",
         "# kind\tpath (relative to site-packages)\tpristine sha256 ('-' = file we add)\tpatched sha256",
     ]
     for rel, src in overlay_files(release).items():

@@ -45,8 +45,14 @@ def release() -> str:
 
 
 def wheel(rel: str) -> Path:
-    """The release's pinned wheel (scripts/fetch_wheel.sh REL fetches and checks it)."""
-    return ROOT / ".cache" / "wheels" / f"sglang-{rel}-py3-none-any.whl"
+    """The release's pinned wheel for this Python (scripts/fetch_wheel.sh REL fetches and checks
+    it; scripts/regen.py WHEELS pins them)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import regen
+
+    return regen.default_wheel(rel)
 
 
 def tree_release(tree: Path) -> str:
