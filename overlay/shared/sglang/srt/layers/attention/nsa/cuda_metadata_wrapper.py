@@ -386,7 +386,7 @@ def verify(directory: Path, key: dict) -> Build:
         stamp = json.loads((directory / STAMP).read_text())
         data = (directory / LIBRARY).read_bytes()
     except FileNotFoundError:
-        raise Stale("not built (no stamp or no library: an interrupted or failed build)") from None
+        raise Stale("incomplete (no stamp or no library: an interrupted or failed build)") from None
     except (OSError, ValueError) as e:
         raise Stale(f"unreadable ({e})") from None
     if not (isinstance(stamp, dict) and isinstance(stamp.get("archs"), list)
