@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import ROOT
-from test_cuda_build import WRAPPER, WRAPPER_PY, without_nvcc
+from test_cuda_build import WRAPPER, WRAPPER_PY, this_machine, without_nvcc
 
 needs_nvcc = pytest.mark.skipif(WRAPPER.cuda_home() is None, reason="no CUDA toolkit (nvcc)")
 NSA_FLAGS = ("SGLANG_NSA_USE_CUDA_METADATA", "SGLANG_NSA_USE_TRITON_METADATA",
@@ -248,11 +248,11 @@ def kernel_line(out: str) -> str:
 def test_jit_unset_is_never_named_as_the_cause(patched_template, tmp_path):
     out = apply_status(patched_template, NSA_FASTPATH_BUILD_DIR=str(tmp_path / "empty"),
                        TORCH_CUDA_ARCH_LIST="9.0a")
-    assert kernel_line(out).startswith(f"not built in {tmp_path / 'empty'}; no CUDA device here"), out
+    assert kernel_line(out).startswith(f"not built in {tmp_path / 'empty'}; "), out
     assert "NSA_FASTPATH_CUDA_JIT" not in out, out
     out = apply_status(patched_template, NSA_FASTPATH_BUILD_DIR=str(tmp_path / "empty"),
                        NSA_FASTPATH_CUDA_JIT="0")
-    assert "NSA_FASTPATH_CUDA_JIT=0 forbids a build at run time" in kernel_line(out), out
+    assert "NSA_FASTPATH_CUDA_JIT=0 forbids" in kernel_line(out), out
 
 
 @needs_nvcc
@@ -260,7 +260,7 @@ def test_a_prebuild_is_built_in_every_line(patched_template, prebuild):
     out = apply_status(patched_template, NSA_FASTPATH_BUILD_DIR=str(prebuild))
     (directory,) = prebuild.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
     assert kernel_line(out) == (f"built for sm_90a, sm_100a: {directory}/nsa_fastpath_metadata.so; "
-                                "no CUDA device here"), out
+                                f"{this_machine()}"), out
     assert "TORCH_CUDA_ARCH_LIST" not in out, out  # the run-time list does not decide what loads
 
 
