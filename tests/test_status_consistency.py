@@ -102,7 +102,7 @@ def contradictions(out: str, env: dict) -> list[str]:
     return found
 
 
-# What status printed before its lines came from one set of facts (cases of the issue report):
+# Outputs status printed before its lines came from one set of facts, as operators met them:
 # the checker must catch each.
 OLD_OUTPUTS = {
     "jit unset, named as a cause": ({}, """
