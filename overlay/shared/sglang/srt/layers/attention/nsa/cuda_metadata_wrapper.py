@@ -323,12 +323,14 @@ def binary_archs(data: bytes) -> list[str]:
         if magic == 0:  # alignment between two fatbins
             pos += 8
             continue
-        if magic != FATBIN_MAGIC:
-            raise ValueError(f"a fatbin at offset {pos} has magic {magic:#x}")
+        if magic != FATBIN_MAGIC or header < 16:
+            raise ValueError(f"the fatbin at offset {pos} is damaged")
         entry, stop = pos + header, pos + header + size
         while entry < stop:
             kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
             sm, = struct.unpack_from("<I", data, entry + 28)
+            if kind not in (FATBIN_CUBIN, FATBIN_PTX) or entry_header < 32:
+                raise ValueError(f"the fatbin entry at offset {entry} is damaged")
             archs.append(f"{sm}" if kind == FATBIN_CUBIN else f"{sm}+PTX")
             entry += entry_header + payload
         pos = stop
@@ -405,8 +407,8 @@ def verify(directory: Path, key: dict) -> Build:
         raise Stale("built with other flags")
     try:
         code = binary_archs(data)
-    except (ValueError, struct.error) as e:
-        raise Stale(f"damaged: {e}") from None
+    except (ValueError, IndexError, OverflowError, struct.error) as e:
+        raise Stale(f"damaged: {e or type(e).__name__}") from None
     archs = [str(a) for a in stamp["archs"]]
     if sorted(code) != _code_for(archs):
         raise Stale(f"its code ({', '.join(code)}) is not for the architectures its stamp names "
