@@ -142,11 +142,10 @@ def effect(name: str, value, nsa: dict | None, radix: dict | None, tri_ok: bool)
     if name == "SGLANG_NSA_USE_BATCHED_COPY" and nsa is not None:
         if nsa["copy"] == "nsa-fastpath":
             return "on: copies precomputed multi-step metadata where SGLang's own replay code runs"
-        fused = nsa["copy"] == "sglang-fused"
-        if value:  # replay_fastpath.PREFER_UPSTREAM_FUSED_COPY
+        if value:  # both on: SGLang's serves (replay_fastpath.PREFER_UPSTREAM_FUSED_COPY)
             return ("on, but SGLang's own fused copy serves in its place "
                     "(SGLANG_USE_FUSED_METADATA_COPY=1)")
-        return f"off: SGLang's own {'fused copy' if fused else 'copies'}"
+        return f"off: SGLang's own {'fused copy' if nsa['copy'] == 'sglang-fused' else 'copies'}"
     if name.startswith("SGLANG_RADIX_") and radix is not None:
         fast = radix["flags"]["SGLANG_RADIX_FAST_MATCH"]
         now = serving("matcher", radix["matcher"])
