@@ -283,8 +283,10 @@ def test_the_cuda_flag_off_names_the_path_that_serves(patched_template, tmp_path
 @pytest.mark.parametrize("nvcc", [True, False], ids=["nvcc", "no-nvcc"])
 def test_on_a_gpu_status_says_one_thing(patched_template, prebuild, built, nvcc, tmp_path):
     """The real GPU, the real `apply.sh status`: each flag combination of the metadata paths."""
-    env = without_nvcc(tmp_path) if not nvcc else {}
-    env = {k: env[k] for k in ("PATH", "CUDA_HOME") if k in env}
+    env = {}
+    if not nvcc:  # "" is unset for the wrapper's lookup
+        no_nvcc = without_nvcc(tmp_path)
+        env = {"PATH": no_nvcc["PATH"], "CUDA_HOME": no_nvcc.get("CUDA_HOME", ""), "CUDA_PATH": ""}
     capability = torch.cuda.get_device_capability()
     for cuda, triton_on in itertools.product(["1", "0"], ["1", "0"]):
         out = apply_status(patched_template, **env,
