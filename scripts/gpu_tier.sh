@@ -10,7 +10,9 @@
 # replay after capture). `multi`: the multi-step parity tests. `bench`: the side-by-side
 # benchmarks. `build`: the CUDA kernel's build through apache-tvm-ffi: the operator's prebuild
 # into an empty cache (cold, then again), the build tests that need a GPU (eight processes
-# starting at once), the CUDA-path kernel tests and single-backend parity, the capture cost
+# starting at once; the image's prebuild serving metadata.cuda from a process without nvcc and
+# with another TORCH_CUDA_ARCH_LIST), status on this GPU and the serving image's steps, the
+# CUDA-path kernel tests and single-backend parity, the capture cost
 # (bench/bench_capture_cost.py) and the replay host cost beside the empty-launch floor.
 # Each stage is sized to take under 10 minutes on an H200.
 # The SGLang release: NSA_FASTPATH_TEST_RELEASE (default 0.5.8; its wheel in .cache/wheels), e.g.
@@ -98,6 +100,8 @@ run_build() {  # the CUDA metadata kernel built through apache-tvm-ffi
     python3 -m pytest -p no:cacheprovider -q -rA -s tests/test_cuda_build.py \
         -k "eight_processes or prebuild or either_gpu" 2>&1 \
         | tee "$out/cuda_build_tests.log" || status=1  # the rest needs no GPU: the CPU tier's
+    python3 -m pytest -p no:cacheprovider -q -rA tests/test_status_consistency.py \
+        tests/test_serving_image.py 2>&1 | tee "$out/status_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -q -rA tests/test_metadata_kernel.py -k cuda \
         2>&1 | tee "$out/cuda_kernel_tests.log" || status=1
     python3 -m pytest -p no:cacheprovider -m gpu -v -rA tests/test_parity_nsa.py \

@@ -6,22 +6,24 @@ about the Python that owns that site-packages (the one whose sys.path holds it: 
 <prefix>/lib/pythonX.Y/site-packages, <prefix>/bin/pythonX.Y, a venv's or a system install's):
 when that is not the Python running this script, the script re-runs itself under it. When no
 Python owns it (a --target tree of one's own), every line is about this Python with the target
-first on its path (PYTHONPATH=<site>), and the first line says so. Reports
-  * Triton: importable? which version (the Triton metadata path needs it),
-  * the CUDA C++ extension: built? (nsa_fastpath_metadata*.so under $NSA_FASTPATH_BUILD_DIR,
-    default ~/.cache/nsa-fastpath/build),
-  * each nsa-fastpath environment flag, read through the target's own (patched)
-    sglang/srt/environ.py, loaded as a single file: it only imports os, subprocess,
-    warnings, contextlib, enum and typing, so SGLang's heavy __init__ is not run;
-  * the path each fast path would take in a server started from this environment
-    (`replay_fastpath.describe()`, `radix_match.describe()` of the target tree), asked in a
-    child process of the same Python, which imports SGLang (a few seconds) and builds nothing.
-Standard library only; never imports sglang itself.
+first on its path (PYTHONPATH=<site>), and the first line says so.
+
+Each fact is found once, by one child process of that Python (`--probe`, which imports SGLang:
+a few seconds, and builds nothing): each flag's value as SGLang reads it, Triton, the CUDA
+metadata kernel (built? for which architectures? what a server here loads, builds or lacks,
+and why: cuda_metadata_wrapper.kernel_state), the path each fast path would take in a server
+started from this environment and why the paths ahead of it would not
+(`replay_fastpath.describe()`, `radix_match.describe()` of the target tree). Every line printed
+is derived from those facts, so no two lines can disagree. The flag names come from the target's
+own (patched) sglang/srt/environ.py, loaded as a single file (it only imports os, subprocess,
+warnings, contextlib, enum and typing), which also gives the values when SGLang can't be
+imported. Standard library only; imports sglang only in the child.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +38,13 @@ FLAGS = {
     "SGLANG_NSA_USE_BATCHED_COPY": "batched copy of precomputed replay metadata",
     "SGLANG_RADIX_FAST_MATCH": "fast RadixCache key matching",
 }
+OPTIONS = {
+    "SGLANG_RADIX_COMPILED_MATCH": "the compiled radix prefix-match helper",
+    "SGLANG_RADIX_REMATCH_CACHE": "the radix re-match cache",
+    "SGLANG_RADIX_TRITON_MATCH": "the Triton token match (opt-in)",
+    "SGLANG_NSA_BATCHED_COPY_VERIFY": "verify each batched copy (opt-in)",
+}
+METADATA_PATH = {"SGLANG_NSA_USE_CUDA_METADATA": "cuda", "SGLANG_NSA_USE_TRITON_METADATA": "triton"}
 
 
 def say(msg: str = "") -> None:
@@ -50,16 +59,6 @@ def triton_info() -> tuple[bool, str]:
     except Exception as e:  # pragma: no cover - depends on the environment
         return False, f"import failed: {type(e).__name__}: {e}"
     return True, getattr(triton, "__version__", "unknown version")
-
-
-def cuda_ext_info() -> tuple[bool, str]:
-    build = Path(os.environ.get("NSA_FASTPATH_BUILD_DIR")
-                 or Path.home() / ".cache" / "nsa-fastpath" / "build")
-    # the NSA metadata extension only (the radix helper is built under the same directory)
-    sos = sorted(build.rglob("nsa_fastpath_metadata*.so")) if build.is_dir() else []
-    if sos:
-        return True, ", ".join(str(p) for p in sos)
-    return False, f"not built (no nsa_fastpath_metadata*.so under {build})"
 
 
 def env_fields(envs) -> list[str]:
@@ -83,41 +82,142 @@ def load_envs(environ_py: Path):
     return module.envs
 
 
-# (label, module, function): what the patched tree says it would use. Each prints one line.
-DESCRIBERS = (
-    ("NSA replay metadata", "sglang.srt.layers.attention.nsa.replay_fastpath", "describe"),
-    ("CUDA metadata kernel", "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper", "build_report"),
-    ("radix prefix matching", "sglang.srt.mem_cache.radix_match", "describe"),
-)
-_PROBE = """
-import importlib, sys
-import sglang
-print(sglang.__file__)
-for module, function in zip(sys.argv[1::2], sys.argv[2::2]):
-    try:
-        print(getattr(importlib.import_module(module), function)())
-    except Exception as e:
-        print(f"unknown ({type(e).__name__}: {e})")
-"""
+# ------------------------------------------------------------------ the facts, found once
+def probe(names: list[str]) -> dict:
+    """In the child: every fact the report needs, from the SGLang this Python imports."""
+    import sglang
+    from sglang.srt.environ import envs
+
+    facts = {"sglang": sglang.__file__,
+             "flags": {n: getattr(envs, n).get() for n in names if hasattr(envs, n)}}
+    for key, module in (("nsa", "sglang.srt.layers.attention.nsa.replay_fastpath"),
+                        ("radix", "sglang.srt.mem_cache.radix_match")):
+        try:
+            facts[key] = importlib.import_module(module).describe(as_facts=True)
+        except Exception as e:
+            facts[key] = {"error": f"{type(e).__name__}: {e}"}
+    return facts
 
 
-def runtime_paths(site: Path) -> list[str]:
-    """'label: path' for each fast path, as a server from this environment would choose it."""
-    args = [x for _, module, function in DESCRIBERS for x in (module, function)]
+def gather(site: Path, names: list[str]) -> tuple[dict | None, str]:
+    """(facts, "") from one child process of this Python, or (None, why there are none)."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--probe", *names],
+                              capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return [f"{label}: unknown (importing SGLang took over 300 s)" for label, _, _ in DESCRIBERS]
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or len(lines) != len(DESCRIBERS) + 1:
+        return None, "importing SGLang took over 300 s"
+    try:
+        facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [f"{label}: unknown (could not import SGLang: {why})" for label, _, _ in DESCRIBERS]
-    found = Path(lines[0]).resolve()
+        return None, f"could not import SGLang: {why}"
+    found = Path(facts["sglang"]).resolve()
     if not found.is_relative_to(site.resolve()):
-        return [f"{label}: not this target's: {sys.executable} imports SGLang from {found}"
-                for label, _, _ in DESCRIBERS]
-    return [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines[1:])]
+        return None, f"not this target's: {sys.executable} imports SGLang from {found}"
+    return facts, ""
+
+
+# ------------------------------------------------------------------ every line, from the facts
+def serving(kind: str, name: str) -> str:
+    """The clause naming what serves: 'the triton path serves', 'SGLang's own code path (...)'."""
+    if name == "upstream":
+        return f"SGLang's own code path (the upstream {kind} serves)"
+    return f"the {name} {kind} serves"
+
+
+def effect(name: str, value, nsa: dict | None, radix: dict | None, tri_ok: bool) -> str:
+    """What flag `name` at `value` does here, as the facts say."""
+    on = "on" if value else "off"
+    if name in METADATA_PATH and nsa is not None:
+        now = serving("path", nsa["path"])
+        mine = METADATA_PATH[name]
+        if not value or nsa["path"] == mine:
+            return f"{on}: {now}"
+        if mine in nsa["not_taken"]:
+            return f"on, but it cannot serve here ({nsa['not_taken'][mine]}): {now}"
+        return f"on, the fallback: {now}"
+    if name == "SGLANG_NSA_USE_TRITON_METADATA" and value and not tri_ok:
+        return "on, but Triton is not importable by this Python: the Triton path cannot serve"
+    if name == "SGLANG_NSA_USE_BATCHED_COPY" and nsa is not None:
+        if nsa["copy"] == "nsa-fastpath":
+            return "on: copies precomputed multi-step metadata where SGLang's own replay code runs"
+        if value:  # both on: SGLang's serves (replay_fastpath.PREFER_UPSTREAM_FUSED_COPY)
+            return ("on, but SGLang's own fused copy serves in its place "
+                    "(SGLANG_USE_FUSED_METADATA_COPY=1)")
+        return f"off: SGLang's own {'fused copy' if nsa['copy'] == 'sglang-fused' else 'copies'}"
+    if name.startswith("SGLANG_RADIX_") and radix is not None:
+        fast = radix["flags"]["SGLANG_RADIX_FAST_MATCH"]
+        now = serving("matcher", radix["matcher"])
+        if name == "SGLANG_RADIX_FAST_MATCH":
+            return f"{on}: {now}"
+        if not fast:
+            return f"{on} (no effect: SGLANG_RADIX_FAST_MATCH=0)"
+        if name == "SGLANG_RADIX_COMPILED_MATCH" and value and radix["matcher"] != "compiled":
+            return f"on, but the helper cannot serve here ({radix['cause']}): {now}"
+        if name == "SGLANG_RADIX_COMPILED_MATCH":
+            return f"{on}: {now}"
+    return on
+
+
+def told(facts: dict | None, why: str, key: str, field: str) -> str:
+    """facts[key][field], or "unknown (why)" where the child could not tell."""
+    if facts is None:
+        return f"unknown ({why})"
+    return facts[key][field] if "error" not in facts[key] else f"unknown ({facts[key]['error']})"
+
+
+def report(args, site: Path) -> int:
+    here = f"{sys.executable} ({sys.version.split()[0]})"
+    say(f"python: {here}" + (f", which imports from {site}" if site is not None else ""))
+    if not args.environ:
+        tri_ok, tri = triton_info()
+        say(f"triton: {'importable, ' + tri if tri_ok else 'not importable (' + tri + ')'}")
+        say("flags: absent (the target's environ.py is not nsa-fastpath's: SGLang's own code "
+            "paths run; setting the flags has no effect)")
+        return 0
+    try:
+        envs = load_envs(Path(args.environ))
+    except Exception as e:
+        say(f"flags: could not load {args.environ}: {type(e).__name__}: {e}")
+        return 1
+    names, notes = list(FLAGS), []
+    if args.pristine_environ and Path(args.pristine_environ).is_file():
+        try:
+            ours, theirs = env_fields(envs), set(env_fields(load_envs(Path(args.pristine_environ))))
+            names += [n for n in ours if n not in theirs and n not in FLAGS]
+        except Exception as e:  # the required flags are still reported
+            notes.append(f"(could not compare with {args.pristine_environ}: {type(e).__name__}: {e})")
+
+    facts, why = gather(site, names)
+    nsa = facts["nsa"] if facts and "error" not in facts["nsa"] else None
+    radix = facts["radix"] if facts and "error" not in facts["radix"] else None
+    if nsa is not None:
+        tri_ok, tri = "version" in nsa["triton"], nsa["triton"].get("version") or nsa["triton"]["error"]
+    else:
+        tri_ok, tri = triton_info()
+    say(f"triton: {'importable, ' + tri if tri_ok else 'not importable (' + tri + ')'}")
+    say(f"CUDA metadata kernel: {told(facts, why, 'nsa', 'kernel_line')}")
+    for note in notes:
+        say(note)
+    say(f"flags (read through {args.environ}):")
+    for name in names:
+        if facts is not None and name in facts["flags"]:
+            value = facts["flags"][name]
+        elif getattr(envs, name, None) is not None:
+            value = getattr(envs, name).get()
+        else:
+            say(f"  {name}: not declared in this environ.py")
+            continue
+        src = f"set to {os.environ[name]!r} in the environment" if name in os.environ else "default"
+        what = FLAGS.get(name) or OPTIONS.get(name, "nsa-fastpath option")
+        say(f"  {name}={value} ({src}) -> {what}: {effect(name, value, nsa, radix, tri_ok)}")
+    say(f"paths a server started by {sys.executable} from this environment would use:")
+    say(f"  NSA replay metadata: {told(facts, why, 'nsa', 'line')}")
+    say(f"  radix prefix matching: {told(facts, why, 'radix', 'line')}")
+    say("a server logs which path serves in lines starting with 'nsa-fastpath:' "
+        "(grep nsa-fastpath: server.log; docs/SERVING.md)")
+    return 0
 
 
 # ------------------------------------------------------------------ the Python that owns --site
@@ -175,6 +275,9 @@ def rerun(python: str, extra_env: dict | None = None) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--probe"]:  # the child: the facts, as JSON on the last line
+        print(json.dumps(probe(sys.argv[2:])))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--environ", default="",
                     help="the target's patched sglang/srt/environ.py ('' = not patched)")
@@ -200,56 +303,7 @@ def main() -> int:
             f"are for {here} run with PYTHONPATH={site}; for the Python you serve with, run "
             "status with PYTHON=/path/to/that/python")
         return rerun(sys.executable, {"PYTHONPATH": pythonpath})
-
-    tri_ok, tri = triton_info()
-    ext_ok, ext = cuda_ext_info()
-    say(f"python: {here}" + (f", which imports from {site}" if site is not None else ""))
-    say(f"triton: {'importable, ' + tri if tri_ok else 'not importable (' + tri + ')'}")
-    say(f"CUDA C++ extension: {'built: ' + ext if ext_ok else ext}")
-
-    if not args.environ:
-        say("flags: absent (the target's environ.py is not nsa-fastpath's: SGLang's own code "
-            "paths run; setting the flags has no effect)")
-        return 0
-    try:
-        envs = load_envs(Path(args.environ))
-    except Exception as e:
-        say(f"flags: could not load {args.environ}: {type(e).__name__}: {e}")
-        return 1
-    names = list(FLAGS)
-    if args.pristine_environ and Path(args.pristine_environ).is_file():
-        try:
-            ours, theirs = env_fields(envs), set(env_fields(load_envs(Path(args.pristine_environ))))
-            names += [n for n in ours if n not in theirs and n not in FLAGS]
-        except Exception as e:  # the required flags are still reported
-            say(f"(could not compare with {args.pristine_environ}: {type(e).__name__}: {e})")
-    say(f"flags (read through {args.environ}):")
-    for name in names:
-        field = getattr(envs, name, None)
-        if field is None:
-            say(f"  {name}: not declared in this environ.py")
-            continue
-        value = field.get()
-        src = f"set to {os.environ[name]!r} in the environment" if name in os.environ else "default"
-        what = FLAGS.get(name, "nsa-fastpath option")
-        if name not in FLAGS:
-            path = "on" if value else "off"
-        elif not value:
-            path = "off: SGLang's own code path"
-        elif name == "SGLANG_NSA_USE_TRITON_METADATA" and not tri_ok:
-            path = "on, but Triton is not importable by this Python: the Triton path cannot serve"
-        elif name == "SGLANG_NSA_USE_CUDA_METADATA":
-            path = ("on: used on a CUDA GPU" + ("" if ext_ok else " (the extension is not built "
-                    "yet: the first CUDA-graph capture builds it, unless NSA_FASTPATH_CUDA_JIT=0)"))
-        else:
-            path = "on: would be used"
-        say(f"  {name}={value} ({src}) -> {what}: {path}")
-    say(f"paths a server started by {sys.executable} from this environment would use:")
-    for line in runtime_paths(site):
-        say(f"  {line}")
-    say("a server logs which path serves in lines starting with 'nsa-fastpath:' "
-        "(grep nsa-fastpath: server.log; docs/SERVING.md)")
-    return 0
+    return report(args, site)
 
 
 if __name__ == "__main__":

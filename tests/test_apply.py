@@ -130,7 +130,7 @@ def test_rollback_method2_apply_sh_revert(site, pristine_map, patched_map):
         assert f"patched   {rel}" in st.stdout
     assert "sglang 0.5.8" in st.stdout and str(site) in st.stdout
     assert f"undo with: bash {APPLY} revert --target {site}" in st.stdout
-    assert "triton:" in st.stdout and "CUDA C++ extension:" in st.stdout
+    assert "triton:" in st.stdout and "CUDA metadata kernel:" in st.stdout
     for flag in ("SGLANG_NSA_USE_TRITON_METADATA", "SGLANG_NSA_USE_CUDA_METADATA",
                  "SGLANG_NSA_USE_BATCHED_COPY", "SGLANG_RADIX_FAST_MATCH"):
         assert f"{flag}=True (default)" in st.stdout

@@ -1,7 +1,8 @@
 """The CUDA metadata kernel's build (cuda_metadata_wrapper): built through apache-tvm-ffi with nvcc
 and no GPU, for the architectures asked for, into a cache keyed by everything that makes a
 library stale, by one process when several start at once, and with one clear WARNING when it
-can't be built.
+can't be built. A build is loaded by what the library itself records (its key, its machine
+code) with no nvcc, whatever TORCH_CUDA_ARCH_LIST says at run time, and never when stale.
 
 The architecture rule is a pure function of TORCH_CUDA_ARCH_LIST and the device's compute
 capability, so it is tested for GPUs this machine doesn't have. The build tests run nvcc (CI's
@@ -10,9 +11,11 @@ processes at once into an empty directory, is the build that every later test lo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,10 +47,11 @@ def test_architectures_follow_torch_cuda_arch_list_then_the_device(arch_list, ca
     (None, (7, 5), "sm_80 or newer"),
     ("7.0", (9, 0), "sm_80 or newer"),
     ("Hopper", (9, 0), "expected e.g. 9.0"),
-    (None, None, "no CUDA device"),
+    (None, None, 'no CUDA device here and no TORCH_CUDA_ARCH_LIST: set TORCH_CUDA_ARCH_LIST to '
+                 'the GPUs it will serve, e.g. TORCH_CUDA_ARCH_LIST="9.0a;10.0a"'),
 ])
 def test_architectures_that_cannot_be_built_are_refused(arch_list, capability, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         WRAPPER.target_archs(arch_list, capability)
 
 
@@ -64,9 +68,21 @@ def test_each_architecture_set_gets_its_own_build_directory(monkeypatch, tmp_pat
     assert WRAPPER.gencode_flags(["90", "100+PTX"]) == [
         "-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_100,code=sm_100",
         "-gencode=arch=compute_100,code=compute_100"]
-    key = {"source_sha256": "s", "nvcc": "n", "tvm_ffi": "t", "flags": []}
-    dirs = {WRAPPER.key_dir({**key, "archs": a}) for a in (["90"], ["100"], ["90", "100"], ["100+PTX"])}
+    key = {"source_sha256": "s", "tvm_ffi": "t", "flags": []}
+    dirs = {WRAPPER.key_dir(a, key) for a in (["90"], ["100"], ["90", "100"], ["100+PTX"])}
     assert len(dirs) == 4, dirs
+    assert WRAPPER.key_dir(["90"], {**key, "tvm_ffi": "u"}) not in dirs
+
+
+def this_machine() -> str:
+    """What the kernel line says of this machine for a build with code for its GPU: no GPU on
+    the CPU tier; the GPU tier's H100 / H200 (sm_90) load it."""
+    if not torch.cuda.is_available():
+        return "no CUDA device here"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) != (9, 0):
+        pytest.skip(f"the builds checked here have no code for sm_{major}{minor}")
+    return "this GPU (sm_90) loads it"
 
 
 # ------------------------------------------------------------------ the prebuild (nvcc, no GPU)
@@ -112,8 +128,11 @@ def test_prebuild_builds_hopper_and_blackwell_once_for_six_processes(prebuilt):
     library = directory / "nsa_fastpath_metadata.so"
     assert {out.strip().rsplit(": ", 1)[-1] for out in outputs} == {str(library)}
     stamp = json.loads((directory / "built.json").read_text())
-    assert stamp["key"]["archs"] == ARCHS
-    if shutil.which("cuobjdump"):  # both machine codes are in the library
+    assert stamp["archs"] == ARCHS and stamp["nvcc"].startswith("Build cuda_"), stamp
+    data = library.read_bytes()  # what the library records about itself
+    assert WRAPPER.recorded_key(data) == WRAPPER.build_key()
+    assert WRAPPER.binary_archs(data) == ["90", "100"]  # its machine code, from its fatbin
+    if shutil.which("cuobjdump"):  # the same as NVIDIA's tool lists
         listing = subprocess.run(["cuobjdump", "--list-elf", str(library)], capture_output=True,
                                  text=True, check=True).stdout
         assert "sm_90a" in listing and "sm_100a" in listing, listing
@@ -171,17 +190,44 @@ def test_build_on_a_gpu_without_an_arch_list_finds_the_prebuild(cache, monkeypat
 
 @needs_nvcc
 def test_a_gpu_the_prebuild_has_no_code_for_is_reported_not_built(cache):
-    with pytest.raises(WRAPPER.BuildError, match="not built for sm_80 .*NSA_FASTPATH_CUDA_JIT=0"):
+    with pytest.raises(WRAPPER.BuildError, match=r"no build in .* has code for this GPU \(sm_80\) "
+                                                 r"and NSA_FASTPATH_CUDA_JIT=0"):
         WRAPPER.library_for_device((8, 0), allow_build=False)
 
 
-KEY_CHANGES = {  # each source file is in the key
+def _no_toolchain(*args):
+    raise AssertionError("a load asked for nvcc")
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch_list", [None, "8.0", "10.0a", "9.0a;10.0a"])
+def test_loading_needs_no_nvcc_and_ignores_the_arch_list(cache, monkeypatch, arch_list):
+    """Another nvcc release, or none at all, and any TORCH_CUDA_ARCH_LIST: the prebuild is what a
+    server on either GPU loads, and status says so, without asking for nvcc."""
+    if arch_list is not None:
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_list)
+    for name in ("cuda_home", "_nvcc_release", "toolchain"):
+        monkeypatch.setattr(WRAPPER, name, _no_toolchain)
+    (built,) = cache.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
+    library = built / "nsa_fastpath_metadata.so"
+    for capability in ((9, 0), (10, 0)):
+        assert WRAPPER.library_for_device(capability, allow_build=True) == library
+        monkeypatch.setattr(WRAPPER, "_device_capability", lambda c=capability: c)
+        state = WRAPPER.kernel_state()
+        assert state["loads"] == str(library) and not state["unavailable"], state
+        assert WRAPPER.build_report(state) == (f"built for sm_90a, sm_100a: {library}; this GPU "
+                                               f"(sm_{capability[0]}0) loads it")
+
+
+KEY_CHANGES = {  # each source file and tvm-ffi are in the key; nvcc is not (module docstring)
     "source": lambda mp, tmp: mp.setattr(WRAPPER, "KERNEL", _edited(WRAPPER.KERNEL, tmp)),
     "binding": lambda mp, tmp: mp.setattr(WRAPPER, "BINDING", _edited(WRAPPER.BINDING, tmp)),
     "header": lambda mp, tmp: mp.setattr(WRAPPER, "HEADER", _edited(WRAPPER.HEADER, tmp)),
-    "nvcc": lambda mp, tmp: mp.setattr(WRAPPER, "_nvcc_release", lambda nvcc: "Build cuda_13.9.r13.9"),
     "tvm-ffi": lambda mp, tmp: mp.setattr(WRAPPER, "tvm_ffi_version", lambda: "0.1.99"),
 }
+STALE_BECAUSE = {"source": "built from other sources", "binding": "built from other sources",
+                 "header": "built from other sources",
+                 "tvm-ffi": "built against tvm-ffi .* \\(installed: 0.1.99\\)"}
 
 
 def _edited(source: Path, tmp: Path) -> Path:
@@ -190,31 +236,64 @@ def _edited(source: Path, tmp: Path) -> Path:
     return edited
 
 
+LIBRARY = "nsa_fastpath_metadata.so"
+
+
+def restamp(directory: Path, archs: list[str]) -> None:
+    """A stamp that matches the directory's library byte for byte and names `archs`."""
+    data = (directory / LIBRARY).read_bytes()
+    (directory / "built.json").write_text(json.dumps(
+        {"archs": archs, "library_sha256": hashlib.sha256(data).hexdigest(), "nvcc": "test"}))
+
+
 @needs_nvcc
 @pytest.mark.parametrize("change", list(KEY_CHANGES))
 def test_a_stale_build_is_never_loaded(cache, change, monkeypatch, tmp_path):
-    """Build, change one key input, load: reported not built (JIT forbidden), never loaded."""
-    assert WRAPPER.library_for_device((9, 0), allow_build=False)  # the build, before
+    """Build, change one key input, load: no build has code for the GPU (JIT forbidden), the
+    stale one is never loaded, and the scan says why."""
+    (built,) = cache.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
+    assert WRAPPER.library_for_device((9, 0), allow_build=False) == built / LIBRARY  # before
     KEY_CHANGES[change](monkeypatch, tmp_path)
-    with pytest.raises(WRAPPER.BuildError, match="not built for sm_90 "):
+    with pytest.raises(WRAPPER.BuildError, match=r"no build in .* has code for this GPU \(sm_90\)"):
         WRAPPER.library_for_device((9, 0), allow_build=False)
-    with pytest.raises(WRAPPER.BuildError, match="not built for sm_90a, sm_100a "):
-        WRAPPER.build(ARCHS, allow_build=False)
+    builds, ignored = WRAPPER.scan(WRAPPER.build_key())
+    assert builds == [] and len(ignored) == 1, (builds, ignored)
+    assert re.fullmatch(f"{built.name}: {STALE_BECAUSE[change]}", ignored[0]), ignored
 
 
 @needs_nvcc
 def test_a_changed_source_is_rebuilt_and_loaded(cache, monkeypatch, tmp_path):
-    """The server path with JIT allowed: a new build beside the stale one, which is untouched."""
-    stale = WRAPPER.library_for_device((9, 0), allow_build=False)
+    """The server path with JIT allowed: a new build beside the stale one, which is untouched.
+    Then what a library records decides, whatever its directory and stamp say: the new library
+    under a stamp naming both architectures (its code is sm_90 only), or under the old build's
+    name once the sources are back, is never loaded."""
+    (built,) = cache.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
+    root = tmp_path / "build"  # a copy: the shared cache keeps only the prebuild
+    shutil.copytree(cache, root)
+    monkeypatch.setenv("NSA_FASTPATH_BUILD_DIR", str(root))
+    stale, kernel = root / built.name / LIBRARY, WRAPPER.KERNEL
     KEY_CHANGES["source"](monkeypatch, tmp_path)
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a")  # one architecture: a quicker build
     fresh = WRAPPER.library_for_device((9, 0), allow_build=True)
-    assert fresh.parent != stale.parent and stale.exists()
-    assert json.loads((fresh.parent / "built.json").read_text())["key"]["source_sha256"] == \
-        WRAPPER.build_key(["90a"])["source_sha256"]
+    assert fresh.parent != stale.parent and stale.exists() and compiles(fresh.parent) == 1
+    assert WRAPPER.recorded_key(fresh.read_bytes()) == WRAPPER.build_key()
     import tvm_ffi
 
     assert tvm_ffi.load_module(str(fresh)).max_bs() == 1024
+
+    claims_both = WRAPPER.key_dir(ARCHS, WRAPPER.build_key())
+    shutil.copytree(fresh.parent, claims_both)
+    restamp(claims_both, ARCHS)
+    with pytest.raises(WRAPPER.Stale, match=r"its code \(90\) is not for the architectures its "
+                                            r"stamp names \(sm_90a, sm_100a\)"):
+        WRAPPER.verify(claims_both, WRAPPER.build_key())
+    monkeypatch.setattr(WRAPPER, "KERNEL", kernel)  # the sources the prebuild was built from
+    stale.write_bytes(fresh.read_bytes())
+    restamp(stale.parent, ["90a"])
+    with pytest.raises(WRAPPER.Stale, match="built from other sources"):
+        WRAPPER.verify(stale.parent, WRAPPER.build_key())
+    with pytest.raises(WRAPPER.BuildError, match=r"no build in .* has code for this GPU"):
+        WRAPPER.library_for_device((9, 0), allow_build=False)
 
 
 @needs_nvcc
@@ -224,15 +303,18 @@ def test_a_damaged_build_is_not_loaded(cache, damage, monkeypatch, tmp_path):
     copy = tmp_path / built.name
     shutil.copytree(built, copy)
     monkeypatch.setenv("NSA_FASTPATH_BUILD_DIR", str(tmp_path))
-    assert WRAPPER.build(ARCHS, allow_build=False) == copy / "nsa_fastpath_metadata.so"
-    target = copy / ("nsa_fastpath_metadata.so" if damage == "library" else "built.json")
+    key = WRAPPER.build_key()
+    assert WRAPPER.verify(copy, key).library == copy / LIBRARY
+    target = copy / (LIBRARY if damage == "library" else "built.json")
     target.write_bytes(target.read_bytes()[:-100])
-    with pytest.raises(WRAPPER.BuildError, match="not built"):
-        WRAPPER.build(ARCHS, allow_build=False)
+    with pytest.raises(WRAPPER.Stale, match="damaged" if damage == "library" else "unreadable"):
+        WRAPPER.verify(copy, key)
+    with pytest.raises(WRAPPER.BuildError, match=r"no build in .* has code for this GPU"):
+        WRAPPER.library_for_device((9, 0), allow_build=False)
     if damage == "library":  # allowed to build: rebuilt from scratch (ninja would keep the file)
-        rebuilt = WRAPPER.build(ARCHS, allow_build=True)
-        assert rebuilt == copy / "nsa_fastpath_metadata.so" and compiles(copy) == 1
-        assert WRAPPER.build(ARCHS, allow_build=False) == rebuilt
+        rebuilt = WRAPPER.build(ARCHS)
+        assert rebuilt == copy / LIBRARY and compiles(copy) == 1
+        assert WRAPPER.verify(copy, key).library == rebuilt
 
 
 # ------------------------------------------------------------------ failures: one WARNING, no raise
@@ -286,7 +368,8 @@ def test_a_gpu_below_sm80_is_named_whatever_the_arch_list(empty_cache, monkeypat
 def test_an_arch_list_without_this_gpu_is_one_warning(empty_cache, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "10.0a")
     msg = _server_start(monkeypatch, caplog, capability=(9, 0))
-    assert "no machine code for this GPU (sm_90)" in msg and "add 9.0" in msg, msg
+    assert "no build has code for this GPU (sm_90) and TORCH_CUDA_ARCH_LIST=10.0a has no machine " \
+        "code for it either: add 9.0 to it" in msg, msg
 
 
 @needs_nvcc
@@ -315,7 +398,8 @@ def test_an_unwritable_build_directory_is_one_warning(empty_cache, monkeypatch, 
 def test_jit_forbidden_and_not_built_is_one_warning(empty_cache, monkeypatch, caplog):
     monkeypatch.setenv("NSA_FASTPATH_CUDA_JIT", "0")
     msg = _server_start(monkeypatch, caplog)
-    assert "not built for sm_90" in msg and "--build" in msg, msg
+    assert "no build in" in msg and "has code for this GPU (sm_90)" in msg, msg
+    assert "NSA_FASTPATH_CUDA_JIT=0" in msg and "--build" in msg, msg
     assert not empty_cache.exists()  # nothing was attempted
 
 
@@ -331,8 +415,8 @@ def test_apply_build_applies_then_builds_into_the_cache(fresh_site, tmp_path):
     assert compiles(directory) == 1
     env["NSA_FASTPATH_STATUS_FILES_ONLY"] = "0"
     st = run_apply("status", "--target", str(fresh_site), env=env)
-    assert (f"CUDA metadata kernel: built for TORCH_CUDA_ARCH_LIST=9.0a (sm_90a): "
-            f"{directory / 'nsa_fastpath_metadata.so'}") in st.stdout, st.stdout
+    assert (f"CUDA metadata kernel: built for sm_90a: {directory / 'nsa_fastpath_metadata.so'}; "
+            f"{this_machine()}\n") in st.stdout, st.stdout
     p = run_apply("apply", "--build", "--target", str(fresh_site), env=env)  # a no-op, then found
     assert "ready for sm_90a" in p.stdout and compiles(directory) == 1, p.stdout
 
@@ -376,6 +460,79 @@ def test_at_capture_an_unbuildable_kernel_is_one_warning_and_triton_serves(nsa_m
     rf.reset_for_tests()
 
 
+# ------------------------------------------------------------------ a process without nvcc
+_NVCC_LOOKUP = """
+import importlib.util, shutil, sys
+spec = importlib.util.spec_from_file_location("cuda_metadata_wrapper", sys.argv[1])
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+print(shutil.which("nvcc"), w.cuda_home())
+"""
+
+
+def without_nvcc(tmp: Path, **env) -> dict:
+    """os.environ then `env`, as a process in a serving image without the CUDA toolkit has it:
+    no nvcc on PATH, no CUDA_HOME or CUDA_PATH. Where the toolkit the wrapper falls back to
+    (/usr/local/cuda) has an nvcc, which can't be removed from this machine, CUDA_HOME names a
+    toolkit directory with its libraries and no nvcc instead, as a CUDA runtime image's
+    /usr/local/cuda is. Asserted: neither PATH nor the wrapper's own lookup finds an nvcc."""
+    full = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    full["PATH"] = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                   if d and not (Path(d) / "nvcc").exists())
+    fallback = Path("/usr/local/cuda")
+    if (fallback / "bin" / "nvcc").exists():
+        runtime = tmp / "cuda-runtime"
+        runtime.mkdir(exist_ok=True)
+        if not (runtime / "lib64").exists():
+            (runtime / "lib64").symlink_to((fallback / "lib64").resolve())
+        full["CUDA_HOME"] = str(runtime)
+    full.update(env)
+    lookup = subprocess.run([sys.executable, "-c", _NVCC_LOOKUP, str(WRAPPER_PY)], env=full,
+                            capture_output=True, text=True, check=True).stdout
+    assert lookup.split() == ["None", "None"], lookup
+    return full
+
+
+_SERVE_EACH_GPU = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("cuda_metadata_wrapper", sys.argv[1])
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+out = {}
+for capability in [(9, 0), (10, 0)]:  # no GPU here: what a server on each GPU of the prebuild does
+    w._module = w._library = w._error = None
+    w._device_capability = lambda c=capability: c
+    ok = w.is_cuda_kernel_available()  # the server's call at capture: find, check, load
+    out[f"sm_{capability[0]}{capability[1]}"] = {
+        "ok": ok, "info": w.get_kernel_info(), "report": w.build_report()}
+print(json.dumps(out))
+"""
+
+
+@needs_nvcc
+def test_a_prebuild_loads_in_a_process_without_nvcc(prebuilt, tmp_path):
+    """Built in one process (the prebuild, with nvcc), loaded in another whose environment has no
+    nvcc and TORCH_CUDA_ARCH_LIST=8.0 (a list without either GPU), with run-time builds allowed:
+    the server's own call finds the prebuild for sm_90 and for sm_100, checks it, loads it
+    (tvm-ffi loads it without a GPU) and builds nothing; status's line says the same. The GPU
+    tier serves from it (test_a_prebuild_serves_metadata_cuda_from_a_process_without_nvcc)."""
+    root = prebuilt[0]
+    (directory,) = root.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
+    library = directory / LIBRARY
+    before = sorted(p.name for p in root.rglob("*"))
+    env = without_nvcc(tmp_path, NSA_FASTPATH_BUILD_DIR=str(root), TORCH_CUDA_ARCH_LIST="8.0")
+    env.pop("NSA_FASTPATH_CUDA_JIT", None)
+    proc = subprocess.run([sys.executable, "-c", _SERVE_EACH_GPU, str(WRAPPER_PY)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for sm, result in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+        assert result["ok"] and result["info"]["library"] == str(library), (sm, result)
+        assert result["info"]["max_bs"] == 1024, result
+        assert result["report"] == f"built for sm_90a, sm_100a: {library}; this GPU ({sm}) loads it"
+    assert "building" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in root.rglob("*")) == before  # nothing built or changed
+
+
 # ------------------------------------------------------------------ GPU tier
 _SERVER_START = """
 import importlib.util, json, sys, time
@@ -416,3 +573,40 @@ def test_apply_build_is_refused_where_it_cannot_build(tmp_path):
     for args in (["revert", "--build"], ["status", "--build"], ["apply", "--build", "--git", str(tmp_path)]):
         p = run_apply(*args, check=False)
         assert p.returncode == 2 and "--build goes with apply" in p.stderr, (args, p.stderr)
+
+
+@pytest.mark.gpu
+def test_a_prebuild_serves_metadata_cuda_from_a_process_without_nvcc(pristine_template,
+                                                                      patched_template, tmp_path):
+    """The image recipe on a GPU: the prebuild for "9.0a;10.0a" in one process (nvcc), then
+    SGLang's own CUDA-graph runners capture and replay in another process whose environment has
+    no nvcc, no CUDA_HOME (see without_nvcc) and TORCH_CUDA_ARCH_LIST=8.0, run-time builds
+    allowed: metadata.cuda serves every replay, from the prebuild, with parity to SGLang."""
+    from harness.parity import run_suite
+    from harness.served import expected_served
+    from test_parity_nsa import check_patched
+
+    capability = torch.cuda.get_device_capability()
+    if capability not in ((9, 0), (10, 0)):
+        pytest.skip(f"the image's prebuild (sm_90a, sm_100a) has no code for sm_{capability[0]}"
+                    f"{capability[1]}")
+    root = tmp_path / "build"
+    wrapper = patched_template / "sglang/srt/layers/attention/nsa/cuda_metadata_wrapper.py"
+    p = subprocess.run([sys.executable, str(wrapper), "--build"], capture_output=True, text=True,
+                       env=dict(os.environ, NSA_FASTPATH_BUILD_DIR=str(root),
+                                TORCH_CUDA_ARCH_LIST="9.0a;10.0a"), timeout=600)
+    assert p.returncode == 0 and "ready for sm_90a, sm_100a" in p.stdout, p.stdout + p.stderr
+    (directory,) = root.glob("nsa_fastpath_metadata_sm90a_sm100a_*")
+    env = without_nvcc(tmp_path, NSA_FASTPATH_BUILD_DIR=str(root), TORCH_CUDA_ARCH_LIST="8.0")
+    overrides = {k: env.get(k, "") for k in ("PATH", "CUDA_HOME", "CUDA_PATH",
+                                             "NSA_FASTPATH_BUILD_DIR", "TORCH_CUDA_ARCH_LIST")}
+    configs = [{"kind": "single", "page_size": 64, "topk": 2048, "capture_bs": [1, 8, 32],
+                "replays_per_bs": 2}]
+    expected = run_suite(pristine_template, "nsa", configs, device="cuda")
+    actual = run_suite(patched_template, "nsa", configs, device="cuda",
+                       env={**overrides, "NSA_FASTPATH_CUDA_JIT": "1"})
+    check_patched(expected, actual, strict=False,
+                  served=expected_served(actual["_meta/replays"], "cuda"))
+    log = actual["_meta/stderr"]
+    assert f"nsa-fastpath: CUDA metadata kernel loaded from {directory / LIBRARY}" in log, log[-3000:]
+    assert "building the CUDA metadata kernel" not in log, log[-3000:]

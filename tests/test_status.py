@@ -68,7 +68,7 @@ def test_status_target_venv_is_reported_for_its_own_python(tmp_path, patched_tem
     assert f"which imports from {site}" in py
     assert line(out, "triton: ") == f"[nsa-fastpath] triton: importable, {triton.__version__}"
     assert "Triton is not importable" not in out
-    assert line(out, "  SGLANG_NSA_USE_TRITON_METADATA=").endswith("on: would be used")
+    assert line(out, "  SGLANG_NSA_USE_TRITON_METADATA=").endswith("on: the triton path serves")
     assert line(out, "  NSA replay metadata: ").startswith(
         f"[nsa-fastpath]   NSA replay metadata: triton {triton.__version__}")
     assert line(out, "paths a server started by ").startswith(
@@ -96,8 +96,8 @@ def test_status_target_venv_without_triton(tmp_path, patched_template):
     assert line(out, "triton: ") == "[nsa-fastpath] triton: not importable (not installed)"
     assert line(out, "  SGLANG_NSA_USE_TRITON_METADATA=").endswith(
         "on, but Triton is not importable by this Python: the Triton path cannot serve")
-    for label in ("NSA replay metadata", "radix prefix matching"):
-        assert "unknown (could not import SGLang" in line(out, f"  {label}: "), out
+    for label in ("CUDA metadata kernel", "  NSA replay metadata", "  radix prefix matching"):
+        assert "unknown (could not import SGLang" in line(out, f"{label}: "), out
     assert f"triton {triton.__version__}" not in out and sys.executable not in out, out
 
 

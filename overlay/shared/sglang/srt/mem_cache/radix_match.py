@@ -168,27 +168,38 @@ def flags() -> dict:
         "SGLANG_RADIX_TRITON_MATCH")}
 
 
-def describe() -> str:
+def describe(as_facts: bool = False):
     """One line: the matcher a RadixCache of this Python would use, and why. Builds nothing,
-    loads nothing (the state of a load in this process is reported if there was one)."""
+    loads nothing (the state of a load in this process is reported if there was one). With
+    `as_facts`, the facts that line says, for `apply.sh status`: the flags, `matcher`
+    ("compiled", "python" or "upstream"), `cause` (why not the compiled one, if not) and `line`."""
     f = flags()
+    cause = None
     if not f["SGLANG_RADIX_FAST_MATCH"]:
-        return "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang's own prefix matching)"
-    state, detail = native.state()
-    if not f["SGLANG_RADIX_COMPILED_MATCH"]:
-        name = "python (pure-Python packed matcher: SGLANG_RADIX_COMPILED_MATCH=0)"
-    elif state == "loaded":
-        name = f"compiled (C++ helper loaded from {detail})"
-    elif state == "built":
-        name = f"compiled (C++ helper built: {detail})"
-    elif state == "buildable":
-        name = f"compiled (C++ helper not built yet: builds at the first RadixCache into {detail})"
+        matcher, cause = "upstream", "SGLANG_RADIX_FAST_MATCH=0"
+        line = "upstream (SGLANG_RADIX_FAST_MATCH=0: SGLang's own prefix matching)"
     else:
-        name = f"python (pure-Python packed matcher: C++ helper {state}: {detail})"
-    extras = ["re-match cache " + ("on" if f["SGLANG_RADIX_REMATCH_CACHE"] else "off")]
-    if f["SGLANG_RADIX_TRITON_MATCH"]:
-        extras.append(f"triton opt-in on (from {NSA_TRITON_MIN} tokens)")
-    return f"{name}; {'; '.join(extras)}"
+        state, detail = native.state()
+        if not f["SGLANG_RADIX_COMPILED_MATCH"]:
+            matcher, cause = "python", "SGLANG_RADIX_COMPILED_MATCH=0"
+            name = "python (pure-Python packed matcher: SGLANG_RADIX_COMPILED_MATCH=0)"
+        elif state == "loaded":
+            matcher, name = "compiled", f"compiled (C++ helper loaded from {detail})"
+        elif state == "built":
+            matcher, name = "compiled", f"compiled (C++ helper built: {detail})"
+        elif state == "buildable":
+            matcher = "compiled"
+            name = f"compiled (C++ helper not built yet: builds at the first RadixCache into {detail})"
+        else:
+            matcher, cause = "python", f"C++ helper {state}: {detail}"
+            name = f"python (pure-Python packed matcher: {cause})"
+        extras = ["re-match cache " + ("on" if f["SGLANG_RADIX_REMATCH_CACHE"] else "off")]
+        if f["SGLANG_RADIX_TRITON_MATCH"]:
+            extras.append(f"triton opt-in on (from {NSA_TRITON_MIN} tokens)")
+        line = f"{name}; {'; '.join(extras)}"
+    if not as_facts:
+        return line
+    return {"flags": f, "matcher": matcher, "cause": cause, "line": line}
 
 
 # ------------------------------------------------------------------------------------------------

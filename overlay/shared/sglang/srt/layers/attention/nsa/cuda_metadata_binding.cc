@@ -16,6 +16,12 @@
 #include <string>
 
 #include "cuda_metadata_kernel.cuh"
+#include "nsa_fastpath_build_key.h"  // generated into the build directory by the wrapper
+
+// What this library is built from (our sources' sha256, the tvm-ffi release, the flags), in its
+// bytes: cuda_metadata_wrapper reads it from the file before loading it, with no nvcc.
+extern "C" __attribute__((used, visibility("default")))
+const char nsa_fastpath_build_key[] = NSA_FASTPATH_BUILD_KEY;
 
 namespace {
 

@@ -496,28 +496,54 @@ def upstream_copies_served(step_backends: int) -> None:
 
 
 # ------------------------------------------------------------------ apply.sh status
-def describe() -> str:
-    """The replay-metadata path this Python would use on this machine; builds and loads nothing."""
-    cuda_on = envs.SGLANG_NSA_USE_CUDA_METADATA.get()
-    triton_on = envs.SGLANG_NSA_USE_TRITON_METADATA.get()
-    notes = []
-    if cuda_on and torch.cuda.is_available():
-        from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
+def describe(as_facts: bool = False):
+    """The replay-metadata path a server started by this Python on this machine would take, and
+    why each path ahead of it would not; builds and loads nothing. One line, or (`as_facts`) the
+    facts it is made of, for `apply.sh status` to derive its other lines from: the flags, the
+    CUDA kernel's state (cuda_metadata_wrapper.kernel_state) and its line, Triton's version or
+    import error, `path` ("cuda", "triton" or "upstream"), `not_taken` (path -> why) and `copy`,
+    the multi-step precomputed copy where the metadata paths don't fill ("nsa-fastpath",
+    "sglang-fused" or "sglang")."""
+    from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
 
-        report = cw.build_report()
-        if report.startswith("built"):
-            return f"cuda (CUDA metadata kernel {report})"
-        if cw.jit_allowed():
-            return (f"cuda (the CUDA metadata kernel is {report}; it builds at the first "
-                    f"CUDA-graph capture, about 15 s, or now with `{cw.PREBUILD}`)")
-        notes.append(f"CUDA metadata kernel {report}")
-    elif cuda_on:
-        notes.append("no CUDA device for the CUDA C++ path")
-    if triton_on:
-        try:
-            import triton
+    flags = {name: bool(getattr(envs, name).get()) for name in (
+        "SGLANG_NSA_USE_CUDA_METADATA", "SGLANG_NSA_USE_TRITON_METADATA",
+        "SGLANG_NSA_USE_BATCHED_COPY")}
+    kernel = cw.kernel_state()
+    try:
+        import triton
 
-            return f"triton {triton.__version__}" + (f" ({'; '.join(notes)})" if notes else "")
-        except Exception as e:
-            notes.append(f"Triton not importable: {type(e).__name__}: {e}")
-    return "upstream (SGLang's own replay code)" + (f" ({'; '.join(notes)})" if notes else "")
+        triton_info = {"version": triton.__version__}
+    except Exception as e:
+        triton_info = {"error": f"{type(e).__name__}: {e}"}
+    not_taken = {}
+    if not flags["SGLANG_NSA_USE_CUDA_METADATA"]:
+        not_taken["cuda"] = "SGLANG_NSA_USE_CUDA_METADATA=0"
+    elif kernel["device"] is None:
+        not_taken["cuda"] = "no CUDA device here"
+    elif not (kernel["loads"] or kernel["builds_at_capture"]):
+        not_taken["cuda"] = kernel["unavailable"]
+    if "cuda" in not_taken:
+        if not flags["SGLANG_NSA_USE_TRITON_METADATA"]:
+            not_taken["triton"] = "SGLANG_NSA_USE_TRITON_METADATA=0"
+        elif "error" in triton_info:
+            not_taken["triton"] = f"Triton not importable: {triton_info['error']}"
+    path = "cuda" if "cuda" not in not_taken else "triton" if "triton" not in not_taken \
+        else "upstream"
+    if batched_copy_on():
+        copy = "nsa-fastpath"
+    else:
+        copy = "sglang-fused" if _upstream_fused_copy_on() else "sglang"
+    if path == "cuda":
+        how = (f"loads {kernel['loads']}" if kernel["loads"] else "built at the first CUDA-graph "
+               f"capture for {cw.describe_archs(kernel['builds_at_capture'])}")
+        line = f"cuda (the CUDA metadata kernel: {how})"
+    else:
+        why = "; ".join(f"{name}: {reason}" for name, reason in not_taken.items())
+        line = (f"triton {triton_info['version']} ({why})" if path == "triton" else
+                f"upstream (SGLang's own replay code; {why})")
+    if not as_facts:
+        return line
+    return {"flags": flags, "kernel": kernel, "kernel_line": cw.build_report(kernel),
+            "triton": triton_info, "path": path, "not_taken": not_taken, "copy": copy,
+            "line": line}
