@@ -4,6 +4,8 @@ Modules, one concern each:
   cli        command line, dispatch, exit codes (USAGE is the reference)
   context    settings of one run (paths of our inputs, environment)
   manifest   manifest.tsv and the overlay/ consistency check
+  delta      a release's forks as unified diffs, and the strict applier that materializes them
+  series     the `git am` series of a release set (a fixed author and date: the same bytes)
   tree       a site-packages target: location, version, file states, journal, leftovers
   lock       one flock per installed tree
   txn        transactions whose every undo needs no free space
