@@ -273,7 +273,10 @@ def check(release: str) -> int:
     if not manifest_path(release).exists() or \
             manifest_path(release).read_text() != build_manifest(release):
         problems.append(f"manifests/{release}.tsv")
-    if release != BASE and delta_path(release).read_bytes() != render_delta(
+    if release != BASE and not delta_path(release).exists():
+        problems.append(f"patches/{release}.diff is missing (regen.py --release {release} "
+                        "--port)")
+    elif release != BASE and delta_path(release).read_bytes() != render_delta(
             release, fork_texts(release), stored_records(release)):
         problems.append(f"patches/{release}.diff (not the diff its own forks give)")
     if problems:
@@ -368,7 +371,8 @@ def marked(text: str) -> bool:
 def extract(parts: list, text: str) -> list[tuple[str, int]] | None:
     """What stands in each conflict's place in `text`, with its first line there; None when
     `text` is not the merge output outside its conflicts (verbatim, in order)."""
-    m = re.fullmatch("(.*?)".join(re.escape(t) for t in parts[::2]), text, re.DOTALL)
+    whole_lines = "((?:[^\n]*\n)*?)"  # a conflict's place holds whole lines
+    m = re.fullmatch(whole_lines.join(re.escape(t) for t in parts[::2]), text)
     if m is None:
         return None
     return [(g, text.count("\n", 0, m.start(i + 1)) + 1) for i, g in enumerate(m.groups())]

@@ -210,6 +210,28 @@ def test_port_command_remakes_the_committed_set(tmp_path, release):
         assert stored(repo) == stored(ROOT)
 
 
+def test_a_release_ports_from_another_releases_fork(tmp_path):
+    """A PORTS row whose merge base is not the base release (as the DSA-named releases port
+    from 0.5.12.post1's fork): 0.5.9 ported from our 0.5.8.post1 fork, whose three files are
+    0.5.8's but environ.py, gives the same forks, its resolution kept (same conflict)."""
+    fetch("0.5.9", "0.5.8.post1", regen.BASE)
+    repo = repo_copy(tmp_path)
+    script = repo / "scripts" / "regen.py"
+    text = script.read_text()
+    row = '    "0.5.9": (BASE, NSA_FORKS),\n'
+    assert text.count(row) == 1
+    script.write_text(text.replace(row, '    "0.5.9": ("0.5.8.post1", NSA_FORKS),\n'))
+    p = regen_py("--port", "--release", "0.5.9", repo=repo)
+    assert p.returncode == 0 and "ported our 0.5.8.post1 fork onto SGLang 0.5.9" in p.stdout, \
+        p.stdout + p.stderr
+    ours = (repo / "patches" / "0.5.9.diff").read_bytes().split(b"\n", 2)
+    committed = regen.delta_path("0.5.9").read_bytes().split(b"\n", 2)
+    assert b"from our 0.5.8.post1 fork" in ours[1] and ours[2] == committed[2]
+    assert (repo / "manifests" / "0.5.9.tsv").read_bytes() == \
+        regen.manifest_path("0.5.9").read_bytes()
+    assert regen_py("--port", "--check", "--release", "0.5.9", repo=repo).returncode == 0
+
+
 def test_port_from_whole_forks(tmp_path):
     """The import path: `--port --from DIR` takes each conflict's resolution from whole forks
     (as `regen.py forks` writes them, or as overlay/<X>/ held them); it remakes 0.5.9's delta
