@@ -269,20 +269,23 @@ def write_series(release: str, out: Path) -> list[Path]:
 
 
 def check(release: str) -> int:
+    """The release's manifest and delta are what they regenerate to."""
+    if release != BASE and not delta_path(release).exists():
+        print(f"DRIFT: patches/{release}.diff is missing: run `python3 scripts/regen.py "
+              f"--release {release} --port`")
+        return 1
     problems = []
+    if release != BASE and delta_path(release).read_bytes() != render_delta(
+            release, fork_texts(release), stored_records(release)):
+        problems.append(f"patches/{release}.diff is not the diff its own forks give (run "
+                        f"`python3 scripts/regen.py --release {release} --port`)")
     if not manifest_path(release).exists() or \
             manifest_path(release).read_text() != build_manifest(release):
-        problems.append(f"manifests/{release}.tsv")
-    if release != BASE and not delta_path(release).exists():
-        problems.append(f"patches/{release}.diff is missing (regen.py --release {release} "
-                        "--port)")
-    elif release != BASE and delta_path(release).read_bytes() != render_delta(
-            release, fork_texts(release), stored_records(release)):
-        problems.append(f"patches/{release}.diff (not the diff its own forks give)")
+        problems.append(f"manifests/{release}.tsv (run `python3 scripts/regen.py --release "
+                        f"{release}`)")
     if problems:
-        print(f"DRIFT: SGLang {release}'s files differ from what overlay/ and the wheel give:",
-              *problems, sep="\n  ")
-        print(f"Run `python3 scripts/regen.py --release {release}` and commit the result.")
+        print(f"DRIFT: SGLang {release}'s stored files differ from what overlay/ and the wheel "
+              "give:", *problems, sep="\n  ")
         return 1
     print(f"{release}: manifests/{release}.tsv" +
           ("" if release == BASE else f" and patches/{release}.diff") + " regenerate")
