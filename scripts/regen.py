@@ -13,7 +13,8 @@ from the target's own files plus the delta, and checks them against the manifest
                                             regenerates to (tests/test_drift.py)
   regen.py series --release X --out DIR     write X's `git am` series into DIR
   regen.py forks --release X --out DIR      write X's forks, whole, into DIR/sglang/...
-  regen.py --release X --port [--from DIR]  merge our fork onto X, write its delta (port())
+  regen.py --release X --port [--from DIR [--from-base DIR]]
+                                            merge our fork onto X, write its delta (port())
   regen.py --port --check                   every delta is that merge, resolutions excepted
 
 Uses only the standard library and git, so it runs before any virtual environment exists.
@@ -417,67 +418,87 @@ def report_conflict(where: str, release: str, conflict: tuple) -> str:
             f"  SGLang {release} (theirs):\n{show(theirs)}")
 
 
-def stored_resolutions(release: str) -> dict[tuple[str, str], list[str]]:
-    """(file, conflict key) -> the resolutions the release's delta holds for that conflict."""
+def stored_resolutions(release: str) -> dict[str, dict[str, list[str]]]:
+    """file -> conflict key -> the resolutions the release's delta holds for such a conflict."""
     if not delta_path(release).exists():
         return {}
     fork = fork_texts(release)
-    out: dict[tuple[str, str], list[str]] = {}
+    out: dict[str, dict[str, list[str]]] = {}
     for rel, line, n, k in stored_records(release):
         lines = lines_of(fork[rel].decode())
-        out.setdefault((rel, k), []).append("".join(lines[line - 1:line - 1 + n]))
+        out.setdefault(rel, {}).setdefault(k, []).append("".join(lines[line - 1:line - 1 + n]))
     return out
 
 
-def port_file(release: str, rel: str, ours: dict, stored: dict, given: Path,
-              imported: bool) -> tuple[str, list, list, list]:
-    """Our fork of `rel` for the release: (its text, its records (rel, line, count, key) of
-    resolved conflicts, errors, open conflicts' reports). `given`: a file whose resolutions
-    come first (--from DIR's fork when `imported`, else the work dir's), then the stored ones."""
-    frm = PORTS[release][0]
+def port_file(release: str, rel: str, ours: dict, stored: dict, work: Path,
+              imported: tuple | None) -> tuple[str, list, list, list]:
+    """Our fork of `rel` for the release: (its text, the records (rel, line, count, key) of its
+    resolved conflicts, errors, open conflicts' reports). A conflict's resolution comes from
+    `imported` (DIR: whole forks; with DIR_BASE, the whole forks of the merge base they were
+    ported from, each conflict matched by key, else by place), else from the work file (by
+    place), else from `stored` (key -> resolutions of the release's delta)."""
+    frm, spec = PORTS[release]
     parts = merged(release, rel, ours)
     conflicts = parts[1::2]
-    found: list = [(None, 0)] * len(conflicts)
+    placed: list = [(None, None)] * len(conflicts)  # (resolution, line in the work file)
+    imported_keyed: dict[str, list] = {}
+    given = imported[0] / rel if imported else work / rel
     if given.exists():
-        found = extract(parts, given.read_text())
+        source = parts
+        if imported and imported[1] is not None:
+            base_fork = imported[1] / spec[rel]
+            if not base_fork.exists():
+                return "", [], [f"{shown(base_fork)} is missing (--from-base DIR holds the "
+                                 "merge base's forks, as DIR/<path>)"], []
+            source = merged(release, rel, {spec[rel]: base_fork.read_bytes()})
+        found = extract(source, given.read_text())
         if found is None:
-            return "", [], [f"{shown(given)} is not the merge of our {frm} fork onto SGLang "
-                            f"{release} outside its conflicts: edit only the conflict regions"
-                            + ("" if imported else " (or move the file away and rerun)")], []
+            return "", [], [f"{shown(given)} is not the merge of "
+                            + (f"{shown(imported[1])}'s fork" if imported and imported[1]
+                               else f"our {frm} fork")
+                            + f" onto SGLang {release} outside its conflicts: edit only the "
+                            "conflict regions" + ("" if imported else
+                                                  " (or move the file away and rerun)")], []
+        if source is parts:
+            placed = [(res, None if imported else at) for res, at in found]
+        else:
+            for c, (res, _) in zip(source[1::2], found):
+                imported_keyed.setdefault(key(c), []).append(res)
     elif imported:
-        return "", [], [f"{shown(given)} is missing (--from DIR holds each fork, as DIR/{rel})"], []
-    chosen = []
-    for c, (res, _) in zip(conflicts, found):
-        if res is None or marked(res):
-            res = (stored.get((rel, key(c))) or [None]).pop(0)
-        chosen.append(res)
+        return "", [], [f"{shown(given)} is missing (--from DIR holds each fork, as "
+                        f"DIR/{rel})"], []
+    chosen, seen = [], {}
+    for c, (res, _) in zip(conflicts, placed):
+        k = key(c)
+        n = seen[k] = seen.get(k, -1) + 1  # the n-th conflict with these three sides
+        for texts in (imported_keyed.get(k, []), stored.get(rel, {}).get(k, [])):
+            if (res is None or marked(res)) and n < len(texts):
+                res = texts[n]
+        chosen.append(None if res is None or marked(res) else res)
     text, spans = assemble(parts, chosen)
     records, errors, opened = [], [], []
-    for c, res, (line, n), (_, at) in zip(conflicts, chosen, spans, found):
-        if res is None and imported:
-            errors.append(f"{shown(given)}:{at}: conflict markers left (--from takes resolved "
-                          "forks)")
-        elif res is None:
-            opened.append(report_conflict(f"{shown(given)}:{at if given.exists() else line}",
-                                          release, c))
-        else:
-            records.append((rel, line, n, key(c)))
-            errors += [f"{shown(given) if given.exists() else rel}: the resolution of the "
-                       f"conflict at line {line} drops our line {h!r}"
-                       for h in dropped_hooks(c, res)]
-    if opened and not given.exists():
-        write(given, text.encode())
+    for c, res, (line, n), (_, at) in zip(conflicts, chosen, spans, placed):
+        if res is None:
+            where = at or line
+            opened.append(report_conflict(f"{shown(work / rel)}:{where}", release, c))
+            continue
+        records.append((rel, line, n, key(c)))
+        errors += [f"{shown(given) if given.exists() else rel}: the resolution of the conflict "
+                   f"at line {line} drops our line {h!r}" for h in dropped_hooks(c, res)]
+    if opened and not (work / rel).exists():
+        write(work / rel, text.encode())
     return text, records, errors, opened
 
 
-def port(release: str, from_dir: Path | None = None) -> int:
+def port(release: str, from_dir: Path | None = None, from_base: Path | None = None) -> int:
     """Merge our fork of the merge base's release (PORTS) onto the release's files with
     `git merge-file` and write its delta and manifest. A conflict takes its resolution from
-    --from DIR (whole forks, as in DIR/sglang/srt/...) or else from the work dir
-    .cache/port/<release>/ (where a human resolves them), then from the release's delta, which
-    keeps each resolution with its conflict's key: a re-port keeps every resolution whose
-    conflict (ours, base, theirs) is unchanged. A conflict left open is written with markers to
-    the work dir and reported as file:line with its three sides; exit 1, the delta untouched."""
+    --from DIR (whole forks, as in DIR/sglang/srt/...; --from-base: the merge base's forks they
+    were ported from) or else from the work dir .cache/port/<release>/ (where a human resolves
+    them), then from the release's delta, which keeps each resolution with its conflict's key:
+    a re-port keeps every resolution whose conflict (ours, base, theirs) is unchanged. A
+    conflict left open is written with markers to the work dir and reported as file:line with
+    its three sides; exit 1, the delta untouched."""
     if release == BASE:
         write(manifest_path(release), build_manifest(release).encode())
         print(f"{release} is the base release (its forks are overlay/'s): wrote "
@@ -486,10 +507,10 @@ def port(release: str, from_dir: Path | None = None) -> int:
     frm = PORTS[release][0]
     ours, stored = fork_texts(frm), stored_resolutions(release)
     work = PORT_WORK / release
+    imported = (from_dir, from_base) if from_dir else None
     fork, records, errors, opened = {}, [], [], []
     for rel in forks(release):
-        text, recs, errs, opens = port_file(release, rel, ours, stored,
-                                            (from_dir or work) / rel, from_dir is not None)
+        text, recs, errs, opens = port_file(release, rel, ours, stored, work, imported)
         fork[rel] = text.encode()
         records, errors, opened = records + recs, errors + errs, opened + opens
     if errors:
@@ -572,12 +593,15 @@ def main() -> int:
                     help="write the release's git am series / its whole forks into --out DIR")
     ap.add_argument("--release", choices=SUPPORTED, action="append",
                     help="release(s) to work on (default: every supported release)")
-    ap.add_argument("--out", type=Path, help="where `series` and `forks` write")
+    ap.add_argument("--out", type=Path, metavar="DIR", help="where `series` and `forks` write")
     ap.add_argument("--check", action="store_true", help="fail if committed files drifted")
     ap.add_argument("--port", action="store_true",
                     help="merge our change onto the release, write its delta and manifest")
     ap.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
                     help="with --port: the resolved forks, whole, in DIR/sglang/...")
+    ap.add_argument("--from-base", type=Path, metavar="DIR",
+                    help="with --from: the merge base's forks DIR's were ported from (default: "
+                         "the merge base's as stored)")
     args = ap.parse_args()
     releases = args.release or list(SUPPORTED)
     if args.command:
@@ -596,6 +620,8 @@ def main() -> int:
         ap.error("--out goes with `series` or `forks`")
     if args.from_dir and (not args.port or args.check or len(releases) != 1):
         ap.error("--from DIR goes with --port and one --release")
+    if args.from_base and not args.from_dir:
+        ap.error("--from-base DIR goes with --from")
     rc = 0
     for release in sorted(releases, key=depth):
         if args.port and args.check:
@@ -603,7 +629,7 @@ def main() -> int:
         elif args.check:
             rc |= check(release)
         elif args.port:
-            rc |= port(release, args.from_dir)
+            rc |= port(release, args.from_dir, args.from_base)
         else:
             write(manifest_path(release), build_manifest(release).encode())
             print(f"wrote manifests/{release}.tsv")

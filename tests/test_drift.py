@@ -260,6 +260,34 @@ def test_port_from_whole_forks(tmp_path):
         assert "nothing written" in p.stderr and stored(repo) == want
 
 
+def test_port_from_forks_made_from_another_base_fork(tmp_path):
+    """Whole forks ported from an earlier version of our base fork (as a port made elsewhere
+    meanwhile): `--from DIR` alone refuses them (outside their conflicts they are not today's
+    merge); with `--from-base` (the base forks they were made from) each conflict's resolution
+    is matched by its three sides, and the port carries our base change into them."""
+    fetch("0.5.7", regen.BASE)
+    repo = repo_copy(tmp_path)
+    before = resolutions(repo, "0.5.7")
+    forks, base = tmp_path / "forks", tmp_path / "base"
+    assert regen_py("forks", "--release", "0.5.7", "--out", str(forks)).returncode == 0
+    assert regen_py("forks", "--release", regen.BASE, "--out", str(base)).returncode == 0
+    rel = "sglang/srt/mem_cache/radix_cache.py"
+    edit_base_fork(repo, rel, "used only by the opt-in Triton matcher.",
+                   "used only by the opt-in Triton matcher (our ids, packed).")
+    (repo / "patches" / "0.5.7.diff").unlink()
+    (repo / "manifests" / "0.5.7.tsv").unlink()
+    p = regen_py("--port", "--release", "0.5.7", "--from", str(forks), repo=repo)
+    assert p.returncode == 1 and "outside its conflicts" in p.stderr, p.stdout + p.stderr
+    p = regen_py("--port", "--release", "0.5.7", "--from", str(forks), "--from-base", str(base),
+                 repo=repo)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert resolutions(repo, "0.5.7") == before
+    out = tmp_path / "out"
+    assert regen_py("forks", "--release", "0.5.7", "--out", str(out), repo=repo).returncode == 0
+    assert "(our ids, packed)" in (out / rel).read_text()
+    assert regen_py("--port", "--check", "--release", "0.5.7", repo=repo).returncode == 0
+
+
 @pytest.mark.parametrize("edit,words", [
     ("outside", "differs from the merge outside its resolved conflicts"),
     ("drop-hook", "the resolution drops our line"),
@@ -295,8 +323,9 @@ def edit_base_fork(repo: Path, rel: str, old: str, new: str) -> None:
 def resolutions(repo: Path, release: str) -> list[tuple[str, str, str]]:
     """(file, conflict key, resolution text) of each conflict the release's delta resolves."""
     p = subprocess.run([sys.executable, "-c", "import sys, regen\n"
-                        f"for (rel, k), texts in regen.stored_resolutions({release!r}).items():\n"
-                        "    for t in texts: print(repr((rel, k, t)))"],
+                        f"for rel, keys in regen.stored_resolutions({release!r}).items():\n"
+                        "    for k, texts in keys.items():\n"
+                        "        for t in texts: print(repr((rel, k, t)))"],
                        cwd=repo / "scripts", capture_output=True, text=True, check=True)
     return sorted(eval(line) for line in p.stdout.splitlines())
 
