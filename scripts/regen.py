@@ -89,6 +89,7 @@ NSA_FORKS = {ENVIRON: ENVIRON, NSA_BACKEND: NSA_BACKEND, RADIX_CACHE: RADIX_CACH
 # that renames a file names the old path, e.g. (the backend is dsa_backend.py from 0.5.13):
 #   "0.5.13": ("0.5.12.post1", {ENVIRON: ENVIRON, "sglang/srt/layers/attention/dsa_backend.py":
 #                               NSA_BACKEND, RADIX_CACHE: RADIX_CACHE}),
+# A merge base None: forks written by hand, stored as they are (`--port --from DIR`).
 PORTS = {
     "0.5.7": (BASE, NSA_FORKS),
     "0.5.8": (BASE, NSA_FORKS),  # BASE itself: its forks are overlay/'s, its port the identity
@@ -96,6 +97,9 @@ PORTS = {
     "0.5.9": (BASE, NSA_FORKS),
 }
 SUPPORTED = tuple(PORTS)
+# Our modules that serve one fork, by directory: a release that leaves that file SGLang's own
+# gets none of them.
+MODULES_OF = {"sglang/srt/mem_cache/": RADIX_CACHE}
 # Supported releases: the sha256 of the wheel its pristine files are read from (the first pinned).
 RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
 
@@ -166,13 +170,15 @@ def forks(release: str) -> list[str]:
     return sorted(PORTS[release][1])
 
 
-def modules() -> dict[str, Path]:
-    """Our modules (every file under overlay/sglang/ but the base's forks): path -> file."""
+def modules(release: str = BASE) -> dict[str, Path]:
+    """Our modules in the release's set (every file under overlay/sglang/ but the base's forks,
+    and MODULES_OF only with their fork): path -> file."""
     out = {}
     for p in sorted((OVERLAY / "sglang").rglob("*")):
         rel = p.relative_to(OVERLAY).as_posix()
+        serves = [f for d, f in MODULES_OF.items() if rel.startswith(d)]
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" \
-                and rel not in PORTS[BASE][1]:
+                and rel not in PORTS[BASE][1] and all(f in PORTS[release][1] for f in serves):
             out[rel] = p
     return out
 
@@ -215,7 +221,7 @@ def fork_texts(release: str) -> dict[str, bytes]:
 
 def release_files(release: str) -> dict[str, bytes]:
     """The release's set: site-packages path -> the bytes apply.sh installs there."""
-    files = {rel: p.read_bytes() for rel, p in modules().items()}
+    files = {rel: p.read_bytes() for rel, p in modules(release).items()}
     files.update(fork_texts(release))
     return dict(sorted(files.items()))
 
@@ -240,10 +246,11 @@ def render_delta(release: str, fork: dict[str, bytes], records: list[tuple]) -> 
     """patches/<release>.diff: a header (with where each conflict's resolution lies in the
     fork, by rel:line+count and the conflict's key), then each fork against the release's file."""
     base = PORTS[release][0]
+    made = (f"Made by `python3 scripts/regen.py --release {release} --port` from our {base} fork"
+            if base else f"Written by hand, stored by `python3 scripts/regen.py --release "
+                         f"{release} --port --from DIR`")
     out = [f"# nsa-fastpath: our change on SGLang {release}, each file it forks as a diff from "
-           "the release's own file\n",
-           f"# to our fork of it. Made by `python3 scripts/regen.py --release {release} --port` "
-           f"from our {base} fork; do not edit.\n"]
+           "the release's own file\n", f"# to our fork of it. {made}; do not edit.\n"]
     out += [f"# resolved {rel}:{line}+{n} conflict {key}\n" for rel, line, n, key in records]
     body = b""
     for rel in forks(release):
@@ -505,6 +512,8 @@ def port(release: str, from_dir: Path | None = None, from_base: Path | None = No
               f"manifests/{release}.tsv")
         return 0
     frm = PORTS[release][0]
+    if frm is None:
+        return store_hand_written(release, from_dir)
     ours, stored = fork_texts(frm), stored_resolutions(release)
     work = PORT_WORK / release
     imported = (from_dir, from_base) if from_dir else None
@@ -533,12 +542,31 @@ def port(release: str, from_dir: Path | None = None, from_base: Path | None = No
     return 0
 
 
+def store_hand_written(release: str, from_dir: Path | None) -> int:
+    """A release whose forks are written by hand (PORTS: no merge base): --from DIR's forks
+    become its delta; without --from its stored delta stays (the manifest is rewritten)."""
+    if from_dir is not None:
+        missing = [rel for rel in forks(release) if not (from_dir / rel).is_file()]
+        if missing:
+            print(f"{shown(from_dir)} lacks {', '.join(missing)}", file=sys.stderr)
+            return 1
+        fork = {rel: (from_dir / rel).read_bytes() for rel in forks(release)}
+        write(delta_path(release), render_delta(release, fork, []))
+    write(manifest_path(release), build_manifest(release).encode())
+    print(f"SGLang {release}'s forks are written by hand (PORTS): wrote "
+          + ("" if from_dir is None else f"patches/{release}.diff from {shown(from_dir)} and ")
+          + f"manifests/{release}.tsv")
+    return 0
+
+
 def check_port(release: str) -> int:
     """The release's forks are the merge of our fork of its merge base onto its files, byte
     for byte but in the conflicts its delta resolves (each resolution recorded with its
     conflict's key, and keeping our lines: those naming nsa-fastpath)."""
-    if release == BASE:
-        print(f"{release}: the base release (its forks are overlay/'s)")
+    if release == BASE or PORTS[release][0] is None:
+        fork_texts(release)  # its delta applies
+        print(f"{release}: " + ("the base release (its forks are overlay/'s)" if release == BASE
+                                else "its forks are written by hand (PORTS)"))
         return 0
     frm = PORTS[release][0]
     ours, have = fork_texts(frm), fork_texts(release)
@@ -580,7 +608,7 @@ def check_port(release: str) -> int:
 def depth(release: str) -> int:
     """How many ports separate the release from BASE (its merge base's first)."""
     n = 0
-    while release != BASE:
+    while release not in (BASE, None):
         release, n = PORTS[release][0], n + 1
     return n
 

@@ -232,6 +232,43 @@ def test_a_release_ports_from_another_releases_fork(tmp_path):
     assert regen_py("--port", "--check", "--release", "0.5.9", repo=repo).returncode == 0
 
 
+def test_a_release_written_by_hand_forking_fewer_files(tmp_path):
+    """A PORTS row with no merge base (forks written by hand, as a release whose interface
+    changed may need) that leaves radix_cache.py SGLang's own: `--port --from DIR` stores DIR's
+    forks as they are; its set has none of the modules that serve radix_cache.py, and
+    apply.sh applies and reverts it (overlay/'s other files are not its files)."""
+    fetch("0.5.9", regen.BASE)
+    repo = repo_copy(tmp_path)
+    script = repo / "scripts" / "regen.py"
+    row = '    "0.5.9": (BASE, NSA_FORKS),\n'
+    script.write_text(script.read_text().replace(
+        row, '    "0.5.9": (None, {ENVIRON: ENVIRON, NSA_BACKEND: NSA_BACKEND}),\n'))
+    forks = tmp_path / "forks"
+    assert regen_py("forks", "--release", "0.5.9", "--out", str(forks)).returncode == 0
+    (forks / "sglang/srt/mem_cache/radix_cache.py").unlink()
+    p = regen_py("--port", "--release", "0.5.9", "--from", str(forks), repo=repo)
+    assert p.returncode == 0 and "written by hand" in p.stdout, p.stdout + p.stderr
+    delta = (repo / "patches" / "0.5.9.diff").read_text()
+    assert "Written by hand" in delta and "# resolved" not in delta
+    rows = [ln.split("\t")[1] for ln in (repo / "manifests" / "0.5.9.tsv").read_text()
+            .splitlines() if not ln.startswith("#")]
+    assert rows and not [r for r in rows if r.startswith("sglang/srt/mem_cache/")], rows
+    for args in (["--check"], ["--port", "--check"]):
+        p = regen_py(*args, "--release", "0.5.9", repo=repo)
+        assert p.returncode == 0, p.stdout + p.stderr
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--no-compile", "--disable-pip-version-check", "--target", str(site),
+                    str(regen.default_wheel("0.5.9"))], check=True)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "NSA_FASTPATH_STATUS_FILES_ONLY": "1"}
+    for cmd in ("apply", "revert"):
+        p = subprocess.run(["bash", str(repo / "scripts" / "apply.sh"), cmd, "--target", str(site)],
+                           capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        if cmd == "apply":
+            assert "sglang==0.5.9" in p.stdout and f"{len(rows)} files" in p.stdout, p.stdout
+
+
 def test_port_from_whole_forks(tmp_path):
     """The import path: `--port --from DIR` takes each conflict's resolution from whole forks
     (as `regen.py forks` writes them, or as overlay/<X>/ held them); it remakes 0.5.9's delta

@@ -43,7 +43,7 @@ class ReleaseSet:
     manifest: Manifest
     overlay: Path              # our files: modules, and the forks of a set without a delta
     delta: Path | None         # the forks as diffs against the release's own files
-    ignore: frozenset = frozenset()  # overlay files that are no file of this set (BASE's forks)
+    ignore: frozenset = frozenset()  # overlay files that are no file of this set
     _hunks: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
     _bytes: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -160,10 +160,10 @@ def discover(env, root: Path) -> tuple[ReleaseSet, ...]:
         raise Fail(E.TARGET, f"no release sets in {root / 'manifests'} (this nsa-fastpath "
                              "checkout is incomplete: check out a release). Nothing changed.")
     sets = [for_manifest(p) for p in found]
-    # BASE's forks are in overlay/ beside our modules: no file of a release that forks others
-    base_forks = {r.rel for rs in sets if rs.name == BASE for r in rs.manifest.rows
-                  if r.kind == "replace"}
-    return tuple(replace(rs, ignore=frozenset(base_forks - {r.rel for r in rs.manifest.rows}))
+    # overlay/ holds BASE's set (its forks and every module): a release's own set may leave
+    # some of them out (another release's forks; modules that serve a file it does not fork)
+    base_files = {r.rel for rs in sets if rs.name == BASE for r in rs.manifest.rows}
+    return tuple(replace(rs, ignore=frozenset(base_files - {r.rel for r in rs.manifest.rows}))
                  for rs in sets)
 
 
