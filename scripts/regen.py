@@ -1,27 +1,27 @@
 #!/usr/bin/env python3
-"""Regenerate a release's manifest and patch series from its pristine SGLang wheel plus overlay/.
+"""Make and check each supported release's set from our change and SGLang's wheels.
 
-A release's set is overlay/<release>/ (its forked SGLang files) plus overlay/shared/ (our modules,
-the same for every release; a file in overlay/<release>/ wins over one of the same path there).
-patches/<release>/ (a `git am` series against that release's repo layout, python/sglang/...) and
-manifests/<release>.tsv (sha256 of each pristine file we replace and of our version) are derived
-from it. `--check` regenerates into a temporary directory and fails on any difference, which is
-what tests/test_drift.py runs.
+Our change is stored once: overlay/sglang/srt/ holds the SGLang files we fork, as written
+against the base release (BASE, 0.5.8), and our modules beside them. Every other release
+stores only its delta, patches/<release>.diff: each file it forks (PORTS), as a unified diff
+from that release's own file to our fork of it. manifests/<release>.tsv holds the sha256 of
+each SGLang file a set replaces and of each file it installs. apply.sh makes a release's forks
+from the target's own files plus the delta, and checks them against the manifest.
 
-`--port` (re)makes overlay/<release>/ first: it 3-way merges our change to the 0.5.8 base
-(overlay/0.5.8/, the forks) onto the release's pristine files with `git merge-file`, see port().
-A clean merge writes the forks and regenerates the derived files; a conflict is reported as
-file:line with both sides, left in the fork with markers for a human to resolve (then
-`regen.py --release X` regenerates the derived files), and exits 1. `--port --check` fails
-when overlay/<release>/ is not what the merge gives (conflict regions excepted: see
-check_port()).
+  regen.py [--release X]...                 write manifests/<X>.tsv (default: every release)
+  regen.py --check                          fail where a manifest or delta is not what it
+                                            regenerates to (tests/test_drift.py)
+  regen.py series --release X --out DIR     write X's `git am` series into DIR
+  regen.py forks --release X --out DIR      write X's forks, whole, into DIR/sglang/...
+  regen.py --release X --port [--from DIR [--from-base DIR]]
+                                            merge our fork onto X, write its delta (port())
+  regen.py --port --check                   every delta is that merge, resolutions excepted
 
 Uses only the standard library and git, so it runs before any virtual environment exists.
 """
 from __future__ import annotations
 
 import argparse
-import filecmp
 import hashlib
 import os
 import re
@@ -30,16 +30,20 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from functools import lru_cache
 from pathlib import Path
+
+from nsa_apply import delta, series
+from nsa_apply.releases import BASE
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = ROOT / "overlay"
-SHARED = OVERLAY / "shared"
+PORT_WORK = ROOT / ".cache" / "port"  # a port's open conflicts, for a human to resolve
 
 # The PyPI wheels of every SGLang release this checkout knows: release -> {file name: sha256}.
 # A release's pristine files come from its wheel; from 0.5.11 SGLang ships one wheel per CPython
 # (a compiled gRPC module), whose Python files are the same in each (cp311: the CPU tier's Python;
-# cp312: the GPU machine's). Releases past SUPPORTED are pinned for measurement only.
+# cp312: the GPU machine's). Releases past PORTS are pinned for measurement only.
 _CP = "cp{0}-cp{0}-manylinux_2_34_x86_64.whl"
 WHEELS = {
     "0.5.7": {"py3-none-any": "b77f9e5ca5a2ab19b3efba725958fc4de20ba97880e383738c695e8611b51100"},
@@ -74,11 +78,30 @@ WHEELS = {
     "0.5.23": {"cp311": "00b3cd5b265ac76c64185fbb6b95424f324ddd9f428d0306b77bc9db9d859937",
                "cp312": "8d257a319395b322bb1be327d05e5528859358153c8563b04c0a4a3c8af164b6"},
 }
-# Supported releases (each has a release set: manifests/<release>.tsv): the sha256 of the wheel
-# its pristine files are read from (the first pinned one).
-SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9")
+
+
+ENVIRON = "sglang/srt/environ.py"
+NSA_BACKEND = "sglang/srt/layers/attention/nsa_backend.py"
+RADIX_CACHE = "sglang/srt/mem_cache/radix_cache.py"
+NSA_FORKS = {ENVIRON: ENVIRON, NSA_BACKEND: NSA_BACKEND, RADIX_CACHE: RADIX_CACHE}
+# Every supported release: the release whose fork its port merges onto it (its merge base), and
+# the SGLang files it forks, each with that file's path in the merge base's release. A release
+# that renames a file names the old path, e.g. (the backend is dsa_backend.py from 0.5.13):
+#   "0.5.13": ("0.5.12.post1", {ENVIRON: ENVIRON, "sglang/srt/layers/attention/dsa_backend.py":
+#                               NSA_BACKEND, RADIX_CACHE: RADIX_CACHE}),
+# A merge base None: forks written by hand, stored as they are (`--port --from DIR`).
+PORTS = {
+    "0.5.7": (BASE, NSA_FORKS),
+    "0.5.8": (BASE, NSA_FORKS),  # BASE itself: its forks are overlay/'s, its port the identity
+    "0.5.8.post1": (BASE, NSA_FORKS),
+    "0.5.9": (BASE, NSA_FORKS),
+}
+SUPPORTED = tuple(PORTS)
+# Our modules that serve one fork, by directory: a release that leaves that file SGLang's own
+# gets none of them.
+MODULES_OF = {"sglang/srt/mem_cache/": RADIX_CACHE}
+# Supported releases: the sha256 of the wheel its pristine files are read from (the first pinned).
 RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
-SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 
 
 def wheel_names(release: str) -> dict[str, str]:
@@ -107,366 +130,537 @@ def manifest_path(release: str) -> Path:
     return ROOT / "manifests" / f"{release}.tsv"
 
 
-def patches_dir(release: str) -> Path:
-    return ROOT / "patches" / release
-
-# One commit per area of SGLang we touch, in this order. Every overlay file must fall in one.
-SERIES = [
-    (
-        "sglang/srt/environ.py",
-        "environ: add nsa-fastpath environment flags",
-        "Declare the flags that switch each nsa-fastpath optimization on or off\n"
-        "(SGLANG_NSA_USE_TRITON_METADATA, SGLANG_NSA_USE_CUDA_METADATA,\n"
-        "SGLANG_NSA_USE_BATCHED_COPY, SGLANG_RADIX_FAST_MATCH), declared like\n"
-        "SGLang's own flags. Each flag off restores SGLang 0.5.8's own code path.",
-    ),
-    (
-        "sglang/srt/layers/attention/",
-        "nsa_backend: nsa-fastpath replay metadata paths",
-        "NSA backend changes of the nsa-fastpath patch set: the forked\n"
-        "nsa_backend.py and the kernel modules beside it.",
-    ),
-    (
-        "sglang/srt/mem_cache/",
-        "radix_cache: nsa-fastpath prefix matching",
-        "RadixCache changes of the nsa-fastpath patch set: the forked\n"
-        "radix_cache.py and the modules beside it.",
-    ),
-]
-AUTHOR = "nsa-fastpath <nsa-fastpath@users.noreply.invalid>"
-FIXED_DATE = "2026-01-01T00:00:00+00:00"  # fixed so regenerated patches are byte-identical
+def delta_path(release: str) -> Path:
+    return ROOT / "patches" / f"{release}.diff"
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def overlay_files(release: str) -> dict[str, Path]:
-    """The release's set: package-relative path (sglang/...) -> our file; caches excluded."""
-    out: dict[str, Path] = {}
-    for top in (SHARED, OVERLAY / release):  # the release's own files win
-        for p in sorted(top.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-                out[p.relative_to(top).as_posix()] = p
-    return dict(sorted(out.items()))
+def write(path: Path, data: bytes) -> None:
+    """Whole or not at all: a temp file renamed over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
-def read_wheel(wheel: Path, release: str) -> zipfile.ZipFile:
-    digest = sha256_bytes(wheel.read_bytes())
+@lru_cache(maxsize=None)
+def wheel(release: str) -> zipfile.ZipFile:
+    path = default_wheel(release)
+    if not path.exists():
+        sys.exit(f"{path} missing: run scripts/fetch_wheel.sh {release}")
+    digest = sha256_bytes(path.read_bytes())
     if digest not in WHEELS[release].values():
-        sys.exit(f"{wheel}: sha256 {digest} is not the pinned SGLang {release} wheel")
-    return zipfile.ZipFile(wheel)
+        sys.exit(f"{path}: sha256 {digest} is not the pinned SGLang {release} wheel")
+    return zipfile.ZipFile(path)
 
 
-def pristine_bytes(zf: zipfile.ZipFile, rel: str) -> bytes | None:
+def pristine(release: str, rel: str) -> bytes | None:
+    """SGLang's own file `rel` of the release (None: the release has no such file)."""
     try:
-        return zf.read(rel)
+        return wheel(release).read(rel)
     except KeyError:
         return None
 
 
-def series_index(rel: str) -> int:
-    for i, (prefix, _, _) in enumerate(SERIES):
-        if rel == prefix or (prefix.endswith("/") and rel.startswith(prefix)):
-            return i
-    sys.exit(f"overlay/{rel} belongs to no patch in scripts/regen.py SERIES")
+def forks(release: str) -> list[str]:
+    """The SGLang files the release forks (site-packages paths)."""
+    return sorted(PORTS[release][1])
 
 
-def build_manifest(zf: zipfile.ZipFile, release: str) -> str:
+def modules(release: str = BASE) -> dict[str, Path]:
+    """Our modules in the release's set (every file under overlay/sglang/ but the base's forks,
+    and MODULES_OF only with their fork): path -> file."""
+    out = {}
+    for p in sorted((OVERLAY / "sglang").rglob("*")):
+        rel = p.relative_to(OVERLAY).as_posix()
+        serves = [f for d, f in MODULES_OF.items() if rel.startswith(d)]
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" \
+                and rel not in PORTS[BASE][1] and all(f in PORTS[release][1] for f in serves):
+            out[rel] = p
+    return out
+
+
+# ------------------------------------------------------------------ a release's files
+RECORD = re.compile(r"# resolved (\S+):(\d+)\+(\d+) conflict ([0-9a-f]{16})")
+
+
+def read_delta(release: str) -> tuple[list[str], dict[str, tuple]]:
+    path = delta_path(release)
+    if not path.exists():
+        sys.exit(f"{path.relative_to(ROOT)} missing: SGLang {release} is not ported (python3 "
+                 f"scripts/regen.py --release {release} --port)")
+    try:
+        return delta.parse(path.read_bytes())
+    except delta.DeltaError as e:
+        sys.exit(f"{path.relative_to(ROOT)}: {e}")
+
+
+def fork_texts(release: str) -> dict[str, bytes]:
+    """Our forks for the release: overlay/'s for BASE, else the release's files plus its delta."""
+    if release == BASE:
+        return {rel: (OVERLAY / rel).read_bytes() for rel in forks(release)}
+    _, files = read_delta(release)
+    extra = sorted(set(files) - set(forks(release)))
+    if extra:
+        sys.exit(f"patches/{release}.diff holds {', '.join(extra)}, which PORTS does not fork")
+    out = {}
+    for rel in forks(release):
+        orig = pristine(release, rel)
+        if rel not in files or orig is None:
+            sys.exit(f"patches/{release}.diff has no diff for {rel}" if orig is not None else
+                     f"{rel} is missing from SGLang {release}'s wheel")
+        try:
+            out[rel] = delta.apply(orig, files[rel])
+        except delta.DeltaError as e:
+            sys.exit(f"patches/{release}.diff does not apply to SGLang {release}'s {rel}: {e}")
+    return out
+
+
+def release_files(release: str) -> dict[str, bytes]:
+    """The release's set: site-packages path -> the bytes apply.sh installs there."""
+    files = {rel: p.read_bytes() for rel, p in modules(release).items()}
+    files.update(fork_texts(release))
+    return dict(sorted(files.items()))
+
+
+def build_manifest(release: str) -> str:
     lines = [
         "# nsa-fastpath manifest: generated by scripts/regen.py from overlay/ -- do not edit.",
         f"# target\tsglang=={release}\twheel {next(iter(wheel_names(release)))} sha256 "
         f"{RELEASES[release]}",
         "# kind\tpath (relative to site-packages)\tpristine sha256 ('-' = file we add)\tpatched sha256",
     ]
-    for rel, src in overlay_files(release).items():
-        ours = sha256_bytes(src.read_bytes())
-        orig = pristine_bytes(zf, rel)
+    for rel, data in release_files(release).items():
+        orig = pristine(release, rel)
         if orig is None:
-            lines.append(f"add\t{rel}\t-\t{ours}")
+            lines.append(f"add\t{rel}\t-\t{sha256_bytes(data)}")
         else:
-            lines.append(f"replace\t{rel}\t{sha256_bytes(orig)}\t{ours}")
+            lines.append(f"replace\t{rel}\t{sha256_bytes(orig)}\t{sha256_bytes(data)}")
     return "\n".join(lines) + "\n"
 
 
-def git(repo: Path, *args: str) -> str:
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="nsa-fastpath",
-        GIT_AUTHOR_EMAIL="nsa-fastpath@users.noreply.invalid",
-        GIT_COMMITTER_NAME="nsa-fastpath",
-        GIT_COMMITTER_EMAIL="nsa-fastpath@users.noreply.invalid",
-        GIT_AUTHOR_DATE=FIXED_DATE,
-        GIT_COMMITTER_DATE=FIXED_DATE,
-        GIT_CONFIG_NOSYSTEM="1",
-        HOME=str(repo),
-    )
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, env=env, capture_output=True, text=True
-    ).stdout
+def render_delta(release: str, fork: dict[str, bytes], records: list[tuple]) -> bytes:
+    """patches/<release>.diff: a header (with where each conflict's resolution lies in the
+    fork, by rel:line+count and the conflict's key), then each fork against the release's file."""
+    base = PORTS[release][0]
+    made = (f"Made by `python3 scripts/regen.py --release {release} --port` from our {base} fork"
+            if base else f"Written by hand, stored by `python3 scripts/regen.py --release "
+                         f"{release} --port --from DIR`")
+    out = [f"# nsa-fastpath: our change on SGLang {release}, each file it forks as a diff from "
+           "the release's own file\n", f"# to our fork of it. {made}; do not edit.\n"]
+    out += [f"# resolved {rel}:{line}+{n} conflict {key}\n" for rel, line, n, key in records]
+    body = b""
+    for rel in forks(release):
+        diff = delta.make(pristine(release, rel), fork[rel], rel)
+        if not diff:
+            sys.exit(f"our fork of {rel} for SGLang {release} is SGLang's own file")
+        body += diff
+    return "".join(out).encode() + body
 
 
-def build_patches(zf: zipfile.ZipFile, release: str, out_dir: Path) -> None:
-    """Commit pristine files, then one commit per SERIES entry, and format-patch them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp)
-        git(repo, "init", "-q", "-b", "main")
-        files = overlay_files(release)
-        for rel in files:
-            orig = pristine_bytes(zf, rel)
-            if orig is not None:
-                dst = repo / "python" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(orig)
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", f"SGLang v{release} (pristine files)")
-        n_commits = 0
-        for i, (_, subject, body) in enumerate(SERIES):
-            members = [rel for rel in files if series_index(rel) == i]
-            if not members:
-                continue
-            for rel in members:
-                dst = repo / "python" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(files[rel], dst)
-            git(repo, "add", "-A")
-            git(repo, "commit", "-q", "-m", f"{subject}\n\n{body}\n\nnsa-fastpath: {i + 1}")
-            n_commits += 1
-        out_dir.mkdir(parents=True, exist_ok=True)
-        git(
-            repo, "format-patch", "-q", "--zero-commit", "--no-signature", "--full-index",
-            "-o", str(out_dir), f"HEAD~{n_commits}",
-        )
+def stored_records(release: str) -> list[tuple[str, int, int, str]]:
+    comments, _ = read_delta(release)
+    return [(m.group(1), int(m.group(2)), int(m.group(3)), m.group(4))
+            for m in map(RECORD.fullmatch, comments) if m]
 
 
-def generate(wheel: Path, release: str, manifest: Path, patches: Path) -> None:
-    zf = read_wheel(wheel, release)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(build_manifest(zf, release))
-    if patches.exists():
-        shutil.rmtree(patches)
-    build_patches(zf, release, patches)
+def write_series(release: str, out: Path) -> list[Path]:
+    files = {}
+    for rel, data in release_files(release).items():
+        if series.area(rel) is None:
+            sys.exit(f"{rel} belongs to no commit of SERIES (scripts/nsa_apply/series.py)")
+        files[rel] = (pristine(release, rel), data)
+    return series.build(release, files, out)
 
 
-def check(wheel: Path, release: str) -> int:
-    MANIFEST, PATCHES = manifest_path(release), patches_dir(release)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_manifest, tmp_patches = Path(tmp) / "manifest.tsv", Path(tmp) / "patches"
-        generate(wheel, release, tmp_manifest, tmp_patches)
-        problems = []
-        if not MANIFEST.exists() or MANIFEST.read_bytes() != tmp_manifest.read_bytes():
-            problems.append(str(MANIFEST.relative_to(ROOT)))
-        ours = sorted(p.name for p in PATCHES.glob("*.patch")) if PATCHES.exists() else []
-        fresh = sorted(p.name for p in tmp_patches.glob("*.patch"))
-        if ours != fresh:
-            problems.append(f"patch names: committed {ours} vs regenerated {fresh}")
-        for name in set(ours) & set(fresh):
-            if not filecmp.cmp(PATCHES / name, tmp_patches / name, shallow=False):
-                problems.append(f"patches/{release}/{name}")
-    if problems:
-        print(f"DRIFT: overlay/ and SGLang {release}'s derived files differ:", *problems,
-              sep="\n  ")
-        print(f"Run `python3 scripts/regen.py --release {release}` and commit the result.")
+def check(release: str) -> int:
+    """The release's manifest and delta are what they regenerate to."""
+    if release != BASE and not delta_path(release).exists():
+        print(f"DRIFT: patches/{release}.diff is missing: run `python3 scripts/regen.py "
+              f"--release {release} --port`")
         return 1
-    print(f"{release}: manifests/{release}.tsv and patches/{release}/ match overlay/")
+    problems = []
+    if release != BASE and delta_path(release).read_bytes() != render_delta(
+            release, fork_texts(release), stored_records(release)):
+        problems.append(f"patches/{release}.diff is not the diff its own forks give (run "
+                        f"`python3 scripts/regen.py --release {release} --port`)")
+    if not manifest_path(release).exists() or \
+            manifest_path(release).read_text() != build_manifest(release):
+        problems.append(f"manifests/{release}.tsv (run `python3 scripts/regen.py --release "
+                        f"{release}`)")
+    if problems:
+        print(f"DRIFT: SGLang {release}'s stored files differ from what overlay/ and the wheel "
+              "give:", *problems, sep="\n  ")
+        return 1
+    print(f"{release}: manifests/{release}.tsv" +
+          ("" if release == BASE else f" and patches/{release}.diff") + " regenerate")
     return 0
 
 
 # ------------------------------------------------------------------ port (--port)
-# The notice line of each fork's header names the release it is based on. Every fork keeps
-# SGLang's Apache-2.0 header (tests/test_drift.py).
+# Every fork keeps SGLang's Apache-2.0 header and a notice naming the release it is based on.
 NOTICE = "Based on SGLang {release} (PyPI wheel)"
 MARK_OURS, MARK_BASE, MARK_THEIRS, MARK_END = "<<<<<<< ", "||||||| ", "=======", ">>>>>>> "
 
 
-def forks() -> list[str]:
-    """The SGLang files we fork (package-relative), as overlay/<SGLANG_VERSION>/ holds them."""
-    top = OVERLAY / SGLANG_VERSION
-    return sorted(p.relative_to(top).as_posix() for p in top.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+def lines_of(text: str) -> list[str]:
+    """text's lines, split after each \\n only (Python source may hold \\f and the like)."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, release: str) -> tuple[str, bool]:
-    """`git merge-file --diff3` of our 0.5.8 fork onto the release's file: (text, conflicted).
-    The notice then names the release (outside any conflict: the header is ours alone)."""
+    """`git merge-file --diff3` of our fork (of the merge base's release) onto the release's
+    file: (text, conflicted). The notice then names the release (the header is ours alone)."""
+    frm = PORTS[release][0]
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
             paths.append(Path(tmp) / name)
             paths[-1].write_bytes(data)
         proc = subprocess.run(
-            ["git", "merge-file", "-p", "--diff3", "-L", f"nsa-fastpath (our {SGLANG_VERSION} fork)",
-             "-L", f"SGLang {SGLANG_VERSION}", "-L", f"SGLang {release}", *map(str, paths)],
+            ["git", "merge-file", "-p", "--diff3", "-L", f"nsa-fastpath (our {frm} fork)",
+             "-L", f"SGLang {frm}", "-L", f"SGLang {release}", *map(str, paths)],
             capture_output=True)
     if proc.returncode < 0 or proc.returncode > 127:
         sys.exit(f"git merge-file failed: {proc.stderr.decode(errors='replace')}")
     text = proc.stdout.decode()
-    old, new = NOTICE.format(release=SGLANG_VERSION), NOTICE.format(release=release)
+    old, new = NOTICE.format(release=frm), NOTICE.format(release=release)
     if old not in text:
-        sys.exit(f"our fork's header has no notice line '{old}'")
+        sys.exit(f"our {frm} fork's header has no notice line '{old}'")
     return text.replace(old, new, 1), proc.returncode > 0
 
 
+def merged(release: str, rel: str, ours: dict[str, bytes]) -> list:
+    """Our fork of the merge base's file merged onto the release's `rel`, split into
+    [text, conflict, text, ...] (split_conflicts)."""
+    frm, spec = PORTS[release]
+    base, theirs = pristine(frm, spec[rel]), pristine(release, rel)
+    if base is None or theirs is None:
+        sys.exit(f"{spec[rel] if base is None else rel} is missing from SGLang "
+                 f"{frm if base is None else release}'s wheel: a port needs the file in both")
+    return split_conflicts(merge_file(ours[spec[rel]], base, theirs, release)[0])
+
+
 def split_conflicts(text: str) -> list:
-    """The merge output as [str, (ours, base, theirs, line), str, ...]: the text outside the
-    conflicts (always at even positions) and each conflict with its marker's line number."""
+    """The merge output as [str, (ours, base, theirs, raw), str, ...]: the text outside the
+    conflicts (always at even positions) and each conflict, its sides and its marked block."""
     parts, cur, block, side = [], [], None, 0
-    for n, line in enumerate(text.splitlines(keepends=True), 1):
+    for line in lines_of(text):
         if block is None and line.startswith(MARK_OURS):
             parts.append("".join(cur))
-            cur, block, side = [], [[], [], [], n], 0
-        elif block is not None and line.startswith(MARK_BASE) and side == 0:
-            side = 1
-        elif block is not None and line.rstrip("\n") == MARK_THEIRS and side == 1:
-            side = 2
-        elif block is not None and line.startswith(MARK_END) and side == 2:
-            parts.append(tuple("".join(s) for s in block[:3]) + (block[3],))
-            block = None
-        elif block is not None:
-            block[side].append(line)
-        else:
+            cur, block, side = [], [[], [], [], [line]], 0
+            continue
+        if block is None:
             cur.append(line)
+            continue
+        block[3].append(line)
+        if line.startswith(MARK_BASE) and side == 0:
+            side = 1
+        elif line.rstrip("\n") == MARK_THEIRS and side == 1:
+            side = 2
+        elif line.startswith(MARK_END) and side == 2:
+            parts.append(tuple("".join(s) for s in block))
+            block = None
+        else:
+            block[side].append(line)
     parts.append("".join(cur))
     return parts
 
 
-def resolutions(parts: list, resolved: str) -> list[str] | None:
-    """What a human wrote for each conflict of `parts` in `resolved`, or None when `resolved`
-    is not the merge output outside its conflicts (verbatim, in order)."""
-    pattern = "(.*?)".join(re.escape(t) for t in parts[::2])
-    m = re.fullmatch(pattern, resolved, re.DOTALL)
-    if m is None or any(MARK_OURS in r or MARK_END in r for r in m.groups()):
+def key(conflict: tuple) -> str:
+    """A conflict's identity: its three sides (ours, base, theirs), hashed."""
+    return sha256_bytes("\0".join(conflict[:3]).encode())[:16]
+
+
+def marked(text: str) -> bool:
+    return any(ln.startswith((MARK_OURS, MARK_END)) for ln in lines_of(text))
+
+
+def extract(parts: list, text: str) -> list[tuple[str, int]] | None:
+    """What stands in each conflict's place in `text`, with its first line there; None when
+    `text` is not the merge output outside its conflicts (verbatim, in order)."""
+    whole_lines = "((?:[^\n]*\n)*?)"  # a conflict's place holds whole lines
+    m = re.fullmatch(whole_lines.join(re.escape(t) for t in parts[::2]), text)
+    if m is None:
         return None
-    return list(m.groups())
+    return [(g, text.count("\n", 0, m.start(i + 1)) + 1) for i, g in enumerate(m.groups())]
 
 
-def merged(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, bool]:
-    """Our base fork of `rel` merged onto the release's file: (text, conflicted)."""
-    base, theirs = pristine_bytes(base_zf, rel), pristine_bytes(theirs_zf, rel)
-    if base is None or theirs is None:
-        sys.exit(f"{rel} is missing from SGLang {SGLANG_VERSION if base is None else release}'s "
-                 "wheel: a fork needs the file in both")
-    return merge_file((OVERLAY / SGLANG_VERSION / rel).read_bytes(), base, theirs, release)
+def assemble(parts: list, chosen: list[str | None]) -> tuple[str, list[tuple[int, int]]]:
+    """The merge with each conflict replaced by its resolution (None: left marked), and each
+    conflict's (first line, line count) in the result."""
+    out, spans, line = [], [], 1
+    for i, part in enumerate(parts):
+        if i % 2:
+            res = chosen[i // 2]
+            part = part[3] if res is None else res
+            if res is not None and res and not res.endswith("\n"):
+                sys.exit("a conflict's resolution must end with a newline")
+            spans.append((line, part.count("\n")))
+        out.append(part)
+        line += part.count("\n")
+    return "".join(out), spans
 
 
-def port_file(rel: str, base_zf, theirs_zf, release: str) -> tuple[str, list]:
-    """The fork of `rel` for `release`: (text, conflicts still open). A conflict the existing
-    overlay/<release>/ file already resolves keeps that resolution."""
-    text, conflicted = merged(rel, base_zf, theirs_zf, release)
-    if not conflicted:
-        return text, []
-    parts = split_conflicts(text)
-    existing = OVERLAY / release / rel
-    if existing.exists() and resolutions(parts, existing.read_bytes().decode()) is not None:
-        return existing.read_bytes().decode(), []
-    return text, parts[1::2]
+def dropped_hooks(conflict: tuple, resolution: str) -> list[str]:
+    """Our lines of a conflict (those naming nsa-fastpath) that its resolution lacks."""
+    return [ln.strip() for ln in conflict[0].splitlines()
+            if "nsa-fastpath" in ln and ln.strip() not in resolution]
 
 
-def report_conflict(rel: str, release: str, conflict) -> str:
-    ours, base, theirs, line = conflict
+def shown(path: Path) -> str:
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
+def report_conflict(where: str, release: str, conflict: tuple) -> str:
+    frm = PORTS[release][0]
     show = lambda s: "".join(f"    | {ln}" for ln in s.splitlines(keepends=True)) or "    | (nothing)\n"
-    return (f"overlay/{release}/{rel}:{line}: conflict\n"
-            f"  ours (nsa-fastpath on SGLang {SGLANG_VERSION}):\n{show(ours)}"
-            f"  SGLang {SGLANG_VERSION} (base):\n{show(base)}"
+    ours, base, theirs = conflict[:3]
+    return (f"{where}: conflict\n"
+            f"  ours (nsa-fastpath on SGLang {frm}):\n{show(ours)}"
+            f"  SGLang {frm} (base):\n{show(base)}"
             f"  SGLang {release} (theirs):\n{show(theirs)}")
 
 
-def base_wheel() -> zipfile.ZipFile:
-    path = default_wheel(SGLANG_VERSION)
-    if not path.exists():
-        sys.exit(f"{path} missing: run scripts/fetch_wheel.sh {SGLANG_VERSION} (the merge base)")
-    return read_wheel(path, SGLANG_VERSION)
+def stored_resolutions(release: str) -> dict[str, dict[str, list[str]]]:
+    """file -> conflict key -> the resolutions the release's delta holds for such a conflict."""
+    if not delta_path(release).exists():
+        return {}
+    fork = fork_texts(release)
+    out: dict[str, dict[str, list[str]]] = {}
+    for rel, line, n, k in stored_records(release):
+        lines = lines_of(fork[rel].decode())
+        out.setdefault(rel, {}).setdefault(k, []).append("".join(lines[line - 1:line - 1 + n]))
+    return out
 
 
-def port(release: str, wheel: Path) -> int:
-    """Write overlay/<release>/ by merging our change onto the release; 1 = conflicts left."""
-    base_zf = base_wheel()
-    theirs_zf = read_wheel(wheel, release)
-    open_conflicts = []
-    for rel in forks():
-        text, conflicts = port_file(rel, base_zf, theirs_zf, release)
-        dst = OVERLAY / release / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(text.encode())
-        open_conflicts += [report_conflict(rel, release, c) for c in conflicts]
-    if open_conflicts:
-        print(*open_conflicts, sep="\n", file=sys.stderr)
-        print(f"{len(open_conflicts)} conflict(s) left with markers in overlay/{release}/: "
-              f"resolve them, then run `python3 scripts/regen.py --release {release}` (and "
-              f"`--port --check`) and the tests (README: \"Supporting another SGLang release\").",
-              file=sys.stderr)
+def port_file(release: str, rel: str, ours: dict, stored: dict, work: Path,
+              imported: tuple | None) -> tuple[str, list, list, list]:
+    """Our fork of `rel` for the release: (its text, the records (rel, line, count, key) of its
+    resolved conflicts, errors, open conflicts' reports). A conflict's resolution comes from
+    `imported` (DIR: whole forks; with DIR_BASE, the whole forks of the merge base they were
+    ported from, each conflict matched by key, else by place), else from the work file (by
+    place), else from `stored` (key -> resolutions of the release's delta)."""
+    frm, spec = PORTS[release]
+    parts = merged(release, rel, ours)
+    conflicts = parts[1::2]
+    placed: list = [(None, None)] * len(conflicts)  # (resolution, line in the work file)
+    imported_keyed: dict[str, list] = {}
+    given = imported[0] / rel if imported else work / rel
+    if given.exists():
+        source = parts
+        if imported and imported[1] is not None:
+            base_fork = imported[1] / spec[rel]
+            if not base_fork.exists():
+                return "", [], [f"{shown(base_fork)} is missing (--from-base DIR holds the "
+                                 "merge base's forks, as DIR/<path>)"], []
+            source = merged(release, rel, {spec[rel]: base_fork.read_bytes()})
+        found = extract(source, given.read_text())
+        if found is None:
+            return "", [], [f"{shown(given)} is not the merge of "
+                            + (f"{shown(imported[1])}'s fork" if imported and imported[1]
+                               else f"our {frm} fork")
+                            + f" onto SGLang {release} outside its conflicts: edit only the "
+                            "conflict regions" + ("" if imported else
+                                                  " (or move the file away and rerun)")], []
+        if source is parts:
+            placed = [(res, None if imported else at) for res, at in found]
+        else:
+            for c, (res, _) in zip(source[1::2], found):
+                imported_keyed.setdefault(key(c), []).append(res)
+    elif imported:
+        return "", [], [f"{shown(given)} is missing (--from DIR holds each fork, as "
+                        f"DIR/{rel})"], []
+    chosen, seen = [], {}
+    for c, (res, _) in zip(conflicts, placed):
+        k = key(c)
+        n = seen[k] = seen.get(k, -1) + 1  # the n-th conflict with these three sides
+        for texts in (imported_keyed.get(k, []), stored.get(rel, {}).get(k, [])):
+            if (res is None or marked(res)) and n < len(texts):
+                res = texts[n]
+        chosen.append(None if res is None or marked(res) else res)
+    text, spans = assemble(parts, chosen)
+    records, errors, opened = [], [], []
+    for c, res, (line, n), (_, at) in zip(conflicts, chosen, spans, placed):
+        if res is None:
+            where = at or line
+            opened.append(report_conflict(f"{shown(work / rel)}:{where}", release, c))
+            continue
+        records.append((rel, line, n, key(c)))
+        errors += [f"{shown(given) if given.exists() else rel}: the resolution of the conflict "
+                   f"at line {line} drops our line {h!r}" for h in dropped_hooks(c, res)]
+    if opened and not (work / rel).exists():
+        write(work / rel, text.encode())
+    return text, records, errors, opened
+
+
+def port(release: str, from_dir: Path | None = None, from_base: Path | None = None) -> int:
+    """Merge our fork of the merge base's release (PORTS) onto the release's files with
+    `git merge-file` and write its delta and manifest. A conflict takes its resolution from
+    --from DIR (whole forks, as in DIR/sglang/srt/...; --from-base: the merge base's forks they
+    were ported from) or else from the work dir .cache/port/<release>/ (where a human resolves
+    them), then from the release's delta, which keeps each resolution with its conflict's key:
+    a re-port keeps every resolution whose conflict (ours, base, theirs) is unchanged. A
+    conflict left open is written with markers to the work dir and reported as file:line with
+    its three sides; exit 1, the delta untouched."""
+    if release == BASE:
+        write(manifest_path(release), build_manifest(release).encode())
+        print(f"{release} is the base release (its forks are overlay/'s): wrote "
+              f"manifests/{release}.tsv")
+        return 0
+    frm = PORTS[release][0]
+    if frm is None:
+        return store_hand_written(release, from_dir)
+    ours, stored = fork_texts(frm), stored_resolutions(release)
+    work = PORT_WORK / release
+    imported = (from_dir, from_base) if from_dir else None
+    fork, records, errors, opened = {}, [], [], []
+    for rel in forks(release):
+        text, recs, errs, opens = port_file(release, rel, ours, stored, work, imported)
+        fork[rel] = text.encode()
+        records, errors, opened = records + recs, errors + errs, opened + opens
+    if errors:
+        print(*errors, sep="\n", file=sys.stderr)
+    if opened:
+        print(*opened, sep="\n", file=sys.stderr)
+        print(f"{len(opened)} conflict(s) left with markers in {shown(work)}/: resolve them there "
+              f"(keep our hook, in SGLang {release}'s terms), then rerun `python3 "
+              f"scripts/regen.py --release {release} --port` (README: \"Supporting another "
+              "SGLang release\").", file=sys.stderr)
+    if errors or opened:
+        print(f"SGLang {release}: nothing written to patches/ or manifests/", file=sys.stderr)
         return 1
-    generate(wheel, release, manifest_path(release), patches_dir(release))
-    print(f"ported our change onto SGLang {release}: wrote overlay/{release}/, "
-          f"manifests/{release}.tsv and patches/{release}/")
+    write(delta_path(release), render_delta(release, fork, records))
+    write(manifest_path(release), build_manifest(release).encode())
+    shutil.rmtree(work, ignore_errors=True)
+    resolved = ", ".join(f"{rel}:{line}" for rel, line, _, _ in records)
+    print(f"ported our {frm} fork onto SGLang {release}: wrote patches/{release}.diff and "
+          f"manifests/{release}.tsv" + (f" (resolved: {resolved})" if resolved else ""))
     return 0
 
 
-def check_port(release: str, wheel: Path) -> int:
-    """overlay/<release>/ is the merge of our 0.5.8 fork onto the release, byte for byte;
-    in a conflict's place any resolution (the fork records it), everything else verbatim."""
-    base_zf = base_wheel()
-    theirs_zf = read_wheel(wheel, release)
+def store_hand_written(release: str, from_dir: Path | None) -> int:
+    """A release whose forks are written by hand (PORTS: no merge base): --from DIR's forks
+    become its delta; without --from its stored delta stays (the manifest is rewritten)."""
+    if from_dir is not None:
+        missing = [rel for rel in forks(release) if not (from_dir / rel).is_file()]
+        if missing:
+            print(f"{shown(from_dir)} lacks {', '.join(missing)}", file=sys.stderr)
+            return 1
+        fork = {rel: (from_dir / rel).read_bytes() for rel in forks(release)}
+        write(delta_path(release), render_delta(release, fork, []))
+    write(manifest_path(release), build_manifest(release).encode())
+    print(f"SGLang {release}'s forks are written by hand (PORTS): wrote "
+          + ("" if from_dir is None else f"patches/{release}.diff from {shown(from_dir)} and ")
+          + f"manifests/{release}.tsv")
+    return 0
+
+
+def check_port(release: str) -> int:
+    """The release's forks are the merge of our fork of its merge base onto its files, byte
+    for byte but in the conflicts its delta resolves (each resolution recorded with its
+    conflict's key, and keeping our lines: those naming nsa-fastpath)."""
+    if release == BASE or PORTS[release][0] is None:
+        fork_texts(release)  # its delta applies
+        print(f"{release}: " + ("the base release (its forks are overlay/'s)" if release == BASE
+                                else "its forks are written by hand (PORTS)"))
+        return 0
+    frm = PORTS[release][0]
+    ours, have = fork_texts(frm), fork_texts(release)
+    records = stored_records(release)
     problems, resolved = [], []
-    for rel in forks():
-        text, conflicted = merged(rel, base_zf, theirs_zf, release)
-        fork = OVERLAY / release / rel
-        have = fork.read_bytes().decode() if fork.exists() else None
-        if not conflicted:
-            if have != text:
-                problems.append(f"overlay/{release}/{rel} is not the clean merge of our "
-                                f"{SGLANG_VERSION} fork onto SGLang {release}")
+    for rel in forks(release):
+        parts = merged(release, rel, ours)
+        conflicts = parts[1::2]
+        mine = [r for r in records if r[0] == rel]
+        if [r[3] for r in mine] != [key(c) for c in conflicts]:
+            problems.append(f"{rel}: patches/{release}.diff resolves {len(mine)} conflict(s), "
+                            f"the merge gives {len(conflicts)} other or changed ones")
             continue
-        parts = split_conflicts(text)
-        res = resolutions(parts, have) if have is not None else None
-        if res is None:
-            problems.append(f"overlay/{release}/{rel} differs from the merge outside its "
-                            "conflicts (or a conflict is unresolved)")
+        lines = lines_of(have[rel].decode())
+        chosen = ["".join(lines[line - 1:line - 1 + n]) for _, line, n, _ in mine]
+        text, spans = assemble(parts, chosen)
+        if text.encode() != have[rel] or spans != [(r[1], r[2]) for r in mine]:
+            problems.append(f"{rel}: our fork for SGLang {release} differs from the merge "
+                            "outside its resolved conflicts")
             continue
-        resolved += [f"{rel}:{c[3]}" for c in parts[1::2]]
-        # a resolution keeps our hooks: every line of ours in a conflict marked nsa-fastpath
-        for our_side, _, _, line in parts[1::2]:
-            for hook in (ln for ln in our_side.splitlines() if "nsa-fastpath" in ln):
-                if not any(hook in r for r in res):
-                    problems.append(f"overlay/{release}/{rel}:{line}: the resolution drops our "
-                                    f"line {hook.strip()!r}")
+        for c, res, (_, line, _, _) in zip(conflicts, chosen, mine):
+            if marked(res):
+                problems.append(f"{rel}:{line}: the resolution holds conflict markers")
+            problems += [f"{rel}:{line}: the resolution drops our line {h!r}"
+                         for h in dropped_hooks(c, res)]
+            resolved.append(f"{rel}:{line}")
+    stray = sorted({r[0] for r in records} - set(forks(release)))
+    problems += [f"patches/{release}.diff records a resolution in {rel}, which it does not fork"
+                 for rel in stray]
     if problems:
         print(f"PORT DRIFT ({release}):", *problems, sep="\n  ")
         print(f"Run `python3 scripts/regen.py --release {release} --port`.")
         return 1
-    print(f"{release}: overlay/{release}/ is the merge of our {SGLANG_VERSION} fork"
-          + (f" (hand-resolved: {', '.join(resolved)})" if resolved else ""))
+    print(f"{release}: its forks are the merge of our {frm} fork"
+          + (f" (resolved: {', '.join(resolved)})" if resolved else ""))
     return 0
 
 
+def depth(release: str) -> int:
+    """How many ports separate the release from BASE (its merge base's first)."""
+    n = 0
+    while release not in (BASE, None):
+        release, n = PORTS[release][0], n + 1
+    return n
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--release", choices=sorted(RELEASES), action="append",
-                    help="release(s) to regenerate (default: every supported release)")
-    ap.add_argument("--wheel", type=Path, help="the release's wheel (default: .cache/wheels/)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n")[2],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", choices=("series", "forks"),
+                    help="write the release's git am series / its whole forks into --out DIR")
+    ap.add_argument("--release", choices=SUPPORTED, action="append",
+                    help="release(s) to work on (default: every supported release)")
+    ap.add_argument("--out", type=Path, metavar="DIR", help="where `series` and `forks` write")
     ap.add_argument("--check", action="store_true", help="fail if committed files drifted")
     ap.add_argument("--port", action="store_true",
-                    help="first merge our change onto the release (writes overlay/<release>/)")
+                    help="merge our change onto the release, write its delta and manifest")
+    ap.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
+                    help="with --port: the resolved forks, whole, in DIR/sglang/...")
+    ap.add_argument("--from-base", type=Path, metavar="DIR",
+                    help="with --from: the merge base's forks DIR's were ported from (default: "
+                         "the merge base's as stored)")
     args = ap.parse_args()
-    releases = args.release or sorted(RELEASES)
-    if args.wheel and len(releases) != 1:
-        sys.exit("--wheel needs exactly one --release")
+    releases = args.release or list(SUPPORTED)
+    if args.command:
+        if len(releases) != 1 or not args.out or args.check or args.port or args.from_dir:
+            ap.error(f"{args.command} takes one --release and --out DIR")
+        if args.command == "series":
+            names = [p.name for p in write_series(releases[0], args.out)]
+            print(f"wrote SGLang {releases[0]}'s git am series into {args.out}: "
+                  + ", ".join(names))
+        else:
+            for rel, data in fork_texts(releases[0]).items():
+                write(args.out / rel, data)
+            print(f"wrote our forks for SGLang {releases[0]} into {args.out}")
+        return 0
+    if args.out:
+        ap.error("--out goes with `series` or `forks`")
+    if args.from_dir and (not args.port or args.check or len(releases) != 1):
+        ap.error("--from DIR goes with --port and one --release")
+    if args.from_base and not args.from_dir:
+        ap.error("--from-base DIR goes with --from")
     rc = 0
-    for release in releases:
-        wheel = args.wheel or default_wheel(release)
-        if not wheel.exists():
-            sys.exit(f"{wheel} missing: run scripts/fetch_wheel.sh first")
+    for release in sorted(releases, key=depth):
         if args.port and args.check:
-            rc |= check_port(release, wheel)
-            continue
-        if args.check:
-            rc |= check(wheel, release)
-            continue
-        if args.port:
-            rc |= port(release, wheel)
-            continue
-        generate(wheel, release, manifest_path(release), patches_dir(release))
-        print(f"wrote manifests/{release}.tsv and patches/{release}/")
+            rc |= check_port(release)
+        elif args.check:
+            rc |= check(release)
+        elif args.port:
+            rc |= port(release, args.from_dir, args.from_base)
+        else:
+            write(manifest_path(release), build_manifest(release).encode())
+            print(f"wrote manifests/{release}.tsv")
     return rc
 
 

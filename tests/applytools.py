@@ -21,6 +21,9 @@ import pytest
 
 from conftest import APPLY, ROOT
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from nsa_apply import series  # noqa: E402
+
 
 def run_apply(*args: str, env: dict | None = None, check: bool = True
               ) -> subprocess.CompletedProcess:
@@ -35,25 +38,23 @@ def run_apply(*args: str, env: dict | None = None, check: bool = True
 
 STATE = Path("sglang/.nsa_fastpath")
 # The files apply.sh installs (it honours the same variables).
-RELEASE = "0.5.8"  # the release set these tests apply (the pinned wheel's)
+RELEASE = "0.5.8"  # the release set these tests apply (the pinned wheel's): the base release,
+# whose files are all in overlay/ (its forks and our modules)
 MANIFEST = Path(os.environ.get("NSA_FASTPATH_MANIFEST") or ROOT / "manifests" / f"{RELEASE}.tsv")
-# Our files: the release's own first, then the shared ones (scripts/nsa_apply/releases.py's rule).
-OVERLAYS = ((Path(os.environ["NSA_FASTPATH_OVERLAY"]),) if os.environ.get("NSA_FASTPATH_OVERLAY")
-            else (ROOT / "overlay" / RELEASE, ROOT / "overlay" / "shared"))
-PATCHES = sorted(Path(os.environ.get("NSA_FASTPATH_PATCHES") or ROOT / "patches" / RELEASE)
-                 .glob("*.patch"))
+OVERLAY = Path(os.environ.get("NSA_FASTPATH_OVERLAY") or ROOT / "overlay")
 
 
 def our_file(rel: str) -> Path:
     """The file apply.sh installs at site-packages path `rel`."""
-    return next((d / rel for d in OVERLAYS if (d / rel).exists()), OVERLAYS[0] / rel)
+    return OVERLAY / rel
 
 
 def copy_overlay(dst: Path) -> Path:
     """The release's files as one overlay directory (NSA_FASTPATH_OVERLAY's form)."""
-    for d in reversed(OVERLAYS):
-        shutil.copytree(d, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(OVERLAY, dst, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
+
+
 FILES_ONLY = {"NSA_FASTPATH_STATUS_FILES_ONLY": "1"}  # status without the Triton/flags report
 
 
@@ -69,6 +70,19 @@ def read_manifest(path: Path = MANIFEST) -> list[tuple[str, str, str, str]]:
 ROWS = read_manifest()
 REPLACED = [r for k, r, _, _ in ROWS if k == "replace"]
 ADDED_ROWS = [r for k, r, _, _ in ROWS if k == "add"]
+# the commits of the set's `git am` series (scripts/nsa_apply/series.py: one per area we touch)
+N_PATCHES = len({series.area(rel) for _, rel, _, _ in ROWS})
+
+
+@pytest.fixture(scope="session")
+def series_patches(tmp_path_factory) -> list[Path]:
+    """The set's `git am` series, as `regen.py series` writes it for an operator."""
+    out = tmp_path_factory.mktemp("series")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "regen.py"), "series", "--release",
+                    RELEASE, "--out", str(out)], check=True, capture_output=True)
+    patches = sorted(out.glob("*.patch"))
+    assert len(patches) == N_PATCHES
+    return patches
 
 
 def sha(path: Path) -> str:

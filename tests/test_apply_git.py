@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from applytools import (  # noqa: F401  (fixtures are used by name)
-    PATCHES, REPLACED, ROWS, _tree_hygiene, copy_tree, our_file, out, patched_map, pristine_map,
-    run_apply, tree_map)
+    N_PATCHES, REPLACED, ROWS, _tree_hygiene, copy_tree, our_file, out, patched_map, pristine_map,
+    run_apply, series_patches, tree_map)
 from conftest import APPLY, ROOT
 
 
@@ -111,7 +111,7 @@ def test_rollback_method3_apply_sh_revert_git(git_repo, pkg_pristine):
     assert "sglang 0.5.8" in p.stdout
     for _, rel, _, _ in ROWS:
         assert (git_repo / "python" / rel).read_bytes() == our_file(rel).read_bytes()
-    assert our_commits_since(git_repo, head0) == [str(i) for i in range(len(PATCHES), 0, -1)]
+    assert our_commits_since(git_repo, head0) == [str(i) for i in range(N_PATCHES, 0, -1)]
     assert git(git_repo, "status", "--porcelain") == ""
     st = run_apply("status", "--git", str(git_repo))
     assert "overall: patched" in st.stdout
@@ -123,7 +123,7 @@ def test_rollback_method3_apply_sh_revert_git(git_repo, pkg_pristine):
     assert run_apply("revert", "--git", str(git_repo), "--dry-run").returncode == 0
     assert git(git_repo, "rev-parse", "HEAD") == head1
     r = run_apply("revert", "--git", str(git_repo))
-    assert r.stdout.count("reverted ") == len(PATCHES)
+    assert r.stdout.count("reverted ") == N_PATCHES
     assert_settled(git_repo, pkg_pristine, out(r))
     assert git(git_repo, "diff", head0, "HEAD") == ""
     # newest first: the first revert commit undoes the last patch
@@ -147,12 +147,12 @@ def plain_git_revert_command() -> str:
     return found[0]
 
 
-def test_rollback_method3_plain_git_revert(git_repo, pkg_pristine, pkg_patched):
+def test_rollback_method3_plain_git_revert(git_repo, pkg_pristine, pkg_patched, series_patches):
     """Operators without apply.sh: `git am` the series, ROLLBACK.md's plain-git command
     reverts it; twice over (am -> revert -> am -> revert -> am -> revert), where reverted
     commits of the earlier cycles must not be picked up again."""
     cmd = plain_git_revert_command().replace("/path/to/sglang", str(git_repo))
-    patches = [str(p) for p in PATCHES]
+    patches = [str(p) for p in series_patches]
     for cycle in range(3):
         git(git_repo, "am", "-q", *patches)
         assert pkg_map(git_repo) == pkg_patched, f"cycle {cycle}: git am"
@@ -170,7 +170,7 @@ def test_rollback_method3_plain_git_revert(git_repo, pkg_pristine, pkg_patched):
     # and apply.sh takes over from a plain-git history
     run_apply("apply", "--git", str(git_repo))
     r = run_apply("revert", "--git", str(git_repo))
-    assert r.stdout.count("reverted ") == len(PATCHES)
+    assert r.stdout.count("reverted ") == N_PATCHES
     assert_settled(git_repo, pkg_pristine, out(r))
 
 
@@ -210,13 +210,13 @@ def test_git_am_failure_aborts(git_repo):
     assert not (git_repo / ".git" / "rebase-apply").exists()
 
 
-def test_git_operation_of_someone_else_is_left_alone(git_repo, pkg_pristine):
+def test_git_operation_of_someone_else_is_left_alone(git_repo, pkg_pristine, series_patches):
     """A `git am` the operator started (no marker of ours) is theirs: refuse, say how to
     finish or abort it, change nothing. git's index.lock: exit 8 and the command to clear it."""
     hook = git_repo / ".git" / "hooks" / "pre-applypatch"
     hook.write_text("#!/bin/sh\nexit 1\n")
     hook.chmod(0o755)
-    git(git_repo, "am", "-q", str(PATCHES[0]), check=False)
+    git(git_repo, "am", "-q", str(series_patches[0]), check=False)
     assert (git_repo / ".git" / "rebase-apply").is_dir()
     hook.unlink()
     head = git(git_repo, "rev-parse", "HEAD")
@@ -296,7 +296,7 @@ def check_recovers(repo: Path, head0: str, ctx: str, pkg_pristine: dict, pkg_pat
     p = rerun(repo, "apply", ctx)
     assert_settled(repo, pkg_patched, ctx + out(p))
     trailers = our_commits_since(repo, head0)
-    assert trailers[:len(PATCHES)] == [str(i) for i in range(len(PATCHES), 0, -1)], ctx
+    assert trailers[:N_PATCHES] == [str(i) for i in range(N_PATCHES, 0, -1)], ctx
     p = rerun(other, "revert", ctx)
     assert_settled(other, pkg_pristine, ctx + out(p))
     shutil.rmtree(other)
@@ -310,7 +310,7 @@ def test_git_kill_recovery(cmd, small_template, small_patched, tmp_path):
     start = small_template if cmd == "apply" else small_patched
     pkg_pristine, pkg_patched = pkg_map(small_template), pkg_map(small_patched)
     hooks = AM_HOOKS if cmd == "apply" else REVERT_HOOKS
-    cases = [(h, k) for k in range(1, len(PATCHES) + 1) for h in hooks]
+    cases = [(h, k) for k in range(1, N_PATCHES + 1) for h in hooks]
     cases += [("step", 1), ("step", 2)]  # our marker written / git op done, marker not removed
     for i, (how, k) in enumerate(cases):
         repo = copy_tree(start, tmp_path / f"case{i}")

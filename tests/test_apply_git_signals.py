@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from applytools import PATCHES, REPLACED, copy_tree, out, run_apply  # noqa: F401
+from applytools import N_PATCHES, REPLACED, copy_tree, out, run_apply  # noqa: F401
 from conftest import APPLY
 from test_apply_git import (  # noqa: F401  (fixtures are used by name)
     AM_HOOKS, REVERT_HOOKS, assert_settled, git, pidfile_of, pkg_map, small_patched,
@@ -117,7 +117,7 @@ def test_git_sigint_to_the_process_group_at_many_points(small_template, small_pa
         assert_settled(repo, end, out(p))
         shutil.rmtree(repo)
         points: list[tuple[str, object]] = []
-        for k in range(1, len(PATCHES) + 1):
+        for k in range(1, N_PATCHES + 1):
             for h in (AM_HOOKS if cmd == "apply" else REVERT_HOOKS):
                 points.append(("hook", (h, k)))
         points += [("step", 1), ("step", 2)]
@@ -146,7 +146,7 @@ def test_git_sigint_to_the_process_group_at_many_points(small_template, small_pa
             runs += 1
             shutil.rmtree(repo)
     assert runs >= 100
-    assert codes.get(5, 0) >= 2 * (len(PATCHES) * 2 + 2), codes  # every hook/step point
+    assert codes.get(5, 0) >= 2 * (N_PATCHES * 2 + 2), codes  # every hook/step point
     assert codes.get(0, 0) >= 2, codes  # the "line" points at least
     print(f"{runs} runs, exit codes {codes}, {reruns} needed a rerun")
 

@@ -21,9 +21,10 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import regen  # noqa: E402
+from nsa_apply import series  # noqa: E402
 
 OTHERS = sorted(p.stem for p in (ROOT / "manifests").glob("*.tsv")
-                if p.stem != regen.SGLANG_VERSION)
+                if p.stem != regen.BASE)
 
 
 def wheel(release: str) -> Path:
@@ -66,10 +67,10 @@ def status(target_args: list[str], env: dict | None = None):
 
 def assert_patched_with(release: str, root: Path) -> None:
     """Every file of the release's set is ours (by the manifest's sha256 and by content)."""
-    files = regen.overlay_files(release)
+    files = regen.release_files(release)
+    assert sorted(files) == sorted(rel for _, rel, _, _ in rows(release))
     for kind, rel, _, patched in rows(release):
-        data = (root / rel).read_bytes()
-        assert data == files[rel].read_bytes(), rel
+        assert (root / rel).read_bytes() == files[rel], rel
 
 
 @pytest.mark.parametrize("release", OTHERS)
@@ -178,7 +179,7 @@ def test_git_checkout_round_trip(release, tmp_path):
     p = run_apply("apply", "--git", str(repo))
     assert_patched_with(release, repo / "python")
     assert git(repo, "status", "--porcelain") == "", out(p)
-    n_patches = len(list(regen.patches_dir(release).glob("*.patch")))
+    n_patches = len({series.area(rel) for _, rel, _, _ in rows(release)})
     assert len(git(repo, "log", "--format=%H", f"{head0}..").split()) == n_patches
     st = status(["--git", str(repo)])
     assert st.returncode == 0 and "overall: patched" in st.stdout, out(st)
@@ -241,12 +242,73 @@ def test_refuses_a_release_without_a_set(release, release_trees, tmp_path):
     for name in ("scripts", "overlay", "manifests", "patches"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "manifests" / f"{release}.tsv").unlink()
-    shutil.rmtree(repo / "overlay" / release)
-    shutil.rmtree(repo / "patches" / release)
+    (repo / "patches" / f"{release}.diff").unlink()
     p = assert_refused(site, ["supported: ", "regen.py --release X --port"],
                        script=repo / "scripts" / "apply.sh")
     supported = p.stderr.split("supported: ", 1)[1].split(")", 1)[0].split(", ")
-    assert sorted(supported) == sorted(set(OTHERS + [regen.SGLANG_VERSION]) - {release}), out(p)
+    assert sorted(supported) == sorted(set(OTHERS + [regen.BASE]) - {release}), out(p)
+
+
+def checkout_copy(tmp_path: Path) -> Path:
+    """This nsa-fastpath checkout's scripts and stored files, copied (to be damaged)."""
+    repo = tmp_path / "nsa-fastpath"
+    for name in ("scripts", "overlay", "manifests", "patches"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def damaged(text: str, how: str) -> str:
+    """A delta whose first hunk of environ.py no longer fits SGLang's file (`context`), or
+    still applies but gives other bytes than the manifest's (`added`), or no delta (`syntax`)."""
+    head, sep, rest = text.partition("\n@@ ")
+    body = rest.split("\n")
+    if how == "context":
+        i = next(i for i, ln in enumerate(body) if ln.startswith(" "))
+    elif how == "added":
+        i = next(i for i, ln in enumerate(body) if ln.startswith("+"))
+    else:
+        return head + sep + rest.replace("\n+", "\n?", 1)
+    body[i] = body[i][0] + "# changed: " + body[i][1:]
+    return head + sep + "\n".join(body)
+
+
+@pytest.mark.parametrize("how", ["context", "added", "syntax"])
+def test_a_delta_that_does_not_give_our_files_changes_nothing(how, release_trees, tmp_path):
+    """apply materializes each fork from the target's own file and the delta and checks it
+    against the manifest before the first change: a delta that does not fit, or gives other
+    bytes, or does not parse is exit 3 with nothing changed, also for --git and for a tree
+    that holds our files already (their originals are then undone from ours, and checked)."""
+    release = OTHERS[-1]
+    template, pristine_map = release_trees(release)
+    repo = checkout_copy(tmp_path)
+    script = repo / "scripts" / "apply.sh"
+    delta = repo / "patches" / f"{release}.diff"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, **FILES_ONLY}
+
+    def run(*args):
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                              env=env)
+
+    patched = link_tree(template, tmp_path / "patched")
+    assert run("apply", "--target", str(patched)).returncode == 0
+    shutil.rmtree(patched / "sglang" / ".nsa_fastpath")  # ours, with no backup: undone, checked
+    p = run("apply", "--target", str(patched))
+    assert p.returncode == 0 and "already applied" in p.stdout, out(p)
+    patched_map = tree_map(patched)
+
+    delta.write_text(damaged(delta.read_text(), how))
+    site = link_tree(template, tmp_path / "site")
+    git_repo = checkout(release, tmp_path)
+    git_before, head = tree_map(git_repo), git(git_repo, "rev-parse", "HEAD")
+    for target, before in ((["--target", str(site)], pristine_map),
+                           (["--target", str(patched)], patched_map),
+                           (["--git", str(git_repo)], git_before)):
+        p = run("apply", *target)
+        assert p.returncode == 3, out(p)
+        assert f"our files and {repo / 'manifests' / release}.tsv disagree" in p.stderr, out(p)
+        assert f"{delta}" in p.stderr and "Nothing changed" in p.stderr, out(p)
+        assert tree_map(Path(target[1])) == before, out(p)
+    assert git(git_repo, "rev-parse", "HEAD") == head
 
 
 # ------------------------------------------------------------------ faults

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-NSA_DIR = Path(__file__).resolve().parent.parent / "overlay/shared/sglang/srt/layers/attention/nsa"
+NSA_DIR = Path(__file__).resolve().parent.parent / "overlay/sglang/srt/layers/attention/nsa"
 POISON = -777_777
 DECODE, VERIFY, DRAFT_EXTEND = 0, 1, 2
 

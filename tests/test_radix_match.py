@@ -36,8 +36,7 @@ if not torch.cuda.is_available():  # CPU: Triton's interpreter, set before any @
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEEL = ROOT / ".cache" / "wheels" / "sglang-0.5.8-py3-none-any.whl"
-MEM_CACHE = ROOT / "overlay" / "shared" / "sglang" / "srt" / "mem_cache"
-FORK_MEM_CACHE = ROOT / "overlay" / "0.5.8" / "sglang" / "srt" / "mem_cache"
+MEM_CACHE = ROOT / "overlay" / "sglang" / "srt" / "mem_cache"
 NEVER = 1 << 62
 
 
@@ -82,7 +81,7 @@ RadixKey = UP["RadixKey"]
 
 def _fork_radix_key():
     """The fork's RadixKey (with get_tensor), from overlay radix_cache.py's own source."""
-    src = (FORK_MEM_CACHE / "radix_cache.py").read_text()
+    src = (MEM_CACHE / "radix_cache.py").read_text()
     ns = dict(List=List, Optional=Optional, Iterator=Iterator, Union=Union, Tuple=Tuple,
               torch=torch, tokens_to_tensor=RM.tokens_to_tensor,
               convert_to_bigram_key_fast=RM.convert_to_bigram_key_fast,

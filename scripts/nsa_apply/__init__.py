@@ -2,8 +2,11 @@
 
 Modules, one concern each:
   cli        command line, dispatch, exit codes (USAGE is the reference)
-  context    settings of one run (paths of our inputs, environment)
-  manifest   manifest.tsv and the overlay/ consistency check
+  context    settings of one run (the chosen release set, environment)
+  manifest   manifest.tsv and the check of our files against it
+  releases   the release sets: each file's verified bytes for a target, the set that fits
+  delta      a release's forks as unified diffs, and the strict applier that materializes them
+  series     the `git am` series of a release set (a fixed author and date: the same bytes)
   tree       a site-packages target: location, version, file states, journal, leftovers
   lock       one flock per installed tree
   txn        transactions whose every undo needs no free space

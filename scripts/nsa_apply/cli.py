@@ -23,16 +23,17 @@ Install the nsa-fastpath patch set into SGLang, or roll it back. There is one se
 release (manifests/: 0.5.7, 0.5.8, 0.5.8.post1, 0.5.9); the target's file hashes choose it.
 
 Commands (one is required; `apply.sh` alone prints this text and exits 2)
-  apply    Check our own inputs first (every overlay/ file listed in manifest.tsv with its
-           sha256, every row present in overlay/), then every target file by sha256; refuse,
-           changing nothing, unless each is that release's original or already ours and there
-           is room on the disk for what apply writes. Keep the originals (hard links in the
-           state directory), then put our files in place. Re-running it is a no-op; after an
-           interrupted run it completes the apply.
+  apply    Check our own inputs first (the release's files against manifests/<release>.tsv
+           by sha256: our modules in overlay/, and the SGLang files we fork, made from the
+           target's own files and patches/<release>.diff), then every target file by sha256;
+           refuse, changing nothing, unless each is that release's original or already ours
+           and there is room on the disk for what apply writes. Keep the originals (hard links
+           in the state directory), then put our files in place. Re-running it is a no-op;
+           after an interrupted run it completes the apply.
   revert   Rename the originals (and pip's bytecode of them) back, remove the files we added
            and the directories we created, then the state directory. Needs no free disk space
-           and does not read overlay/. After an interrupted run it completes the revert;
-           reverting a pristine tree is a no-op. If SGLang itself was uninstalled (pip
+           and does not read overlay/ or patches/. After an interrupted run it completes the
+           revert; reverting a pristine tree is a no-op. If SGLang itself was uninstalled (pip
            uninstall left our files behind), it removes those leftovers.
   status   Per file: pristine / patched / foreign / missing; overall state; SGLang version;
            Triton, the CUDA C++ extension and the nsa-fastpath environment flags.
@@ -55,9 +56,10 @@ Target (one of)
                       itself runs under that Python (3.10 or newer)
   --target DIR        a site-packages dir that contains sglang/
   --git CHECKOUT      a git checkout of SGLang (repo root containing python/sglang/):
-                      apply = `git am` of the series in patches/, revert = `git revert` of the
-                      commits carrying the `nsa-fastpath: N` trailer that are still in effect,
-                      status = per-file state
+                      apply = `git am` of the release's series, made from the checkout's own
+                      files (`python3 scripts/regen.py series --release R --out DIR` writes the
+                      same series), revert = `git revert` of the commits carrying the
+                      `nsa-fastpath: N` trailer that are still in effect, status = per-file state
   Give each option at most once (--target=DIR and --git=DIR work too); an empty value is
   refused (it usually means an unset shell variable).
 
@@ -83,7 +85,8 @@ Exit codes
      `pip uninstall sglang`: `revert` removes them), target invalid, not readable or writable by
      this user, a read-only file system or an immutable directory (each named as such),
      files on different filesystems, not enough free disk space, $PYTHON not a Python 3.10
-     or newer, or this checkout's overlay/, manifest.tsv and patches/ disagree; status:
+     or newer, or this checkout's overlay/, patches/ and manifests/ disagree (a file that is
+     not its manifest's sha256, a delta that does not apply); status:
      unknown (files this user cannot read)
   4  refused, nothing changed: a foreign file (neither a supported release's nor ours, e.g. an
      unsupported SGLang version or a local edit; also a sglang/.nsa_fastpath that is not a directory),
@@ -139,9 +142,10 @@ Lock: flock on the directory <target>/sglang (--git: on the checkout's git direc
 Environment
   PYTHON                       the Python that runs apply.sh and whose SGLang is the default
                                target (default python3)
-  NSA_FASTPATH_MANIFEST        manifest to use (default: manifest.tsv next to scripts/)
-  NSA_FASTPATH_OVERLAY         directory holding our files (default: overlay/)
-  NSA_FASTPATH_PATCHES         patch series for --git (default: patches/)
+  NSA_FASTPATH_MANIFEST        the one manifest to use (default: the one of manifests/ whose
+                               files the target holds)
+  NSA_FASTPATH_OVERLAY         a directory holding every file of that manifest (default: overlay/
+                               and patches/<release>.diff)
   NSA_FASTPATH_BUILD_DIR       the CUDA kernel cache that --build fills and status reads
                                (default: ~/.cache/nsa-fastpath/build)
   NSA_FASTPATH_LOCK_TIMEOUT    seconds to wait for the lock (default 600)

@@ -1,4 +1,4 @@
-"""What one run of apply.sh works with: paths of our inputs, settings, log, signals, faults."""
+"""What one run of apply.sh works with: the chosen release set, settings, log, signals, faults."""
 from __future__ import annotations
 
 import math
@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 
 from .errors import Fail, USAGE
 from .faults import FaultHook
-from .manifest import Manifest, check_overlay
+from .manifest import Manifest
 from .output import Log
 from .signals import Signals
 
 if TYPE_CHECKING:
     from .releases import ReleaseSet
+    from .tree import Target
 
 ROOT = Path(__file__).resolve().parent.parent.parent   # the nsa-fastpath checkout
 APPLY_SH = ROOT / "scripts" / "apply.sh"
@@ -56,16 +57,13 @@ class Context:
         from .releases import discover
         return discover(self.env, ROOT)
 
-    def use(self, rs: "ReleaseSet", check: bool = False) -> Manifest:
-        """Work with release set `rs`; `check`: its files must match its manifest first."""
-        if check:
-            check_overlay(rs.manifest, *rs.overlays)
+    def use(self, rs: "ReleaseSet", t: "Target | None" = None) -> Manifest:
+        """Work with release set `rs`; given the target t, our files for it must match the
+        manifest first (ReleaseSet.check: nothing changed otherwise)."""
+        if t is not None:
+            rs.check(t)
         self.release = rs
         return rs.manifest
-
-    def source(self, rel: str) -> Path:
-        """Our file for site-packages path `rel`, in the chosen release's set."""
-        return self.release.source(rel)
 
     def say(self, msg: str) -> None:
         self.log.say(msg)

@@ -11,7 +11,6 @@ renames, links and removes (txn.py), and the next run can always finish after a 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -190,9 +189,7 @@ def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fal
         if dry:
             act("", f"{verb[1]} {row.rel}")
             continue
-        data = ctx.source(row.rel).read_bytes()
-        if hashlib.sha256(data).hexdigest() != row.post:
-            raise Fail(E.TARGET, f"overlay/{row.rel} changed while apply.sh was running")
+        data = ctx.release.data(row.rel, t)  # sha256-checked against the manifest
         mode = stat.S_IMODE(os.stat(dest).st_mode) if dest.exists() else 0o644
         txn.put(dest, data, mode)
         act(f"{verb[0]} {row.rel}", "")

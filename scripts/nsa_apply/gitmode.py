@@ -1,4 +1,5 @@
-"""--git CHECKOUT: apply = `git am` of patches/, revert = `git revert` of our commits.
+"""--git CHECKOUT: apply = `git am` of the set's series, made from the checkout's own files
+(series.py), revert = `git revert` of our commits.
 
 Before running `git am` or `git revert` we write a marker, <git dir>/nsa-fastpath-op (op and
 the HEAD it started from). A later run that finds the marker knows an interrupted git am /
@@ -20,9 +21,11 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from . import errors as E
+from . import series
 from .context import Context, command
 from .engine import note_late_signal, reverted_summary
 from .errors import Fail, Interrupted
@@ -331,7 +334,7 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
         ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
         co.check_index_lock()
         co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}))
-        m = ctx.use(choose(sets, co.target, op, ctx.say), check=op == "apply")
+        m = ctx.use(choose(sets, co.target, op, ctx.say), co.target if op == "apply" else None)
     except BaseException:
         lock.release()
         raise
@@ -364,10 +367,6 @@ def _refuse_dirty(co: Checkout, m: Manifest) -> None:
                               "index):", *("    " + ln for ln in staged),
                    "Commit them, or unstage them (git restore --staged <file>), then rerun. "
                    "Nothing changed.")
-
-
-def patch_files(patch: Path) -> list[str]:
-    return re.findall(r"(?m)^diff --git a/python/(\S+) b/", patch.read_text(errors="replace"))
 
 
 def our_commits(co: Checkout, m: Manifest) -> list[str]:
@@ -405,40 +404,44 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
         ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
         return E.OK
     _refuse_dirty(co, m)
-    series = ctx.release.patches
-    patches = sorted(series.glob("*.patch"))
-    if not patches:
-        raise Fail(E.TARGET, f"no patches in {series}. Nothing changed.")
-    rows = {r.rel for r in m.rows}
-    covered, todo = set(), []
-    for p in patches:
-        states = set()
-        for rel in patch_files(p):
-            if rel not in rows:
-                raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which manifest.tsv "
-                                     "does not list (run scripts/regen.py). Nothing changed.")
-            covered.add(rel)
-            states.add(s.state[rel])
+    areas: dict[int, list[str]] = {}
+    for row in m.rows:
+        i = series.area(row.rel)
+        if i is None:
+            raise Fail(E.TARGET, f"{row.rel} (in {m.path.name}) belongs to no commit of the "
+                                 "series (scripts/nsa_apply/series.py). Nothing changed.")
+        areas.setdefault(i, []).append(row.rel)
+    todo = set()
+    for i, rels in sorted(areas.items()):
+        states = {s.state[rel] for rel in rels}
+        subject = series.SERIES[i][1]
         if states == {"patched"}:
-            ctx.say(f"already applied: {p.name}")
+            ctx.say(f"already applied: {subject}")
         elif states == {"pristine"}:
-            todo.append(p)
+            todo.add(i)
         else:
-            raise Fail(E.REFUSED, f"{p.name} is partly applied in {co.co} (its files are: "
+            raise Fail(E.REFUSED, f"'{subject}' is partly applied in {co.co} (its files are: "
                                   f"{', '.join(sorted(states))}); revert it "
                                   f"(`{command('revert', '--git', co.co)}`) first. Nothing "
                                   "changed.")
-    missing = sorted(rows - covered)
-    if missing:
-        raise Fail(E.TARGET, f"{', '.join(missing)} in manifest.tsv but in no patch (run "
-                             "scripts/regen.py). Nothing changed.")
-    if dry:
-        for p in todo:
-            ctx.say(f"would git am {p.name}")
-        ctx.say("dry run: done (nothing changed)")
-        return E.OK
-    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, todo)])
-    for p in todo:
+    with tempfile.TemporaryDirectory(prefix="nsa-fastpath-series-") as tmp:
+        try:
+            patches = ctx.release.series(co.target, todo, Path(tmp))
+        except (OSError, RuntimeError) as e:
+            raise Fail(E.TARGET, f"could not make the git am series in {tmp}: {e}. Nothing "
+                                 "changed.") from None
+        if dry:
+            for p in patches:
+                ctx.say(f"would git am {p.name}")
+            ctx.say("dry run: done (nothing changed)")
+            return E.OK
+        return _am(ctx, co, m, patches)
+
+
+def _am(ctx: Context, co: Checkout, m: Manifest, patches: list[Path]) -> int:
+    n = len(m.rows)
+    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, patches)])
+    for p in patches:
         ctx.say(f"applied {p.name}")
     after = scan(co.target, m)
     if after.count("patched") != n:

@@ -132,7 +132,7 @@ def check_space(t: Target, m: Manifest, s: Scan, ctx: Context) -> None:
         return -(-n // bsize) + 1
 
     todo = s.rows_in(m, "pristine")
-    need = sum(blocks(os.path.getsize(ctx.source(r.rel))) for r in todo)
+    need = sum(blocks(len(ctx.release.data(r.rel, t))) for r in todo)
     need += blocks(len(m.data)) + 3 * blocks(len(journal_text("apply", "in-progress", m.sha256)))
     need += BLOCK_MARGIN
     free = shutil.disk_usage(t / "sglang").free // bsize
@@ -164,7 +164,8 @@ def reinstall_advice(t: Target, m: Manifest, then: str) -> str:
     port = ("" if same else
             f" SGLang {t.version} is installed here and this patch set is for {m.target_spec} "
             "(README lists the supported releases)"
-            + (f"; to port the patch set to it: python3 scripts/regen.py --release {t.version}."
+            + (f"; to port the patch set to it: python3 scripts/regen.py --release {t.version} "
+               "--port."
                if known else "."))
     return (f"What to do: restore SGLang's own files with `{pip}` (or undo local edits), "
             f"{then}.{port} Nothing changed.")

@@ -35,7 +35,7 @@ def cmd_apply(ctx: Context, target: str | None, dry: bool) -> int:
     lock = lock_target(ctx, t)
     try:
         require_state_readable(t)
-        m = ctx.use(choose(sets, t, "apply", ctx.say), check=True)
+        m = ctx.use(choose(sets, t, "apply", ctx.say), t)
         announce(ctx, t, m)
         return _apply_locked(ctx, t, m, dry)
     finally:

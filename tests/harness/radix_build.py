@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NATIVE = ROOT / "overlay" / "shared" / "sglang" / "srt" / "mem_cache" / "radix_match_native.py"
+NATIVE = ROOT / "overlay" / "sglang" / "srt" / "mem_cache" / "radix_match_native.py"
 
 _built: dict = {}
 
