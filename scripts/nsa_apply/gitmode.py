@@ -259,10 +259,11 @@ class Checkout:
                 return f"`git checkout {head0[:12]} -- <our files>` failed: {p.stderr.strip()}"
         return None
 
-    def recover(self, paths: list[str]) -> None:
+    def recover(self, paths: list[str], dry: bool = False) -> bool:
         """Abort our own interrupted git am / git revert; refuse on anyone else's. `paths`:
         every file any release set touches (this runs before a set is chosen by the files'
-        hashes, which an interrupted operation may have left mixed)."""
+        hashes, which an interrupted operation may have left mixed). Returns whether there
+        was something to clear (dry: what it would clear, changing nothing)."""
         marker = self.read_marker()
         ip = self.in_progress(marker.get("op", ""))
         if ip is not None and marker.get("op") != ip:
@@ -274,16 +275,20 @@ class Checkout:
                                  f"apply.sh: finish it ({cont}) or abort it ({abort}), then "
                                  "rerun. Nothing changed.")
         if not marker:
-            return
+            return False
         head0, op = marker.get("head", ""), marker.get("op", "")
         if ip is None and not self.dirty(paths) and not self.staged():
-            self.ctx.say(f"found the marker of an interrupted apply.sh run (git "
-                         f"{op or '?'}, no git operation in progress): removed it")
-            self.remove_marker()
-            return
+            self.ctx.say(f"found the marker of an interrupted apply.sh run (git {op or '?'}; "
+                         f"no git operation in progress, our files clean): "
+                         + ("would remove it" if dry else "removed it"))
+            if not dry:
+                self.remove_marker()
+            return True
         what = f"git {ip}" if ip else f"git {op or '?'} (it left changed files)"
-        self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: undoing it "
-                     f"(back to {head0[:12]})")
+        self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: "
+                     + ("would undo" if dry else "undoing") + f" it (back to {head0[:12]})")
+        if dry:
+            return True
         why = self.undo(paths, head0, op) if re.fullmatch(r"[0-9a-f]{40,64}", head0) else \
             f"the marker names no starting commit ({head0!r})"
         ip = ip or op
@@ -291,6 +296,7 @@ class Checkout:
             raise Fail(E.MANUAL, f"could not abort the interrupted git {ip} in {self.co}: {why}. "
                                  f"Check `git status` there; `git {ip} --abort` then `rm -f "
                                  f"{self.path(MARKER)}` clear it.")
+        return True
 
     # ------------------------------------------------------------ one git operation
     def run_op(self, m: Manifest, op: str, args: list[str]) -> str:
@@ -321,7 +327,11 @@ class Checkout:
         return head0
 
 
-def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manifest]:
+def _prepare(ctx: Context, arg: str, op: str, dry: bool
+             ) -> tuple[Checkout, DirLock, Manifest | None, bool]:
+    """The checkout, locked, our interrupted git operation undone (`cleared`), and the set its
+    files fit. Dry run with something to clear: the set is None (what follows would depend on
+    the clearing)."""
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
@@ -330,13 +340,23 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
     try:
         ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
         co.check_index_lock()
-        co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}))
-        m = ctx.use(choose(sets, co.target, op, ctx.say), check=op == "apply")
+        cleared = co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}),
+                             dry)
+        if dry and cleared:
+            return co, lock, None, cleared
+        m = ctx.use(choose(sets, co.target, op, ctx.say, restore_hint(co)),
+                    check=op == "apply")
     except BaseException:
         lock.release()
         raise
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
-    return co, lock, m
+    return co, lock, m, cleared
+
+
+def restore_hint(co: Checkout) -> str:
+    """How to get a release's own files back in a checkout (releases.diagnose)."""
+    return (f"check out the files of the release you run (git -C {co.co} checkout <its tag> -- "
+            f"python/sglang), or undo local edits (git -C {co.co} checkout -- <file>)")
 
 
 def _announce(ctx: Context, co: Checkout) -> None:
@@ -385,15 +405,19 @@ def our_commits(co: Checkout, m: Manifest) -> list[str]:
 
 
 def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
-    co, lock, m = _prepare(ctx, arg, "apply")
+    co, lock, m, cleared = _prepare(ctx, arg, "apply", dry)
     try:
+        if m is None:
+            ctx.say("dry run: done (nothing changed; rerun it once the interrupted run is "
+                    "cleared to see the rest)")
+            return E.OK
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
-            return _apply(ctx, co, m, dry)
+            return _apply(ctx, co, m, dry, cleared)
     finally:
         lock.release()
 
 
-def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -> int:
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "apply",
@@ -402,7 +426,8 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
                     "Nothing changed.")
     if s.count("patched") == n and not co.dirty(co.paths(m)):
-        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
+        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing "
+                + ("else " if cleared else "") + "to do")
         return E.OK
     _refuse_dirty(co, m)
     series = ctx.release.patches
@@ -415,7 +440,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
         states = set()
         for rel in patch_files(p):
             if rel not in rows:
-                raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which manifest.tsv "
+                raise Fail(E.TARGET, f"{p.name} touches python/{rel}, which {m.path} "
                                      "does not list (run scripts/regen.py). Nothing changed.")
             covered.add(rel)
             states.add(s.state[rel])
@@ -430,7 +455,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                                   "changed.")
     missing = sorted(rows - covered)
     if missing:
-        raise Fail(E.TARGET, f"{', '.join(missing)} in manifest.tsv but in no patch (run "
+        raise Fail(E.TARGET, f"{', '.join(missing)} in {m.path} but in no patch (run "
                              "scripts/regen.py). Nothing changed.")
     if dry:
         for p in todo:
@@ -451,15 +476,19 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
 
 
 def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
-    co, lock, m = _prepare(ctx, arg, "revert")
+    co, lock, m, cleared = _prepare(ctx, arg, "revert", dry)
     try:
+        if m is None:
+            ctx.say("dry run: done (nothing changed; rerun it once the interrupted run is "
+                    "cleared to see the rest)")
+            return E.OK
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
-            return _revert(ctx, co, m, dry)
+            return _revert(ctx, co, m, dry, cleared)
     finally:
         lock.release()
 
 
-def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -> int:
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "revert",
@@ -468,7 +497,8 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     "Nothing changed.")
     _refuse_dirty(co, m)
     if s.count("pristine") == n:
-        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
+        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing "
+                + ("else " if cleared else "") + "to revert")
         return E.OK
     commits = our_commits(co, m)
     if not commits:
@@ -499,12 +529,25 @@ def cmd_status(ctx: Context, arg: str) -> int:
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
-    m = ctx.use(choose(sets, co.target, "status", ctx.say))
+    ip, marker = co.in_progress(), co.read_marker()
+    rs = choose(sets, co.target, "status", ctx.say, restore_hint(co))
+    if rs is None:  # diagnose said which release each file is
+        overall, code = "foreign", E.REFUSED
+        if marker:
+            ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
+                    f"{', still in progress' if ip else ''}) may have left them so: rerun "
+                    f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+            overall, code = "partial", E.PARTIAL
+        ctx.say(f"overall: {overall}")
+        return code
+    m = ctx.use(rs)
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
     n = len(m.rows)
     s = scan(co.target, m)
     for row in m.rows:
-        ctx.say(f"  {s.state[row.rel]:<9} python/{row.rel}")
+        st = s.state[row.rel]
+        label = "added" if st == "patched" and row.kind == "add" else st
+        ctx.say(f"  {label:<9} python/{row.rel}")
     for c in our_commits(co, m):
         ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
     if co.dirty(co.paths(m)):
@@ -512,14 +555,13 @@ def cmd_status(ctx: Context, arg: str) -> int:
     if co.path("index.lock").exists():
         ctx.say(f"note: git's own lock {co.path('index.lock')} exists (a git command is running, "
                 f"or was killed: if none is running, rm -f {co.path('index.lock')})")
-    ip, marker = co.in_progress(), co.read_marker()
-    if s.foreign:
-        overall, code = "foreign", E.REFUSED
-    elif marker:
+    if marker:
         overall, code = "partial", E.PARTIAL
         ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
                 f"{', still in progress' if ip else ''}): rerun "
                 f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+    elif s.foreign:
+        overall, code = "foreign", E.REFUSED
     elif ip:
         overall, code = "partial", E.PARTIAL
         ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")
