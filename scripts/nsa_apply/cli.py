@@ -52,7 +52,8 @@ Upgrading SGLang (pip install -U sglang, or any other release, while patched)
              nsa-fastpath has no set for: its files are recognised by the sha256 in the RECORD
              pip wrote for it).
   Downgrades work the same way. --git: check out the new release's tag (git drops our
-  commits with the old one) and run apply --git again.
+  commits with the old one) and run apply --git again; where the new release was merged or
+  rebased under our commits instead, revert --git reverts them, then apply --git.
 
 Trust
   Nothing read back from the state directory is trusted: the recorded manifest must match

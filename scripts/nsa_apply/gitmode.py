@@ -29,7 +29,7 @@ from .errors import Fail, Interrupted
 from .lock import DirLock
 from .signals import HANDLED
 from .manifest import Manifest
-from .releases import choose
+from .releases import diagnose, fitting
 from .tree import Scan, Target, scan, sglang_version
 from .txn import fsync_dir
 
@@ -299,8 +299,9 @@ class Checkout:
         return True
 
     # ------------------------------------------------------------ one git operation
-    def run_op(self, m: Manifest, op: str, args: list[str]) -> str:
-        """Runs `git op args` as a transaction: on failure or a signal, back to HEAD. Returns head0."""
+    def run_op(self, paths: list[str], op: str, args: list[str]) -> str:
+        """Runs `git op args` as a transaction: on failure or a signal, back to HEAD (`paths`:
+        the files it may change). Returns head0."""
         self.identity()
         head0 = self.head()
         with self.ctx.signals.deferred():
@@ -315,7 +316,7 @@ class Checkout:
                 self.step(f"git {op} {' '.join(args[:2])}...")
             except Exception as e:  # noqa: BLE001 -- any failure: back to head0
                 self.ctx.hook.disarm()
-                why = self.undo(self.paths(m), head0, op)
+                why = self.undo(paths, head0, op)
                 reason = e.signame if isinstance(e, Interrupted) else str(e)
                 if why:
                     raise Fail(E.MANUAL, f"{reason}; and going back to {head0[:12]} failed: "
@@ -327,11 +328,16 @@ class Checkout:
         return head0
 
 
+def every_path(sets) -> list[str]:
+    """Every file any release set touches, as checkout paths."""
+    return sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows})
+
+
 def _prepare(ctx: Context, arg: str, op: str, dry: bool
              ) -> tuple[Checkout, DirLock, Manifest | None, bool]:
     """The checkout, locked, our interrupted git operation undone (`cleared`), and the set its
-    files fit. Dry run with something to clear: the set is None (what follows would depend on
-    the clearing)."""
+    files fit. None: the dry run has something to clear first (what follows depends on it), or
+    (revert) no set fits but our commits are in effect (SGLang merged in under them)."""
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
@@ -340,17 +346,33 @@ def _prepare(ctx: Context, arg: str, op: str, dry: bool
     try:
         ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
         co.check_index_lock()
-        cleared = co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}),
-                             dry)
+        cleared = co.recover(every_path(sets), dry)
         if dry and cleared:
             return co, lock, None, cleared
-        m = ctx.use(choose(sets, co.target, op, ctx.say, restore_hint(co)),
-                    check=op == "apply")
+        rs, scans = fitting(sets, co.target)
+        if rs is None:
+            merged = our_commits(co, every_path(sets))
+            if merged and op == "revert":
+                return co, lock, None, cleared
+            raise Fail(E.REFUSED, *no_fit_lines(co, sets, scans, merged))
+        m = ctx.use(rs, check=op == "apply")
     except BaseException:
         lock.release()
         raise
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
     return co, lock, m, cleared
+
+
+def no_fit_lines(co: Checkout, sets, scans, merged: list[str]) -> list[str]:
+    """The checkout's files fit no set: which release each is, and the way out."""
+    lines = diagnose(sets, scans, co.target, restore_hint(co))
+    if not merged:
+        return lines
+    return lines[:-2] + [
+        f"nsa-fastpath's commits are in effect ({len(merged)}), on files of another release: "
+        "SGLang was merged or rebased under them? Revert them first (git revert; the files "
+        f"are then that release's own): {command('revert', '--git', co.co)}; then apply "
+        f"again: {command('apply', '--git', co.co)}.", "Nothing changed."]
 
 
 def restore_hint(co: Checkout) -> str:
@@ -390,9 +412,9 @@ def patch_files(patch: Path) -> list[str]:
     return re.findall(r"(?m)^diff --git a/python/(\S+) b/", patch.read_text(errors="replace"))
 
 
-def our_commits(co: Checkout, m: Manifest) -> list[str]:
-    """Commits carrying the nsa-fastpath trailer still in effect (not reverted), newest first."""
-    paths = co.paths(m)
+def our_commits(co: Checkout, paths: list[str]) -> list[str]:
+    """Commits carrying the nsa-fastpath trailer still in effect (not reverted), newest first
+    (those that touch `paths`)."""
     reverted = set(re.findall(r"This reverts commit ([0-9a-f]{40})",
                               co.out("log", "--format=%B", "HEAD", "--", *paths)))
     out = []
@@ -462,7 +484,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) ->
             ctx.say(f"would git am {p.name}")
         ctx.say("dry run: done (nothing changed)")
         return E.OK
-    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, todo)])
+    head0 = co.run_op(co.paths(m), "am", ["--quiet", "--", *map(str, todo)])
     for p in todo:
         ctx.say(f"applied {p.name}")
     after = scan(co.target, m)
@@ -478,11 +500,13 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) ->
 def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
     co, lock, m, cleared = _prepare(ctx, arg, "revert", dry)
     try:
-        if m is None:
+        if m is None and dry and cleared:
             ctx.say("dry run: done (nothing changed; rerun it once the interrupted run is "
                     "cleared to see the rest)")
             return E.OK
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
+            if m is None:
+                return _revert_merged(ctx, co, dry)
             return _revert(ctx, co, m, dry, cleared)
     finally:
         lock.release()
@@ -500,7 +524,7 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -
         ctx.say(f"already pristine: all {n} files are SGLang's own; nothing "
                 + ("else " if cleared else "") + "to revert")
         return E.OK
-    commits = our_commits(co, m)
+    commits = our_commits(co, co.paths(m))
     if not commits:
         raise Fail(E.MANUAL, "files are patched but no commit with an 'nsa-fastpath:' "
                              f"trailer is in effect in {co.co}: restore them by hand (git "
@@ -512,7 +536,7 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -
             ctx.say(f"would git revert {subjects[c]}")
         ctx.say("dry run: done (nothing changed)")
         return E.OK
-    co.run_op(m, "revert", ["--no-edit", *commits])
+    co.run_op(co.paths(m), "revert", ["--no-edit", *commits])
     for c in commits:
         ctx.say(f"reverted {subjects[c]}")
     after = scan(co.target, m)
@@ -525,18 +549,64 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -
     return E.OK
 
 
+def _revert_merged(ctx: Context, co: Checkout, dry: bool) -> int:
+    """No set fits the files, but our commits are in effect: SGLang of another release was
+    merged or rebased under them. `git revert` of them leaves that release's own files; if it
+    does not (a conflict, or other changes to those files), the checkout goes back to where it
+    was and the message says so."""
+    sets = ctx.release_sets()
+    paths = every_path(sets)
+    commits = our_commits(co, paths)
+    subjects = {c: co.out("log", "-1", "--format=%h %s", c).strip() for c in commits}
+    ctx.say(f"the files fit no release set, but {len(commits)} commit(s) of nsa-fastpath's "
+            "are in effect on them (SGLang merged or rebased under them?): "
+            + ("would revert" if dry else "reverting") + " them")
+    dirty = co.dirty(paths)
+    if dirty or co.staged():
+        raise Fail(E.REFUSED, f"uncommitted or staged changes in {co.co}:",
+                   *("    " + ln for ln in (dirty.splitlines() or co.staged())),
+                   "Commit or stash them (git stash), then rerun. Nothing changed.")
+    if dry:
+        for c in commits:
+            ctx.say(f"would git revert {subjects[c]}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    head0 = co.run_op(paths, "revert", ["--no-edit", *commits])
+    rs, _ = fitting(sets, co.target)
+    s = scan(co.target, rs.manifest) if rs else None
+    if s is None or s.count("pristine") != len(rs.manifest.rows):
+        why = co.undo(paths, head0, "revert")
+        raise Fail(E.REFUSED, "reverting nsa-fastpath's commits did not leave one release's own "
+                              "files (other changes to them?): "
+                   + (f"going back failed too: {why}." if why else
+                      f"{co.co} is back at {head0[:12]}, nothing changed."),
+                   f"Check out the release you run instead (git -C {co.co} checkout <its tag>), "
+                   f"then apply again: {command('apply', '--git', co.co)}")
+    for c in commits:
+        ctx.say(f"reverted {subjects[c]}")
+    ctx.say(f"reverted: the files are SGLang {rs.name}'s own (HEAD {co.head()[:12]}); to patch "
+            f"them: {command('apply', '--git', co.co)}")
+    note_late_signal(ctx)
+    return E.OK
+
+
 def cmd_status(ctx: Context, arg: str) -> int:
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
     ip, marker = co.in_progress(), co.read_marker()
-    rs = choose(sets, co.target, "status", ctx.say, restore_hint(co))
-    if rs is None:  # diagnose said which release each file is
+    rs, scans = fitting(sets, co.target)
+    if rs is None:  # which release each file is, and the way out
+        for line in no_fit_lines(co, sets, scans, our_commits(co, every_path(sets)))[:-1]:
+            ctx.say(line)
         overall, code = "foreign", E.REFUSED
         if marker:
             ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
                     f"{', still in progress' if ip else ''}) may have left them so: rerun "
                     f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+            overall, code = "partial", E.PARTIAL
+        elif ip:
+            ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")
             overall, code = "partial", E.PARTIAL
         ctx.say(f"overall: {overall}")
         return code
@@ -548,7 +618,7 @@ def cmd_status(ctx: Context, arg: str) -> int:
         st = s.state[row.rel]
         label = "added" if st == "patched" and row.kind == "add" else st
         ctx.say(f"  {label:<9} python/{row.rel}")
-    for c in our_commits(co, m):
+    for c in our_commits(co, co.paths(m)):
         ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
     if co.dirty(co.paths(m)):
         ctx.say("note: uncommitted changes to these files")

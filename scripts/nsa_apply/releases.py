@@ -79,21 +79,15 @@ def fits(m: Manifest, s: Scan) -> bool:
     return all(s.state[r.rel] in ("pristine", "patched") for r in m.rows if r.kind == "replace")
 
 
-def choose(sets: tuple[ReleaseSet, ...], t: Target, op: str, say, restore: str
-           ) -> ReleaseSet | None:
-    """(--git) The set whose files the checkout holds, by sha256. When none fits: status says
-    why (the lines of diagnose) and gets None; apply and revert refuse (exit 4).
-    `restore`: how to get a release's own files back in this kind of target."""
+def fitting(sets: tuple[ReleaseSet, ...], t: Target
+            ) -> tuple[ReleaseSet | None, list[tuple[ReleaseSet, Scan]]]:
+    """(--git) The set whose files the checkout holds, by sha256 (None: none), and each set's
+    scan (for diagnose)."""
     scans = [(rs, scan(t, rs.manifest)) for rs in sets]
     fit = [rs for rs, s in scans if fits(rs.manifest, s)]
-    if fit:
-        return next((rs for rs in fit if rs.name == t.version), fit[0])
-    lines = diagnose(sets, scans, t, restore)
-    if op == "status":
-        for line in lines:
-            say(line)
-        return None
-    raise Fail(E.REFUSED, *lines)
+    if not fit:
+        return None, scans
+    return next((rs for rs in fit if rs.name == t.version), fit[0]), scans
 
 
 def diagnose(sets, scans: list[tuple[ReleaseSet, Scan]], t: Target, restore: str,
