@@ -280,6 +280,33 @@ def test_foreign_replaced_file_refuses(site, patched_template, tmp_path):
     assert st.returncode == 4 and "overall: foreign" in st.stdout and f"foreign   {rel}" in st.stdout
 
 
+def test_an_edited_file_of_ours_is_named_as_ours(patched_template, tmp_path, pristine_map,
+                                                 patched_map):
+    """A file we added, edited after apply: pip does not own it, so reinstalling SGLang would
+    not help. revert and apply refuse (nothing changed), name it as ours and give the one way
+    out, deleting it; status says the same. Following that advice ends the problem: revert
+    then ends pristine, apply patched."""
+    rel = ADDED_ROWS[0]
+    for cmd, want in (("revert", pristine_map), ("apply", patched_map)):
+        site = link_tree(patched_template, tmp_path / cmd)
+        rewrite(site / rel, (site / rel).read_bytes() + b"# x\n")
+        before = tree_map(site)
+        p = run_apply(cmd, "--target", str(site), check=False)
+        assert p.returncode == 4 and "Nothing changed" in p.stderr, out(p)
+        assert f"{rel}: nsa-fastpath's file (SGLang does not ship it) was changed since apply" \
+            in p.stderr and "pip install" not in p.stderr, out(p)
+        rm = re.search(r"(rm -- \S+)$", p.stderr, re.M)
+        assert rm and rm.group(1) == f"rm -- {site / rel}", out(p)
+        assert tree_map(site) == before
+        st = status(site)
+        assert st.returncode == 4 and "overall: foreign" in st.stdout, out(st)
+        assert f"foreign   {rel}" in st.stdout and rm.group(1) in st.stdout, out(st)
+        subprocess.run(rm.group(1).split(), check=True)
+        p = run_apply(cmd, "--target", str(site), check=False)
+        assert p.returncode == 0, out(p)
+        assert_tree(site, want, f"{cmd} after the advice was followed", out(p))
+
+
 def test_foreign_file_at_add_path_refuses(site, ext_env):
     rel = next(iter(ADDED))
     rewrite(site / rel, b"someone else's module\n")

@@ -229,6 +229,12 @@ def test_refuses_a_mixed_tree(tree_release, other, release_trees, tmp_path):
     with zipfile.ZipFile(wheel(other)) as zf:
         rewrite(site / rel, zf.read(rel))
     assert_refused(site, [f"{rel}: SGLang {other}'s original", "mixed tree"])
+    # status says the same, and nothing that contradicts it (no set named as the tree's)
+    st = status(["--target", str(site)])
+    assert st.returncode == 4 and "overall: foreign" in st.stdout, out(st)
+    assert f"fits none of nsa-fastpath's release sets" in st.stdout, out(st)
+    assert f"{rel}: SGLang {other}'s original" in st.stdout, out(st)
+    assert "nsa-fastpath set" not in st.stdout and "its files are not" not in st.stdout, out(st)
 
 
 @pytest.mark.parametrize("release", OTHERS)
