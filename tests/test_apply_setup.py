@@ -192,3 +192,13 @@ def test_readme_says_how_long_command_2_takes():
     text = (ROOT / "README.md").read_text()
     section = text.split("## Two commands on a fresh machine")[1].split("\n## ")[0]
     assert re.search(r"Command 2 .*\d+ minutes", section.replace("\n", " "))
+
+
+@pytest.mark.parametrize("doc", ["ROLLBACK.md", "docs/SERVING.md"])
+def test_docs_give_the_upgrade_path(doc):
+    """What tests/test_apply_upgrade.py runs is what the operator docs say to run."""
+    text = (ROOT / doc).read_text()
+    section = text.split("Upgrading SGLang\n", 1)[1].split("\n## ", 1)[0]
+    for words in ("pip install -U sglang", "apply.sh status", "apply.sh apply", "revert",
+                  "upgraded from 0.5.8", "exit 7"):
+        assert words in section, f"{doc}: {words!r}"

@@ -3,13 +3,17 @@
 Modules, one concern each:
   cli        command line, dispatch, exit codes (USAGE is the reference)
   context    settings of one run (paths of our inputs, environment)
-  manifest   manifest.tsv and the overlay/ consistency check
-  tree       a site-packages target: location, version, file states, journal, leftovers
+  manifest   a release's manifest (manifests/<release>.tsv) and the overlay/ consistency check
+  releases   the release sets of this checkout, and which one a --git checkout's files fit
+  tree       a site-packages target: location, version, pip's RECORD, file states, journal,
+             leftovers
   lock       one flock per installed tree
   txn        transactions whose every undo needs no free space
   signals    SIGINT/SIGTERM/SIGHUP deferred to step boundaries, SIGPIPE ignored
   output     log lines that survive a closed pipe
   faults     test-only fault injection
+  survey     what a site-packages tree holds, by its files: the set that fits, what is left of
+             another (SGLang upgraded, downgraded or uninstalled under it)
   preflight  checks before a site-packages run changes anything (space, permissions, refusals)
   engine     what apply and revert change, step by step, as transactions
   sitepkgs   apply / revert of a site-packages tree: the flow

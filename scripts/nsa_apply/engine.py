@@ -1,10 +1,13 @@
 """The transactions of a site-packages run: what apply and revert change, step by step.
 
-apply: state dir + journal (in-progress) + recorded manifest -> the originals into backup/ as
-hard links (+ pip's bytecode of them) -> [fsync: commit point] -> directories for added files
--> our files, replaced ones first, added ones last -> [fsync] -> journal (done): the commit.
-revert: our added files out -> the originals renamed back (+ bytecode) -> directories apply
-created -> [fsync] -> commit; then the state directory goes.
+apply: state dir + journal (in-progress) + recorded manifest -> what is left of another
+release's set (our files it has and this one lacks, its backups) out -> the originals into
+backup/ as hard links (+ pip's bytecode of them) -> [fsync: commit point] -> directories for
+added files -> our files, replaced ones first, added ones last -> [fsync] -> journal (done):
+the commit.
+revert: our added files out (this set's, and any other set's left) -> the originals renamed
+back (+ bytecode) -> directories apply created -> [fsync] -> commit; then the state directory
+goes.
 Whatever a step displaces goes into the staging area (STATE/tmp-*), so that a rollback only
 renames, links and removes (txn.py), and the next run can always finish after a crash.
 """
@@ -296,7 +299,7 @@ def remove_created_dirs(ctx: Context, t: Target, txn, act, keep: Manifest | None
 def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = False,
               left: list[str] = (), old: str | None = None) -> None:
     """`left`: our files of another set, removed too; `old`: the release whose set is recorded,
-    when the files are another release's (its backups are then of files no longer there)."""
+    when the files are another release's (its backups are then of files pip has replaced)."""
     act = reporter(ctx, dry)
     S = t.state
     if not S.is_dir():

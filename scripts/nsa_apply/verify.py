@@ -4,8 +4,13 @@ The state directory (STATE = sglang/.nsa_fastpath) is written by apply.sh, but a
 happen to it afterwards (a truncated copy, a disk error, an edit). Nothing read from it is used
 unchecked:
   journal        must parse: op=apply (or an earlier apply.sh's op=revert),
-                 state=in-progress|done, manifest_sha256=<64 hex>
-  manifest.tsv   its sha256 must be the journal's manifest_sha256, and it must parse
+                 state=in-progress|done, manifest_sha256=<64 hex> (and, while an apply
+                 replaces another release's set, previous_manifest_sha256)
+  manifest.tsv   its sha256 must be the journal's manifest_sha256 (or, then, the previous
+                 one), it must parse, and each row must be backed by a release set of this
+                 checkout: a file some set adds, or one some set replaces with an original of
+                 a supported release (roles_problem). Missing while files of ours are in the
+                 tree, it is damage too.
   backup/<path>  the sha256 of each original is checked against the manifest by tree.scan()
   backup bytecode is restored only if it is this Python's bytecode of the very source it is
                  restored beside (header and code object); otherwise it is left out and
