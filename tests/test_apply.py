@@ -380,6 +380,17 @@ def test_permission_errors_say_what_to_do(patched_template, tmp_path, pristine_m
     finally:
         os.chmod(site / STATE, 0o755)
     assert tree_map(site) == before
+    mine = site / ADDED_ROWS[0]
+    rewrite(mine, mine.read_bytes())  # its own inode: the template's keeps its mode
+    os.chmod(mine, 0)
+    try:
+        for cmd in ("status", "revert", "apply"):
+            p = run(cmd)
+            assert p.returncode == 3 and f"cannot read {ADDED_ROWS[0]}" in out(p), out(p)
+            assert "permission denied" in out(p) and "foreign" not in out(p), out(p)
+    finally:
+        os.chmod(mine, 0o644)
+    assert tree_map(site) == before
     for d in (site / "sglang" / "srt", site / STATE / "backup" / "sglang" / "srt"):
         os.chmod(d, 0o555)
         p = run("revert")

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from applytools import (
-    FILES_ONLY, Venv, inode_index, link_tree, out, piponly_dir, remove_tree, run_apply, tree_map,
-    wheel)
+    FILES_ONLY, Venv, inode_index, link_tree, make_manifest, out, piponly_dir, remove_tree,
+    run_apply, tree_map, wheel)
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -191,6 +191,46 @@ def test_pip_uninstall_after_an_upgrade(tmp_path, piponly):
     r = run_printed(revert)
     assert r.returncode == 0 and "removed nsa-fastpath's leftovers" in r.stdout, out(r)
     assert list(v.site.iterdir()) == [], "nothing left: as after uninstalling a pristine SGLang"
+
+
+def test_upgrade_over_another_nsa_fastpath_version(tmp_path, piponly, clean):
+    """The set recorded is another nsa-fastpath version's (its own bytes for a file we add and
+    one we replace), and SGLang was upgraded since: that version's added file is ours, of
+    another set; apply replaces it with the new release's, revert removes it."""
+    b = next(r for r in RELEASES if version_key(r) > version_key(BASE))
+    pristine_b, patched_b = clean(b)
+    added = next(rel for kind, rel, _, _ in rows(BASE) if kind == "add")
+    replaced = next(rel for kind, rel, _, _ in rows(BASE) if kind == "replace")
+    other = make_manifest(tmp_path / "other-version", {added: b"# an older module\n"},
+                          {replaced: b"# an older fork\n"})
+    v = Venv(tmp_path / "venv", piponly).install(BASE)
+    run_apply("apply", "--target", str(v.site), env=other)
+    v.install(b, force=True)
+    copy = link_tree(v.site, tmp_path / "copy")
+    st = status(v.site)
+    assert st.returncode == 7 and f"upgraded from {BASE} to {b} while patched; 1 of our files " \
+        f"are left from the {BASE} set" in st.stdout, out(st)
+    assert f"  left      {added}" in st.stdout, out(st)
+    p = run_apply("apply", "--target", str(v.site))
+    assert site_map(v.site) == patched_b, out(p)
+    r = run_apply("revert", "--target", str(copy))
+    assert f"removed {added} (left from the {BASE} set)" in r.stdout, out(r)
+    assert site_map(copy) == pristine_b, out(r)
+
+
+def test_forget_state_after_an_upgrade_works_from_the_files(tmp_path, piponly, clean):
+    """A damaged state directory on an upgraded tree: revert --forget-state works from the set
+    the files fit (the new release's), as it says, and ends a clean install of it."""
+    b = next(r for r in RELEASES if version_key(r) > version_key(BASE))
+    pristine_b, _ = clean(b)
+    v = upgraded(tmp_path, piponly, BASE, b)
+    (v.site / "sglang" / ".nsa_fastpath" / "journal").write_text("garbage\n")
+    st = status(v.site)
+    assert st.returncode == 6 and "overall: damaged" in st.stdout, out(st)
+    r = run_apply("revert", "--forget-state", "--target", str(v.site))
+    assert "working from the release set whose files the tree holds" in r.stdout, out(r)
+    assert f"nsa-fastpath set: sglang=={b}" in r.stdout, out(r)
+    assert site_map(v.site) == pristine_b, out(r)
 
 
 # ------------------------------------------------------------------ an interrupted upgrade-apply

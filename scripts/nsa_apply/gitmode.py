@@ -603,7 +603,8 @@ def cmd_status(ctx: Context, arg: str) -> int:
         if marker:
             ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
                     f"{', still in progress' if ip else ''}) may have left them so: rerun "
-                    f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+                    f"`{command('apply', '--git', co.co)}` or "
+                    f"`{command('revert', '--git', co.co)}`")
             overall, code = "partial", E.PARTIAL
         elif ip:
             ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")

@@ -46,7 +46,8 @@ def no_set_lines(ctx: Context, sv: Survey, verb: str, then: str) -> list[str]:
                  f"for (supported: {supported(sets)}). Its files are its own (their sha256 as "
                  "in its RECORD)."]
         if sv.left or t.state.exists():
-            lines.append(left_line(sv) + f" Remove them with: {command('revert', '--target', t.root)}")
+            lines.append(left_line(sv) + " Remove them with: "
+                         + command("revert", "--target", t.root))
         return lines + [f"To support SGLang {t.version}, port the patch set to it: "
                         f"`{port_command(t.version)}` "
                         "(README: \"Supporting another SGLang release\"). Nothing changed."]
@@ -72,6 +73,7 @@ def left_line(sv: Survey) -> str:
 
 def _apply_locked(ctx: Context, sv: Survey, dry: bool) -> int:
     t = sv.t
+    require_readable(sv.unreadable, t)
     if sv.uninstalled is not None:
         raise uninstalled_fail(t, sv.recorded.version if sv.recorded else None, sv.uninstalled,
                                E.TARGET)
@@ -85,7 +87,6 @@ def _apply_locked(ctx: Context, sv: Survey, dry: bool) -> int:
                               "recorded manifest and backups), then apply. Nothing changed.")
     ctx.use(sv.rs, check=True)
     announce(ctx, t, m)
-    require_readable(s, t)
     if s.foreign:  # the files fit the set: only an added file of ours can be in the way
         raise Fail(E.REFUSED, *foreign_lines(t, m, s, "apply", "then rerun apply"))
     n = len(m.rows)
@@ -174,6 +175,7 @@ def cmd_revert(ctx: Context, target: str | None, dry: bool, forget: bool = False
 def _revert_locked(ctx: Context, sv: Survey, dry: bool) -> int:
     t = sv.t
     revert = command("revert", "--target", t.root)
+    require_readable(sv.unreadable, t)
     if dry:
         ctx.say("dry run: nothing will be changed")
     if sv.uninstalled is not None:
@@ -200,7 +202,6 @@ def _revert_locked(ctx: Context, sv: Survey, dry: bool) -> int:
         if sv.recorded is m and sv.rs is None:
             ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv "
                     "(sha256 verified against the journal)")
-        require_readable(s, t)
         if s.foreign:  # the files fit the set: only an added file of ours can be in the way
             raise Fail(E.REFUSED, *foreign_lines(t, m, s, "revert", f"then rerun `{revert}`"))
         if sv.old:

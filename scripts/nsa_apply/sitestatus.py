@@ -70,10 +70,10 @@ def _report(ctx: Context, sv: Survey, blocked: Path | None) -> tuple[str, int, s
     """The lines of status, each fact said once, and (overall, exit code, what to do)."""
     t = sv.t
     revert, apply = command("revert", "--target", t.root), command("apply", "--target", t.root)
-    if blocked:
-        return ("unknown", E.TARGET, f"cannot read {t.rel(blocked)}: permission denied (the "
-                f"files may be fine). Run status as the owner of this install "
-                f"({owner_of(t / 'sglang')})")
+    if blocked or sv.unreadable:
+        what = t.rel(blocked) if blocked else ", ".join(sv.unreadable)
+        return ("unknown", E.TARGET, f"cannot read {what}: permission denied (the files may be "
+                f"fine). Run status as the owner of this install ({owner_of(t / 'sglang')})")
     if sv.uninstalled is not None:
         return ("uninstalled", E.PARTIAL, "SGLang was uninstalled from here, but "
                 f"nsa-fastpath's files remain ({', '.join(sv.uninstalled)}); `import sglang` "
@@ -110,6 +110,9 @@ def _report(ctx: Context, sv: Survey, blocked: Path | None) -> tuple[str, int, s
             ctx.say(f"nsa-fastpath set for SGLang {sv.new}: {m.target_spec} (not applied)")
         else:
             announce(ctx, t, m)
+            if sv.rs is None:
+                ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv "
+                        "(another nsa-fastpath version's; sha256 verified against the journal)")
     file_lines(ctx, sv, m, s)
     j = read_journal(t)
     if t.state.exists():
@@ -125,10 +128,6 @@ def _report(ctx: Context, sv: Survey, blocked: Path | None) -> tuple[str, int, s
                 "removes them)")
     if held_by_other(t / "sglang"):
         ctx.say("note: another apply.sh run on this target is in progress right now")
-    if s.unreadable:
-        return ("unknown", E.TARGET, f"cannot read {', '.join(s.unreadable)}: permission denied "
-                f"(the files may be fine). Run status as the owner of this install "
-                f"({owner_of(t / 'sglang')})")
     if s.foreign:
         return ("foreign", E.REFUSED, "the file(s) marked foreign are neither SGLang's nor "
                 "nsa-fastpath's. " + " ".join(way_out(t, m, s, f"then {revert}")))

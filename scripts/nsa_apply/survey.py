@@ -64,6 +64,7 @@ class Survey:
     own: bool                   # (m is None) each path a set replaces holds the installed
                                 # SGLang's own file, by its RECORD: a release without a set
     uninstalled: list[str] | None  # after `pip uninstall sglang`: what is left (ours)
+    unreadable: list[str]       # files of the paths sets know, or backups, this user can't read
 
     @property
     def new(self) -> str:
@@ -127,7 +128,11 @@ def survey(t: Target, sets: tuple[ReleaseSet, ...], forget: bool = False) -> Sur
     if rec is not None and m is not rec and (m is not None or own):
         old = rec.version
     gone = sglang_uninstalled(t, known.replaced, known.added)
-    return Survey(t, known, rec, rs, m, sc if m else None, left, old, own, gone)
+    unreadable = [rel for rel in sorted({**known.added, **known.replaced})
+                  if file_state(t / rel) == "unreadable"]
+    unreadable += [f"{STATE_REL}/backup/{rel}" for rel in sorted(known.replaced)
+                   if file_state(t.state / "backup" / rel) == "unreadable"]
+    return Survey(t, known, rec, rs, m, sc if m else None, left, old, own, gone, unreadable)
 
 
 def empty_manifest(t: Target) -> Manifest:

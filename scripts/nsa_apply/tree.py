@@ -149,12 +149,6 @@ class Scan:
     def foreign(self) -> list[str]:
         return [rel for rel, s in self.state.items() if s in ("foreign", "missing")]
 
-    @property
-    def unreadable(self) -> list[str]:
-        return ([rel for rel, h in self.seen.items() if h == "unreadable"]
-                + [f"{STATE_REL}/backup/{rel}" for rel, b in self.backup.items()
-                   if b == "unreadable"])
-
 
 def classify(row: Row, seen: str, ours: frozenset | set = frozenset()) -> str:
     """`ours`: sha256 of every file any release set (or the recorded manifest) puts at this
@@ -183,9 +177,9 @@ def scan(t: Target, m: Manifest, ours: dict[str, set[str]] | None = None) -> Sca
     return s
 
 
-def require_readable(s: Scan, t: Target) -> None:
-    if s.unreadable:
-        raise Fail(TARGET, "cannot read " + ", ".join(s.unreadable) + f" in {t.root}: "
+def require_readable(unreadable: list[str], t: Target) -> None:
+    if unreadable:
+        raise Fail(TARGET, "cannot read " + ", ".join(unreadable) + f" in {t.root}: "
                    "permission denied (the files may be fine; this user cannot read them). Run "
                    f"as the owner of this SGLang install ({owner_of(t.root / 'sglang')}). "
                    "Nothing changed.")
