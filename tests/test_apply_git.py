@@ -190,10 +190,19 @@ def test_git_foreign_or_dirty_refuses(git_repo):
     head1 = git(git_repo, "rev-parse", "HEAD")
     before = pkg_map(git_repo)
     p = run_apply("apply", "--git", str(git_repo), check=False)
-    assert p.returncode == 4 and REPLACED[0] in p.stderr and "sglang==0.5.8" in p.stderr
+    assert p.returncode == 4 and f"{REPLACED[0]}: sha256 " in p.stderr, out(p)
     assert git(git_repo, "rev-parse", "HEAD") == head1 != head0
     assert pkg_map(git_repo) == before and git(git_repo, "status", "--porcelain") == ""
     assert run_apply("status", "--git", str(git_repo), check=False).returncode == 4
+    # the advice, followed: the release's own file from its tag, committed
+    git(git_repo, "tag", "v0.5.8", head0.strip())
+    restore = re.search(r"\(git -C (\S+) checkout (v0\.5\.8) -- <file>, then git -C \S+ "
+                        r"commit\)", p.stderr)
+    assert restore and restore.group(1) == str(git_repo), out(p)
+    git(git_repo, "checkout", restore.group(2), "--", rel)
+    git(git_repo, "commit", "-q", "-m", "back to SGLang's own")
+    p = run_apply("apply", "--git", str(git_repo), check=False)
+    assert p.returncode == 0 and "applied:" in p.stdout, out(p)
 
 
 def test_git_am_failure_aborts(git_repo):

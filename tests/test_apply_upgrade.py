@@ -12,11 +12,13 @@ under our commits).
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -252,7 +254,8 @@ def test_upgrade_apply_interrupted_at_every_step(a, b, tmp_path, piponly, clean)
     steps = sum(1 for ln in p.stdout.splitlines() if ln.startswith("[nsa-fastpath] step "))
     assert steps > 10 and site_map(trace, known) == patched_b, out(p)
     remove_tree(trace)
-    for n in range(1, steps + 1):
+
+    def case(n: int) -> None:
         site = link_tree(start, tmp_path / f"error-{n}")
         p = run_apply("apply", "--target", str(site), check=False,
                       env={"NSA_FASTPATH_FAULT_AT": str(n), "NSA_FASTPATH_FAULT_MODE": "error"})
@@ -279,6 +282,10 @@ def test_upgrade_apply_interrupted_at_every_step(a, b, tmp_path, piponly, clean)
         assert r.returncode == 0 and site_map(other, known) == pristine_b, ctx + out(r)
         remove_tree(site)
         remove_tree(other)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for f in [pool.submit(case, n) for n in range(1, steps + 1)]:
+            f.result()  # re-raises a failure
     assert site_map(start) == start_map, "apply.sh wrote into a file in place"
 
 

@@ -377,8 +377,11 @@ def no_fit_lines(co: Checkout, sets, scans, merged: list[str]) -> list[str]:
 
 def restore_hint(co: Checkout) -> str:
     """How to get a release's own files back in a checkout (releases.diagnose)."""
-    return (f"check out the files of the release you run (git -C {co.co} checkout <its tag> -- "
-            f"python/sglang), or undo local edits (git -C {co.co} checkout -- <file>)")
+    v = co.target.version
+    tag = f"v{v}" if re.fullmatch(r"[\w.+-]+", v) and v != "unknown" else "<its tag>"
+    return (f"restore those files from the release's tag and commit them (git -C {co.co} "
+            f"checkout {tag} -- <file>, then git -C {co.co} commit), or undo uncommitted edits "
+            f"(git -C {co.co} checkout -- <file>)")
 
 
 def _announce(ctx: Context, co: Checkout) -> None:
