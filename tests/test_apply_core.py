@@ -354,7 +354,7 @@ def test_help_says_only_true_things():
     assert cli.main(["--help"], env={}, log=Log(out, io.StringIO())) == 0
     text = out.getvalue()
     releases = sorted(p.stem for p in (ROOT / "manifests").glob("*.tsv"))
-    listed = re.search(r"manifests/<release>\.tsv: ([^)]+)\)", text)
+    listed = re.search(r"This checkout has sets for: (.+)\.\n", text)
     assert listed and sorted(listed.group(1).split(", ")) == releases, text[:600]
     assert "manifest.tsv next to" not in text and "no longer" not in text
     assert not re.search(r"\b\d+(\.\d+)? ?(s|sec|seconds?|min|minutes?)\b", text), \

@@ -21,8 +21,8 @@ Usage: apply.sh apply|revert|status|help [--target SITE_PACKAGES_DIR | --git CHE
        apply.sh apply --build [...]   apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
 
 Install the nsa-fastpath patch set into SGLang, or roll it back. There is one release set per
-supported SGLang release (manifests/<release>.tsv: {releases}); the sha256 of the target's files
-chooses it, never the version string alone.
+supported SGLang release, manifests/<release>.tsv; the sha256 of the target's files chooses it,
+never the version string alone. This checkout has sets for: {releases}.
 
 Commands (one is required)
   apply    Check our own inputs first (every file of the release set listed in its
