@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nsa-fastpath: install the patch set into an SGLang 0.5.8 installation, or roll it back.
+# nsa-fastpath: install the patch set into an SGLang installation, or roll it back.
 # `bash scripts/apply.sh --help` lists commands, exit codes and the state-dir layout.
 #
 # This wrapper only finds a Python and hands over to scripts/nsa_apply/ (standard library only),

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# README command 1: apply nsa-fastpath to a real SGLang 0.5.8 and print its status.
+# README command 1: apply nsa-fastpath to a real SGLang (a release it has a set for) and print
+# its status.
 # Targets the SGLang of the active python ($PYTHON, default python3). If that python has no
 # SGLang, it creates .venv -- this repository's CPU *test* environment (CPU torch, SGLang
 # installed without its dependencies), which cannot serve models -- patches that, and says so.
-# Extra arguments go to apply.sh (e.g. --target DIR, --dry-run). Ends with the exact status
-# and revert commands for what it patched.
+# Extra arguments go to apply.sh (e.g. --target DIR, --dry-run, --allow-source-tree). An SGLang
+# whose files git tracks (an editable or source install) is refused, pointing to apply.sh --git.
+# Ends with the exact status and revert commands for what it patched.
 # Exit status: apply.sh's (0 = patched; `apply.sh --help` lists the others), except 9 when
 # everything worked but what it patched is .venv, the test environment, not a Python that
 # serves (the last line then says so).
@@ -34,9 +36,9 @@ rc=0
 report=$(PYTHON="$py" bash "$root/scripts/apply.sh" status "$@") || rc=$?
 printf '%s\n' "$report"
 
-# What was patched, and the exact commands for it (the user's arguments, minus --dry-run).
+# What was patched, and the exact commands for it (the user's arguments, minus those of apply).
 args=()
-for a in "$@"; do case $a in -n | --dry-run) ;; *) args+=("$a") ;; esac; done
+for a in "$@"; do case $a in -n | --dry-run | --allow-source-tree) ;; *) args+=("$a") ;; esac; done
 cmd() { printf 'PYTHON=%q bash %q %s' "$py" "$root/scripts/apply.sh" "$1"; [ "${#args[@]}" -eq 0 ] || printf ' %q' "${args[@]}"; }
 where=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] target: \(.*\)$/\1/p' | head -n 1)
 overall=$(printf '%s\n' "$report" | sed -n 's/^\[nsa-fastpath\] overall: \([a-z]*\).*/\1/p' | head -n 1)

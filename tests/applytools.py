@@ -180,6 +180,48 @@ def rewrite(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def wheel(release: str) -> Path:
+    """The pinned wheel of an SGLang release for this Python (fetched and sha256-checked)."""
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), release],
+                       check=True, capture_output=True, text=True,
+                       env={**os.environ, "PYTHON": sys.executable})
+    return Path(p.stdout.strip().splitlines()[-1])
+
+
+class Venv:
+    """A real virtual environment (no pip of its own: made in milliseconds) whose SGLang is
+    installed, replaced and uninstalled by this Python's pip running inside it, as an operator's
+    `pip install` would: pip acts on the venv's site-packages only, through its RECORD."""
+
+    def __init__(self, path: Path, piponly: Path):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+        self.python = path / "bin" / "python"
+        self.site = Path(subprocess.run(
+            [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True).stdout.strip())
+        self.env = {**os.environ, "PYTHONPATH": str(piponly)}
+
+    def pip(self, *args: str) -> None:
+        subprocess.run([str(self.python), "-m", "pip", *args, "--quiet",
+                        "--disable-pip-version-check"], check=True, env=self.env)
+
+    def install(self, release: str, force: bool = False) -> "Venv":
+        """`pip install --no-deps [--force-reinstall] sglang-<release>.whl` (no bytecode: the
+        trees are compared byte for byte, and pip stamps bytecode with the install's mtimes)."""
+        self.pip("install", "--no-index", "--no-deps", "--no-compile",
+                 *(["--force-reinstall"] if force else []), str(wheel(release)))
+        return self
+
+
+def piponly_dir(tmp: Path) -> Path:
+    """A directory that puts only this Python's pip on PYTHONPATH (for Venv)."""
+    import pip
+    tmp.mkdir(parents=True, exist_ok=True)
+    if not (tmp / "pip").exists():
+        (tmp / "pip").symlink_to(Path(pip.__file__).parent)
+    return tmp
+
+
 def out(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import py_compile
+import re
 import subprocess
 import sys
 from importlib.util import MAGIC_NUMBER, cache_from_source
@@ -19,9 +20,12 @@ import pytest
 
 from applytools import (  # noqa: F401  (fixtures are used by name)
     ADDED, ADDED_ROWS, REPLACED, ROWS, STATE, _tree_hygiene, assert_tree, ext_env, our_file,
-    ext_patched, link_tree, out, patched_map, pristine_map, rewrite, run_apply, sha, site,
-    stat_map, status, tree_map)
-from conftest import APPLY
+    ext_patched, link_tree, make_manifest, out, patched_map, pristine_map, rewrite, run_apply,
+    sha, site, stat_map, status, tree_map)
+from conftest import APPLY, ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from nsa_apply import preflight  # noqa: E402
 
 RECORD = "sglang-0.5.8.dist-info/RECORD"
 
@@ -126,8 +130,8 @@ def test_rollback_method2_apply_sh_revert(site, pristine_map, patched_map):
 
     st = run_apply("status", "--target", str(site))
     assert "overall: patched" in st.stdout
-    for _, rel, _, _ in ROWS:
-        assert f"patched   {rel}" in st.stdout
+    for kind, rel, _, _ in ROWS:  # labelled as apply said: a file we add is "added"
+        assert f"{'patched' if kind == 'replace' else 'added':<9} {rel}" in st.stdout
     assert "sglang 0.5.8" in st.stdout and str(site) in st.stdout
     assert f"undo with: bash {APPLY} revert --target {site}" in st.stdout
     assert "triton:" in st.stdout and "CUDA metadata kernel:" in st.stdout
@@ -276,6 +280,33 @@ def test_foreign_replaced_file_refuses(site, patched_template, tmp_path):
     assert st.returncode == 4 and "overall: foreign" in st.stdout and f"foreign   {rel}" in st.stdout
 
 
+def test_an_edited_file_of_ours_is_named_as_ours(patched_template, tmp_path, pristine_map,
+                                                 patched_map):
+    """A file we added, edited after apply: pip does not own it, so reinstalling SGLang would
+    not help. revert and apply refuse (nothing changed), name it as ours and give the one way
+    out, deleting it; status says the same. Following that advice ends the problem: revert
+    then ends pristine, apply patched."""
+    rel = ADDED_ROWS[0]
+    for cmd, want in (("revert", pristine_map), ("apply", patched_map)):
+        site = link_tree(patched_template, tmp_path / cmd)
+        rewrite(site / rel, (site / rel).read_bytes() + b"# x\n")
+        before = tree_map(site)
+        p = run_apply(cmd, "--target", str(site), check=False)
+        assert p.returncode == 4 and "Nothing changed" in p.stderr, out(p)
+        assert f"{rel}: nsa-fastpath's file (SGLang does not ship it) was changed since apply" \
+            in p.stderr and "pip install" not in p.stderr, out(p)
+        rm = re.search(r"(rm -- \S+)$", p.stderr, re.M)
+        assert rm and rm.group(1) == f"rm -- {site / rel}", out(p)
+        assert tree_map(site) == before
+        st = status(site)
+        assert st.returncode == 4 and "overall: foreign" in st.stdout, out(st)
+        assert f"foreign   {rel}" in st.stdout and rm.group(1) in st.stdout, out(st)
+        subprocess.run(rm.group(1).split(), check=True)
+        p = run_apply(cmd, "--target", str(site), check=False)
+        assert p.returncode == 0, out(p)
+        assert_tree(site, want, f"{cmd} after the advice was followed", out(p))
+
+
 def test_foreign_file_at_add_path_refuses(site, ext_env):
     rel = next(iter(ADDED))
     rewrite(site / rel, b"someone else's module\n")
@@ -324,9 +355,11 @@ def without_dac(*cmd: str) -> list[str]:
     return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
 
 
-def test_permission_errors_say_what_to_do(patched_template, tmp_path):
-    """An unreadable state dir is reported as unreadable (not as missing backups), and an
-    unwritable tree as a permission problem with its owner; both change nothing."""
+def test_permission_errors_say_what_to_do(patched_template, tmp_path, pristine_map):
+    """An unreadable state dir is reported as unreadable (not as missing backups); a directory
+    without write permission as what it is: its mode, when the run is its owner (the advice,
+    `chmod u+w`, is followed and ends it), or its owner, when it is another user. A backup
+    directory too, found before the first change. Each refusal changes nothing."""
     site = link_tree(patched_template, tmp_path / "site")
     env = dict(os.environ, PYTHON=sys.executable, NSA_FASTPATH_STATUS_FILES_ONLY="1")
 
@@ -347,15 +380,41 @@ def test_permission_errors_say_what_to_do(patched_template, tmp_path):
     finally:
         os.chmod(site / STATE, 0o755)
     assert tree_map(site) == before
-    srt = site / "sglang" / "srt"
-    os.chmod(srt, 0o555)
+    mine = site / ADDED_ROWS[0]
+    rewrite(mine, mine.read_bytes())  # its own inode: the template's keeps its mode
+    os.chmod(mine, 0)
     try:
-        p = run("revert")
-        assert p.returncode == 3 and f"no write permission on {srt}" in p.stderr, out(p)
-        assert "owned by" in p.stderr and "run as the owner" in p.stderr
+        for cmd in ("status", "revert", "apply"):
+            p = run(cmd)
+            assert p.returncode == 3 and f"cannot read {ADDED_ROWS[0]}" in out(p), out(p)
+            assert "permission denied" in out(p) and "foreign" not in out(p), out(p)
     finally:
-        os.chmod(srt, 0o755)
+        os.chmod(mine, 0o644)
     assert tree_map(site) == before
+    for d in (site / "sglang" / "srt", site / STATE / "backup" / "sglang" / "srt"):
+        os.chmod(d, 0o555)
+        p = run("revert")
+        assert p.returncode == 3 and f"no write permission on {d}: its mode is dr-xr-xr-x " \
+            "(0555)" in p.stderr, out(p)
+        assert "you own it" in p.stderr and "run as" not in p.stderr, out(p)
+        assert tree_map(site) == before, out(p)
+        advice = re.search(r"Give it: (chmod u\+w \S+), then rerun", p.stderr)
+        assert advice, out(p)
+        subprocess.run(advice.group(1).split(), check=True)
+    if os.geteuid() == 0:  # another owner: that user is named, and running as it is the way
+        srt = site / "sglang" / "srt"
+        os.chown(srt, 65534, -1)
+        try:
+            p = run("revert")
+            owner = preflight.owner_of(srt)
+            assert p.returncode == 3 and f"it is owned by {owner}, and its mode drwxr-xr-x " \
+                f"(0755) lets only its owner write: run as {owner}" in p.stderr, out(p)
+        finally:
+            os.chown(srt, 0, -1)
+        assert tree_map(site) == before
+    p = run("revert")
+    assert p.returncode == 0, out(p)
+    assert_tree(site, pristine_map, "pristine after the advice was followed")
 
 
 # ------------------------------------------------------------------ `add` rows, new dirs
@@ -382,13 +441,16 @@ def test_add_rows_roundtrip(site, ext_env, ext_patched, pristine_map):
         "sglang/srt/layers/attention/__pycache__": "<dir>"}, "pristine")
 
 
-def test_other_recorded_manifest(tmp_path, ext_patched, ext_env, pristine_map):
-    """An older/newer nsa-fastpath is applied: apply refuses, revert uses the recorded manifest
-    (and never reads our overlay/, so even its rollback works)."""
-    site = link_tree(ext_patched[0], tmp_path / "site")
+def test_other_recorded_manifest(site, tmp_path, pristine_map):
+    """Another nsa-fastpath version is applied (its own bytes for files our sets replace and
+    add): apply refuses, revert uses the recorded manifest (and never reads our overlay/, so
+    even its rollback works)."""
+    other = make_manifest(tmp_path / "other-version", {ADDED_ROWS[0]: b"# an older module\n"},
+                          {REPLACED[0]: b"# an older fork\n"})
+    run_apply("apply", "--target", str(site), env=other)
     before = tree_map(site)
     p = run_apply("apply", "--target", str(site), check=False)
-    assert p.returncode == 4 and "another nsa-fastpath version" in p.stderr
+    assert p.returncode == 4 and "another nsa-fastpath version" in p.stderr, out(p)
     assert tree_map(site) == before
     failed = link_tree(site, tmp_path / "failed")
     p = run_apply("revert", "--target", str(failed), check=False,

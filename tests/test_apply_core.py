@@ -305,10 +305,12 @@ def test_txn_write_failure_leaves_no_temp_file(tmp_path):
     (["revert", "--target", "/x", "-n"], ("revert", "/x", None, True)),
     (["--git=/co", "apply"], ("apply", None, "/co", False)),
     (["apply", "--target", "./-odd"], ("apply", "./-odd", None, False)),
+    (["status", "--allow-source-tree"], ("status", None, None, False)),  # setup.sh passes it
 ])
 def test_parse_accepts(argv, want):
     a = cli.parse(argv)
     assert (a.cmd, a.target, a.git, a.dry) == want
+    assert a.allow_source == ("--allow-source-tree" in argv)
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -324,6 +326,9 @@ def test_parse_accepts(argv, want):
     (["--force"], "unknown argument '--force'"),
     (["apply", "--forget-state"], "--forget-state goes with `revert`"),
     (["revert", "--forget-state", "--git", "/co"], "--forget-state goes with `revert`"),
+    (["apply", "--allow-source-tree", "--git", "/co"], "--allow-source-tree goes with a "
+                                                       "site-packages target"),
+    (["apply", "--allow-source-tree", "--allow-source-tree"], "given more than once"),
 ])
 def test_parse_rejects(argv, words):
     with pytest.raises(Fail) as e:
@@ -339,6 +344,25 @@ def test_help_is_complete():
         assert f"\n  {code}  " in text
     for mode in MODES:
         assert mode in text
+
+
+def test_help_says_only_true_things():
+    """--help names the real inputs, describes the upgrade path, and carries no durations
+    (they depend on the machine: README and docs state them, measured) and no history."""
+    import re
+    out = io.StringIO()
+    assert cli.main(["--help"], env={}, log=Log(out, io.StringIO())) == 0
+    text = out.getvalue()
+    releases = sorted(p.stem for p in (ROOT / "manifests").glob("*.tsv"))
+    listed = re.search(r"This checkout has sets for: (.+)\.\n", text)
+    assert listed and sorted(listed.group(1).split(", ")) == releases, text[:600]
+    assert "manifest.tsv next to" not in text and "no longer" not in text
+    assert not re.search(r"\b\d+(\.\d+)? ?(s|sec|seconds?|min|minutes?)\b", text), \
+        re.search(r".*\b\d+(\.\d+)? ?(s|sec|seconds?|min|minutes?)\b.*", text).group(0)
+    upgrade = " ".join(text.split("\nUpgrading SGLang")[1].split("\n\n")[0].split())
+    for words in ("pip install -U sglang", "upgraded from A to B while patched", "apply ",
+                  "revert ", "RECORD", "--git"):
+        assert words in upgrade, words
 
 
 # ------------------------------------------------------------------ lock, signals, output

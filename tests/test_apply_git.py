@@ -190,10 +190,19 @@ def test_git_foreign_or_dirty_refuses(git_repo):
     head1 = git(git_repo, "rev-parse", "HEAD")
     before = pkg_map(git_repo)
     p = run_apply("apply", "--git", str(git_repo), check=False)
-    assert p.returncode == 4 and REPLACED[0] in p.stderr and "sglang==0.5.8" in p.stderr
+    assert p.returncode == 4 and f"{REPLACED[0]}: sha256 " in p.stderr, out(p)
     assert git(git_repo, "rev-parse", "HEAD") == head1 != head0
     assert pkg_map(git_repo) == before and git(git_repo, "status", "--porcelain") == ""
     assert run_apply("status", "--git", str(git_repo), check=False).returncode == 4
+    # the advice, followed: the release's own file from its tag, committed
+    git(git_repo, "tag", "v0.5.8", head0.strip())
+    restore = re.search(r"\(git -C (\S+) checkout (v0\.5\.8) -- <file>, then git -C \S+ "
+                        r"commit\)", p.stderr)
+    assert restore and restore.group(1) == str(git_repo), out(p)
+    git(git_repo, "checkout", restore.group(2), "--", rel)
+    git(git_repo, "commit", "-q", "-m", "back to SGLang's own")
+    p = run_apply("apply", "--git", str(git_repo), check=False)
+    assert p.returncode == 0 and "applied:" in p.stdout, out(p)
 
 
 def test_git_am_failure_aborts(git_repo):
@@ -369,3 +378,33 @@ def test_git_signal_and_failure_roll_back(cmd, small_template, small_patched, tm
         assert git(repo, "rev-parse", "HEAD") == head0, ctx
         assert_settled(repo, want, ctx)
         shutil.rmtree(repo)
+
+
+@pytest.mark.parametrize("cmd", ["apply", "revert"])
+def test_a_cleared_marker_is_said_and_a_dry_run_keeps_it(cmd, small_template, small_patched,
+                                                        tmp_path):
+    """Killed after git finished but before the marker went: status says partial (7); a dry
+    run says what it would clear and clears nothing; the rerun says it cleared the marker,
+    and then 'nothing else to do', not 'nothing to do'."""
+    start = small_template if cmd == "apply" else small_patched
+    repo = copy_tree(start, tmp_path / "repo")
+    p = run_killed(repo, cmd, {"NSA_FASTPATH_FAULT_AT": "2", "NSA_FASTPATH_FAULT_MODE": "kill"})
+    assert p.returncode == -9, out(p)
+    marker = repo / ".git" / "nsa-fastpath-op"
+    assert marker.exists()
+    st = run_apply("status", "--git", str(repo), check=False)
+    assert st.returncode == 7 and "overall: partial" in st.stdout, out(st)
+    head = git(repo, "rev-parse", "HEAD")
+    d = run_apply(cmd, "--dry-run", "--git", str(repo))
+    assert "would remove it" in d.stdout and "dry run: done (nothing changed" in d.stdout, out(d)
+    assert marker.exists() and git(repo, "rev-parse", "HEAD") == head, out(d)
+    r = run_apply(cmd, "--git", str(repo))
+    lines = r.stdout.splitlines()
+    cleared = next(i for i, ln in enumerate(lines) if "found the marker of an interrupted" in ln)
+    assert lines[cleared].endswith("removed it"), out(r)
+    done = "already applied" if cmd == "apply" else "already pristine"
+    last = next(ln for ln in lines if done in ln)
+    assert last.endswith("nothing else to do" if cmd == "apply" else "nothing else to revert")
+    assert not marker.exists()
+    st = run_apply("status", "--git", str(repo), check=False)
+    assert st.returncode == 0, out(st)

@@ -230,12 +230,19 @@ def test_refuses_a_mixed_tree(tree_release, other, release_trees, tmp_path):
     with zipfile.ZipFile(wheel(other)) as zf:
         rewrite(site / rel, zf.read(rel))
     assert_refused(site, [f"{rel}: SGLang {other}'s original", "mixed tree"])
+    # status says the same, and nothing that contradicts it (no set named as the tree's)
+    st = status(["--target", str(site)])
+    assert st.returncode == 4 and "overall: foreign" in st.stdout, out(st)
+    assert f"fits none of nsa-fastpath's release sets" in st.stdout, out(st)
+    assert f"{rel}: SGLang {other}'s original" in st.stdout, out(st)
+    assert "nsa-fastpath set" not in st.stdout and "its files are not" not in st.stdout, out(st)
 
 
 @pytest.mark.parametrize("release", OTHERS)
 def test_refuses_a_release_without_a_set(release, release_trees, tmp_path):
-    """The release's real tree, with an nsa-fastpath checkout that lacks its set: refused,
-    naming the supported releases and the port command."""
+    """The release's real tree, with an nsa-fastpath checkout that lacks its set: apply refuses,
+    naming the supported releases and the port command for this release; revert has nothing
+    to do (its files are SGLang's own, by their RECORD); status says so. Nothing changed."""
     template, _ = release_trees(release)
     site = link_tree(template, tmp_path / "site")
     repo = tmp_path / "nsa-fastpath"
@@ -243,10 +250,27 @@ def test_refuses_a_release_without_a_set(release, release_trees, tmp_path):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "manifests" / f"{release}.tsv").unlink()
     (repo / "patches" / f"{release}.diff").unlink()
-    p = assert_refused(site, ["supported: ", "regen.py --release X --port"],
-                       script=repo / "scripts" / "apply.sh")
+    before = tree_map(site)
+
+    def run(cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(repo / "scripts" / "apply.sh"), cmd, "--target",
+                               str(site)], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
+                                   **FILES_ONLY})
+
+    p = run("apply")
+    assert p.returncode == 4 and "Nothing changed" in p.stderr, out(p)
+    assert f"regen.py --release {release} --port" in p.stderr, out(p)
+    assert f"SGLang {release} is installed in {site}: a release nsa-fastpath has no set for" \
+        in p.stderr and "its own (their sha256 as in its RECORD)" in p.stderr, out(p)
     supported = p.stderr.split("supported: ", 1)[1].split(")", 1)[0].split(", ")
     assert sorted(supported) == sorted(set(OTHERS + [regen.BASE]) - {release}), out(p)
+    r = run("revert")
+    assert r.returncode == 0 and "already pristine" in r.stdout, out(r)
+    st = run("status")
+    assert st.returncode == 4 and "overall: unsupported" in st.stdout, out(st)
+    assert "nsa-fastpath set:" not in st.stdout, out(st)
+    assert tree_map(site) == before and not (site / "sglang" / ".nsa_fastpath").exists()
 
 
 def checkout_copy(tmp_path: Path) -> Path:

@@ -127,6 +127,48 @@ def test_setup_with_sglang_patches_it(tmp_path, pristine_template, pristine_map,
     assert p.returncode == 3 and "no Python at" in p.stderr and not (repo / ".venv").exists()
 
 
+def test_setup_refuses_a_source_checkout_and_points_to_git(tmp_path, pristine_template):
+    """An SGLang whose files git tracks (an editable or source install): setup.sh (apply)
+    changes nothing and prints the --git command, which works as printed; --allow-source-tree
+    patches in place, and the revert command setup prints takes it out again."""
+    repo = repo_copy(tmp_path / "repo")
+    co = tmp_path / "sglang"
+    shutil.copytree(pristine_template / "sglang", co / "python" / "sglang")
+    (co / "python" / "pyproject.toml").write_text('[project]\nname = "sglang"\nversion = "0.5.8"\n')
+    git = lambda *a: subprocess.run(["git", "-C", str(co), *a], check=True, capture_output=True,
+                                    text=True).stdout
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Test Operator")
+    git("config", "user.email", "operator@example.invalid")
+    git("add", "-A")
+    git("commit", "-q", "-m", "SGLang v0.5.8")
+    py = python_seeing(tmp_path / "bin" / "python3", co / "python")
+
+    p = run_setup(repo, py)
+    assert p.returncode == 3 and "Nothing changed" in p.stderr, out(p)
+    assert f"{co}/python/sglang is a source checkout: git tracks its files in the work tree " \
+        f"{co}" in p.stderr, out(p)
+    assert git("status", "--porcelain") == "" and not (repo / ".venv").exists(), out(p)
+    as_commits = re.search(r"instead .*?: (bash \S+ apply --git \S+)$", p.stderr, re.M)
+    assert as_commits and "--allow-source-tree" in p.stderr, out(p)
+    r = run_printed(as_commits.group(1))
+    assert r.returncode == 0 and git("status", "--porcelain") == "", out(r)
+    st = run_printed(f"bash {repo}/scripts/apply.sh status --git {co}")
+    assert st.returncode == 0 and "overall: patched" in st.stdout, out(st)
+    r = run_printed(f"bash {repo}/scripts/apply.sh revert --git {co}")
+    assert r.returncode == 0, out(r)
+
+    head = git("rev-parse", "HEAD")
+    p = run_setup(repo, py, "--allow-source-tree")
+    assert p.returncode == 0 and "setup: patched" in p.stdout, out(p)
+    assert git("status", "--porcelain") != ""  # in place: changed and untracked files
+    rv = printed(p, "revert")
+    assert "--allow-source-tree" not in rv and "--allow-source-tree" not in printed(p, "status")
+    r = run_printed(rv)
+    assert r.returncode == 0, out(r)
+    assert git("status", "--porcelain") == "" and git("rev-parse", "HEAD") == head, out(r)
+
+
 # ------------------------------------------------------------------ docs
 DOCS = ["README.md", "ROLLBACK.md", "tests/README.md", "requirements-cpu.txt"]
 
@@ -150,3 +192,13 @@ def test_readme_says_how_long_command_2_takes():
     text = (ROOT / "README.md").read_text()
     section = text.split("## Two commands on a fresh machine")[1].split("\n## ")[0]
     assert re.search(r"Command 2 .*\d+ minutes", section.replace("\n", " "))
+
+
+@pytest.mark.parametrize("doc", ["ROLLBACK.md", "docs/SERVING.md"])
+def test_docs_give_the_upgrade_path(doc):
+    """What tests/test_apply_upgrade.py runs is what the operator docs say to run."""
+    text = (ROOT / doc).read_text()
+    section = text.split("Upgrading SGLang\n", 1)[1].split("\n## ", 1)[0]
+    for words in ("pip install -U sglang", "apply.sh status", "apply.sh apply", "revert",
+                  "upgraded from 0.5.8", "exit 7"):
+        assert words in section, f"{doc}: {words!r}"

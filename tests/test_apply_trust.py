@@ -18,6 +18,7 @@ import importlib.util
 import io
 import os
 import py_compile
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import pytest
 
 from applytools import (  # noqa: F401  (fixtures are used by name)
     ADDED_ROWS, REPLACED, STATE, _tree_hygiene, assert_tree, link_tree, out, patched_map,
-    pristine_map, rewrite, run_apply, site, status, tree_map)
+    pristine_map, rewrite, run_apply, sha, site, status, tree_map)
 from conftest import APPLY, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -74,6 +75,70 @@ def test_damaged_recorded_manifest_changes_nothing(cut, patched_template, tmp_pa
     rewrite(rec, "".join(kept).encode())
     before = tree_map(site)
     assert_refused_as_damaged(site, before, "manifest.tsv has sha256")
+    p = forget_state(site)
+    assert p.returncode == 0 and "reverted:" in p.stdout, out(p)
+    assert_tree(site, pristine_map, "pristine after revert --forget-state", out(p))
+
+
+def forge(site: Path, edit) -> None:
+    """A consistent edit of the recorded state: manifest.tsv changed by `edit(lines)`, and the
+    journal's manifest_sha256 updated to match (what a careful hand, or a tool, would do)."""
+    import hashlib
+    rec, journal = site / STATE / "manifest.tsv", site / STATE / "journal"
+    data = "".join(edit(rec.read_text().splitlines(keepends=True))).encode()
+    rewrite(rec, data)
+    rewrite(journal, re.sub(rb"manifest_sha256=[0-9a-f]{64}",
+                            b"manifest_sha256=" + hashlib.sha256(data).hexdigest().encode(),
+                            journal.read_bytes()))
+
+
+FORGERIES = {
+    # the issue's: revert deleted SGLang's server_args.py, status then said pristine
+    "an SGLang file listed as added": (
+        lambda site: lambda lines: lines + [f"add\tsglang/srt/server_args.py\t-\t"
+                                            f"{sha(site / 'sglang/srt/server_args.py')}\n"],
+        "lists sglang/srt/server_args.py as a file nsa-fastpath added: it is a file no release "
+        "set of this checkout adds"),
+    "a replaced file listed as added": (
+        lambda site: lambda lines: [ln.replace("replace\t", "add\t", 1).replace(
+            ln.split("\t")[2], "-") if ln.startswith(f"replace\t{REPLACED[0]}\t") else ln
+            for ln in lines],
+        f"lists {REPLACED[0]} as a file nsa-fastpath added: it is a file SGLang ships"),
+    "an original of no release": (
+        lambda site: lambda lines: [ln.replace(ln.split("\t")[2], "0" * 64)
+                                    if ln.startswith(f"replace\t{REPLACED[0]}\t") else ln
+                                    for ln in lines],
+        f"gives {REPLACED[0]} the original sha256 {'0' * 64}, which is no supported SGLang "
+        "release's"),
+}
+
+
+@pytest.mark.parametrize("what", FORGERIES)
+def test_a_consistent_forgery_of_the_recorded_manifest_is_refused(what, patched_template,
+                                                                    tmp_path, pristine_map):
+    """A recorded row may only name a file some release set in manifests/ adds (ours to
+    remove), or one it replaces with an original a supported release has: anything else,
+    even with the journal's sha256 updated, is refused (6) and nothing changes; the way out
+    it names ends pristine with every SGLang file in place."""
+    site = patched_copy(patched_template, tmp_path)
+    edit, words = FORGERIES[what]
+    forge(site, edit(site))
+    before = tree_map(site)
+    st = assert_refused_as_damaged(site, before, words)
+    assert "overall: pristine" not in st
+    p = forget_state(site)
+    assert p.returncode == 0 and "reverted:" in p.stdout, out(p)
+    assert_tree(site, pristine_map, "pristine after revert --forget-state", out(p))
+
+
+def test_a_deleted_recorded_manifest_is_damage(patched_template, tmp_path, pristine_map):
+    """manifest.tsv deleted while our files are in the tree: damage (6), as the help says,
+    with the way out; that way out ends pristine."""
+    site = patched_copy(patched_template, tmp_path)
+    (site / STATE / "manifest.tsv").unlink()
+    before = tree_map(site)
+    assert_refused_as_damaged(site, before, "manifest.tsv is missing, while files of "
+                              "nsa-fastpath's are in the tree")
     p = forget_state(site)
     assert p.returncode == 0 and "reverted:" in p.stdout, out(p)
     assert_tree(site, pristine_map, "pristine after revert --forget-state", out(p))
@@ -295,7 +360,11 @@ def test_no_command_prints_usage_and_changes_nothing(site, pristine_map):
     """Issue 15 item 6: `apply.sh` alone used to apply."""
     p = subprocess.run(["bash", str(APPLY)], capture_output=True, text=True,
                        env={**os.environ, "PYTHON": sys.executable})
-    assert p.returncode == 2 and "Usage: apply.sh" in p.stdout and "no command given" in p.stderr
+    # a short usage and the line that points to --help, not the whole help
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and p.stdout == "" and len(lines) == 3, out(p)
+    assert "no command given" in lines[0] and lines[1].startswith("usage: apply.sh "), out(p)
+    assert lines[2] == "`apply.sh --help` lists the commands, options and exit codes.", out(p)
     p = run_apply("--target", str(site), check=False)
     assert p.returncode == 2 and "Nothing changed" in p.stderr, out(p)
     assert_tree(site, pristine_map, "unchanged")

@@ -14,15 +14,17 @@ from .kernel_build import build_kernel
 from .errors import Fail, Interrupted
 from .output import Log
 from .signals import Signals
+from .releases import version_key
 
 USAGE = """\
 Usage: apply.sh apply|revert|status|help [--target SITE_PACKAGES_DIR | --git CHECKOUT] [--dry-run]
        apply.sh apply --build [...]   apply.sh revert --forget-state [--target SITE_PACKAGES_DIR]
 
-Install the nsa-fastpath patch set into SGLang, or roll it back. There is one set per supported
-release (manifests/: 0.5.7, 0.5.8, 0.5.8.post1, 0.5.9); the target's file hashes choose it.
+Install the nsa-fastpath patch set into SGLang, or roll it back. There is one release set per
+supported SGLang release, manifests/<release>.tsv; the sha256 of the target's files chooses it,
+never the version string alone. This checkout has sets for: {releases}.
 
-Commands (one is required; `apply.sh` alone prints this text and exits 2)
+Commands (one is required)
   apply    Check our own inputs first (the release's files against manifests/<release>.tsv
            by sha256: our modules in overlay/, and the SGLang files we fork, made from the
            target's own files and patches/<release>.diff), then every target file by sha256;
@@ -35,20 +37,37 @@ Commands (one is required; `apply.sh` alone prints this text and exits 2)
            and does not read overlay/ or patches/. After an interrupted run it completes the
            revert; reverting a pristine tree is a no-op. If SGLang itself was uninstalled (pip
            uninstall left our files behind), it removes those leftovers.
-  status   Per file: pristine / patched / foreign / missing; overall state; SGLang version;
-           Triton, the CUDA C++ extension and the nsa-fastpath environment flags.
+  status   Per file: pristine / patched (an SGLang file we replace) / added (a file we add) /
+           left (ours, of another release's set) / foreign / missing; the overall state and
+           the command that settles it; SGLang version; Triton, the CUDA C++ extension and the
+           nsa-fastpath environment flags.
   help     this text (also -h, --help)
 
+Upgrading SGLang (pip install -U sglang, or any other release, while patched)
+  pip replaces SGLang's files with the new release's and leaves ours (pip does not list them).
+  The files decide, not the recorded state: `status` says "SGLang was upgraded from A to B
+  while patched" (exit 7) and how many of our files are left from the A set. Then either
+    apply    removes what is left of the A set (our files, its state) and applies B's set
+             (if nsa-fastpath has one for B; otherwise it refuses, nothing changed), or
+    revert   removes what is left, leaving exactly a clean install of B (also for a release
+             nsa-fastpath has no set for: its files are recognised by the sha256 in the RECORD
+             pip wrote for it).
+  Downgrades work the same way. --git: check out the new release's tag (git drops our
+  commits with the old one) and run apply --git again; where the new release was merged or
+  rebased under our commits instead, revert --git reverts them, then apply --git.
+
+Trust
   Nothing read back from the state directory is trusted: the recorded manifest must match
-  the sha256 in the journal, every backup the sha256 of SGLang's file, and pip's bytecode in
-  the backup must be this Python's bytecode of the restored source (otherwise it is left out
-  and Python writes it anew). When the journal or recorded manifest does not verify, every
-  command refuses (exit 6) and names the way out:
+  the sha256 in the journal, each of its rows must name a file some release set in manifests/
+  adds (ours) or replaces (SGLang's, with a supported release's original), every backup must
+  match the sha256 of SGLang's file, and pip's bytecode in the backup must be this Python's
+  bytecode of the restored source (otherwise it is left out and Python writes it anew). When
+  the journal or recorded manifest does not verify, every command refuses (exit 6) and names
+  the way out:
   revert --forget-state   revert without reading the journal and recorded manifest: works from
-           the manifest of this checkout's release set that fits the files (manifests/), still
-           checks every file and backup by sha256, then removes the state directory. If a file is neither SGLang's nor ours it refuses
-           (exit 4): reinstall SGLang first (pip install --force-reinstall --no-deps
-           sglang==<installed version>), then run it again.
+           the release set (manifests/) whose files the tree holds, still checks every file and
+           backup by sha256, then removes the state directory. A file in the way is named with
+           what to do (exit 4, nothing changed).
 
 Target (one of)
   (default)           the site-packages dir of the SGLang that $PYTHON (default python3) would
@@ -56,24 +75,27 @@ Target (one of)
                       itself runs under that Python (3.10 or newer)
   --target DIR        a site-packages dir that contains sglang/
   --git CHECKOUT      a git checkout of SGLang (repo root containing python/sglang/):
-                      apply = `git am` of the release's series, made from the checkout's own
-                      files (`python3 scripts/regen.py series --release R --out DIR` writes the
-                      same series), revert = `git revert` of the commits carrying the
+                      apply = `git am` of the release set's series, made from the checkout's
+                      own files (`python3 scripts/regen.py series --release R --out DIR` writes
+                      the same series), revert = `git revert` of the commits carrying the
                       `nsa-fastpath: N` trailer that are still in effect, status = per-file state
   Give each option at most once (--target=DIR and --git=DIR work too); an empty value is
-  refused (it usually means an unset shell variable).
+  refused (it usually means an unset shell variable). An SGLang whose files git tracks (an
+  editable or source install) is patched with --git CHECKOUT: apply refuses it otherwise.
 
 Options
   --dry-run, -n       print what apply/revert would do; change nothing (status ignores it)
   --forget-state      revert only, site-packages only: see above
+  --allow-source-tree apply in place to an SGLang whose files git tracks (status and revert
+                      accept and ignore it)
   --build             apply, then build the CUDA metadata kernel with the target's Python into
                       the cache servers load from ($NSA_FASTPATH_BUILD_DIR): nvcc through
-                      apache-tvm-ffi, SGLang's own JIT-kernel mechanism, about 15 s per
-                      architecture, no GPU needed. TORCH_CUDA_ARCH_LIST="9.0a;10.0a" picks the
-                      architectures (else this machine's GPU). The cache is keyed by source,
-                      architectures, nvcc and tvm-ffi versions: an upgrade rebuilds. Without it
-                      the first CUDA-graph capture builds the kernel (unless
-                      NSA_FASTPATH_CUDA_JIT=0); `status` says for which GPU it is built.
+                      apache-tvm-ffi, SGLang's own JIT-kernel mechanism, no GPU needed.
+                      TORCH_CUDA_ARCH_LIST="9.0a;10.0a" picks the architectures (else this
+                      machine's GPU). The cache is keyed by source, architectures, nvcc and
+                      tvm-ffi versions: an upgrade rebuilds. Without it the first CUDA-graph
+                      capture builds the kernel (unless NSA_FASTPATH_CUDA_JIT=0); `status` says
+                      for which GPU it is built.
   -h, --help          this text
 
 Exit codes
@@ -82,26 +104,30 @@ Exit codes
      back: 5); `apply.sh status` shows the tree's state; please report it
   2  usage error: bad command line or environment variable; nothing changed
   3  cannot work on this target, nothing changed: no SGLang found (or only our leftovers after
-     `pip uninstall sglang`: `revert` removes them), target invalid, not readable or writable by
-     this user, a read-only file system or an immutable directory (each named as such),
-     files on different filesystems, not enough free disk space, $PYTHON not a Python 3.10
-     or newer, or this checkout's overlay/, patches/ and manifests/ disagree (a file that is
-     not its manifest's sha256, a delta that does not apply); status:
-     unknown (files this user cannot read)
-  4  refused, nothing changed: a foreign file (neither a supported release's nor ours, e.g. an
-     unsupported SGLang version or a local edit; also a sglang/.nsa_fastpath that is not a directory),
-     uncommitted or staged changes (--git, any file while our commits need a clean index),
-     or another nsa-fastpath version recorded (revert it first); status: foreign
+     `pip uninstall sglang`: `revert` removes them), target invalid, an SGLang whose files git
+     tracks (use --git, or --allow-source-tree), not readable or writable by this user (the
+     directory and why: its mode or its owner), a read-only file system or an immutable
+     directory (each named as such), files on different filesystems, not enough free disk
+     space, $PYTHON not a Python 3.10 or newer, or this checkout's overlay/, patches/ and
+     manifests/ disagree (a file that is not its manifest's sha256, a delta that does not
+     apply); status: unknown (files this user cannot read)
+  4  refused, nothing changed: a file in the way (neither a supported release's nor ours: a
+     local edit, an unsupported SGLang release, a tree mixing releases; also a
+     sglang/.nsa_fastpath that is not a directory), uncommitted or staged changes (--git, any
+     file while our commits need a clean index), or another nsa-fastpath version recorded
+     (revert it first); status: foreign, or unsupported (a release without a set)
   5  stopped and rolled back: a failure (e.g. disk full) or a signal (SIGINT, SIGTERM, SIGHUP)
      stopped the run, and the tree is exactly as before it (--git: HEAD and files unchanged);
      a signal before the first change just stops the run (nothing changed)
   6  needs manual action, nothing changed unless the message says so: the rollback failed,
      a backup is missing or corrupt, the state directory is damaged (journal or recorded
-     manifest do not verify: `revert --forget-state`), or a git operation apply.sh did not
-     start is in progress; the message says what to do
+     manifest do not verify, a recorded row names a file no release set backs, manifest.tsv
+     deleted while our files remain: `revert --forget-state`), or a git operation apply.sh did
+     not start is in progress; the message says what to do
   7  status only: unfinished -- an apply/revert was interrupted (SIGKILL, power loss): rerun
-     `apply.sh apply` or `apply.sh revert`, either finishes; or SGLang was uninstalled and our
-     files remain: `apply.sh revert` removes them
+     `apply.sh apply` or `apply.sh revert`, either finishes; SGLang was upgraded or downgraded
+     while patched (overall: upgraded / downgraded): `apply` or `revert`, as printed; or SGLang
+     was uninstalled and our files remain: `apply.sh revert` removes them
   8  busy, nothing changed: another apply.sh run holds this target's lock, or (--git) git's own
      .git/index.lock exists (the message gives the command that clears it)
  10  apply --build: applied, but the CUDA metadata kernel did not build (the message says why
@@ -126,8 +152,9 @@ Signals and pipes
                            rerun `apply` or `revert`, which finishes from wherever it stopped.
 
 State directory (site-packages mode), inside the target; removed by a successful revert
-  <target>/sglang/.nsa_fastpath/journal        op=apply, state=in-progress|done,
-                                               sha256 of the manifest
+  <target>/sglang/.nsa_fastpath/journal        op=apply, state=in-progress|done, sha256 of the
+                                               manifest (and, while an apply replaces another
+                                               release's set, of that one's)
   <target>/sglang/.nsa_fastpath/manifest.tsv   the manifest that was applied (revert uses it)
   <target>/sglang/.nsa_fastpath/created_dirs   directories apply created for added files
   <target>/sglang/.nsa_fastpath/backup/<path>  the original of each replaced file, a hard link
@@ -156,9 +183,19 @@ Environment
     step (scripts/nsa_apply/faults.py)
 """
 
+
+def usage() -> str:
+    """USAGE with the releases this checkout has a set for."""
+    from .context import ROOT
+    found = sorted((p.stem for p in (ROOT / "manifests").glob("*.tsv")), key=version_key)
+    return USAGE.replace("{releases}", ", ".join(found) or "none in this checkout")
+
+
 COMMANDS = ("apply", "revert", "status", "help")
-SHORT_USAGE = ("usage: apply.sh apply|revert|status|help [--target DIR | --git DIR] [--dry-run] "
-               "[--build] [--forget-state]; see `apply.sh help`")
+USAGE_LINE = ("usage: apply.sh apply|revert|status|help [--target DIR | --git DIR] [--dry-run] "
+              "[--build] [--forget-state] [--allow-source-tree]")
+HELP_LINE = "`apply.sh --help` lists the commands, options and exit codes."
+SHORT_USAGE = f"{USAGE_LINE}; {HELP_LINE}"
 
 
 @dataclass
@@ -170,6 +207,7 @@ class Args:
     forget: bool = False
     help: bool = False
     build: bool = False
+    allow_source: bool = False
 
 
 def parse(argv: list[str]) -> Args:
@@ -215,10 +253,13 @@ def parse(argv: list[str]) -> Args:
         elif arg == "--build":
             once(arg)
             a.build = True
+        elif arg == "--allow-source-tree":
+            once(arg)
+            a.allow_source = True
         else:
             raise Fail(E.USAGE, f"unknown argument {arg!r}: commands are {', '.join(COMMANDS)}; "
                                 "options --target DIR, --git DIR, --dry-run, --build, "
-                                "--forget-state (see --help). "
+                                "--forget-state, --allow-source-tree (see --help). "
                                 "Nothing changed.")
     if a.target is not None and a.git is not None:
         raise Fail(E.USAGE, "--target and --git exclude each other: give one. Nothing changed.")
@@ -227,6 +268,9 @@ def parse(argv: list[str]) -> Args:
     if a.forget and (cmd != "revert" or a.git is not None):
         raise Fail(E.USAGE, "--forget-state goes with `revert` of a site-packages tree only. "
                             "Nothing changed.")
+    if a.allow_source and a.git is not None:
+        raise Fail(E.USAGE, "--allow-source-tree goes with a site-packages target (--git "
+                            "changes a checkout by commits). Nothing changed.")
     if a.build and (a.cmd != "apply" or a.git is not None):
         raise Fail(E.USAGE, "--build goes with apply on a site-packages target (it builds with "
                             "that Python). Nothing changed.")
@@ -241,7 +285,7 @@ def dispatch(ctx: Context, a: Args) -> int:
     if a.cmd == "status":
         return sitestatus.cmd_status(ctx, a.target)
     if a.cmd == "apply":
-        rc = sitepkgs.cmd_apply(ctx, a.target, a.dry)
+        rc = sitepkgs.cmd_apply(ctx, a.target, a.dry, a.allow_source)
     else:
         rc = sitepkgs.cmd_revert(ctx, a.target, a.dry, a.forget)
     if rc == E.OK and a.build and a.cmd == "apply" and not a.dry:
@@ -267,12 +311,12 @@ def main(argv: list[str], env=None, log: Log | None = None, hook=None,
             f.lines.append(SHORT_USAGE)
             raise
         if a.help:
-            log.raw(USAGE.rstrip("\n"))
+            log.raw(usage().rstrip("\n"))
             return E.OK
         if a.cmd is None:
-            log.raw(USAGE.rstrip("\n"))
-            log.error("no command given: say `apply`, `revert` or `status` (apply.sh no longer "
-                      "applies by default). Nothing changed.")
+            log.error("no command given: say `apply`, `revert` or `status`. Nothing changed.")
+            log.raw_err(USAGE_LINE)
+            log.raw_err(HELP_LINE)
             return E.USAGE
         ctx = Context.from_env(env, log=log, signals=signals, hook=hook)
         return dispatch(ctx, a)

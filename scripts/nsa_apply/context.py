@@ -29,7 +29,7 @@ class Context:
     lock_timeout: float
     status_kernels: bool
     env: dict
-    release: "ReleaseSet | None" = None  # the set chosen for the target (releases.choose)
+    release: "ReleaseSet | None" = None  # the set the target's files fit (survey.py, releases.py)
 
     @classmethod
     def from_env(cls, env, log: Log | None = None, signals: Signals | None = None,

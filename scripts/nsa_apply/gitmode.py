@@ -32,7 +32,7 @@ from .errors import Fail, Interrupted
 from .lock import DirLock
 from .signals import HANDLED
 from .manifest import Manifest
-from .releases import choose
+from .releases import diagnose, fitting
 from .tree import Scan, Target, scan, sglang_version
 from .txn import fsync_dir
 
@@ -262,10 +262,11 @@ class Checkout:
                 return f"`git checkout {head0[:12]} -- <our files>` failed: {p.stderr.strip()}"
         return None
 
-    def recover(self, paths: list[str]) -> None:
+    def recover(self, paths: list[str], dry: bool = False) -> bool:
         """Abort our own interrupted git am / git revert; refuse on anyone else's. `paths`:
         every file any release set touches (this runs before a set is chosen by the files'
-        hashes, which an interrupted operation may have left mixed)."""
+        hashes, which an interrupted operation may have left mixed). Returns whether there
+        was something to clear (dry: what it would clear, changing nothing)."""
         marker = self.read_marker()
         ip = self.in_progress(marker.get("op", ""))
         if ip is not None and marker.get("op") != ip:
@@ -277,16 +278,20 @@ class Checkout:
                                  f"apply.sh: finish it ({cont}) or abort it ({abort}), then "
                                  "rerun. Nothing changed.")
         if not marker:
-            return
+            return False
         head0, op = marker.get("head", ""), marker.get("op", "")
         if ip is None and not self.dirty(paths) and not self.staged():
-            self.ctx.say(f"found the marker of an interrupted apply.sh run (git "
-                         f"{op or '?'}, no git operation in progress): removed it")
-            self.remove_marker()
-            return
+            self.ctx.say(f"found the marker of an interrupted apply.sh run (git {op or '?'}; "
+                         f"no git operation in progress, our files clean): "
+                         + ("would remove it" if dry else "removed it"))
+            if not dry:
+                self.remove_marker()
+            return True
         what = f"git {ip}" if ip else f"git {op or '?'} (it left changed files)"
-        self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: undoing it "
-                     f"(back to {head0[:12]})")
+        self.ctx.say(f"found an interrupted {what} of a killed apply.sh run: "
+                     + ("would undo" if dry else "undoing") + f" it (back to {head0[:12]})")
+        if dry:
+            return True
         why = self.undo(paths, head0, op) if re.fullmatch(r"[0-9a-f]{40,64}", head0) else \
             f"the marker names no starting commit ({head0!r})"
         ip = ip or op
@@ -294,10 +299,12 @@ class Checkout:
             raise Fail(E.MANUAL, f"could not abort the interrupted git {ip} in {self.co}: {why}. "
                                  f"Check `git status` there; `git {ip} --abort` then `rm -f "
                                  f"{self.path(MARKER)}` clear it.")
+        return True
 
     # ------------------------------------------------------------ one git operation
-    def run_op(self, m: Manifest, op: str, args: list[str]) -> str:
-        """Runs `git op args` as a transaction: on failure or a signal, back to HEAD. Returns head0."""
+    def run_op(self, paths: list[str], op: str, args: list[str]) -> str:
+        """Runs `git op args` as a transaction: on failure or a signal, back to HEAD (`paths`:
+        the files it may change). Returns head0."""
         self.identity()
         head0 = self.head()
         with self.ctx.signals.deferred():
@@ -312,7 +319,7 @@ class Checkout:
                 self.step(f"git {op} {' '.join(args[:2])}...")
             except Exception as e:  # noqa: BLE001 -- any failure: back to head0
                 self.ctx.hook.disarm()
-                why = self.undo(self.paths(m), head0, op)
+                why = self.undo(paths, head0, op)
                 reason = e.signame if isinstance(e, Interrupted) else str(e)
                 if why:
                     raise Fail(E.MANUAL, f"{reason}; and going back to {head0[:12]} failed: "
@@ -324,7 +331,16 @@ class Checkout:
         return head0
 
 
-def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manifest]:
+def every_path(sets) -> list[str]:
+    """Every file any release set touches, as checkout paths."""
+    return sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows})
+
+
+def _prepare(ctx: Context, arg: str, op: str, dry: bool
+             ) -> tuple[Checkout, DirLock, Manifest | None, bool]:
+    """The checkout, locked, our interrupted git operation undone (`cleared`), and the set its
+    files fit. None: the dry run has something to clear first (what follows depends on it), or
+    (revert) no set fits but our commits are in effect (SGLang merged in under them)."""
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
@@ -333,13 +349,42 @@ def _prepare(ctx: Context, arg: str, op: str) -> tuple[Checkout, DirLock, Manife
     try:
         ctx.signals.hold()  # from here on changes can happen: a signal only stops at a step
         co.check_index_lock()
-        co.recover(sorted({"python/" + r.rel for rs in sets for r in rs.manifest.rows}))
-        m = ctx.use(choose(sets, co.target, op, ctx.say), co.target if op == "apply" else None)
+        cleared = co.recover(every_path(sets), dry)
+        if dry and cleared:
+            return co, lock, None, cleared
+        rs, scans = fitting(sets, co.target)
+        if rs is None:
+            merged = our_commits(co, every_path(sets))
+            if merged and op == "revert":
+                return co, lock, None, cleared
+            raise Fail(E.REFUSED, *no_fit_lines(co, sets, scans, merged))
+        m = ctx.use(rs, co.target if op == "apply" else None)
     except BaseException:
         lock.release()
         raise
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
-    return co, lock, m
+    return co, lock, m, cleared
+
+
+def no_fit_lines(co: Checkout, sets, scans, merged: list[str]) -> list[str]:
+    """The checkout's files fit no set: which release each is, and the way out."""
+    lines = diagnose(sets, scans, co.target, restore_hint(co))
+    if not merged:
+        return lines
+    return lines[:-2] + [
+        f"nsa-fastpath's commits are in effect ({len(merged)}), on files of another release: "
+        "SGLang was merged or rebased under them? Revert them first (git revert; the files "
+        f"are then that release's own): {command('revert', '--git', co.co)}; then apply "
+        f"again: {command('apply', '--git', co.co)}.", "Nothing changed."]
+
+
+def restore_hint(co: Checkout) -> str:
+    """How to get a release's own files back in a checkout (releases.diagnose)."""
+    v = co.target.version
+    tag = f"v{v}" if re.fullmatch(r"[\w.+-]+", v) and v != "unknown" else "<its tag>"
+    return (f"restore those files from the release's tag and commit them (git -C {co.co} "
+            f"checkout {tag} -- <file>, then git -C {co.co} commit), or undo uncommitted edits "
+            f"(git -C {co.co} checkout -- <file>)")
 
 
 def _announce(ctx: Context, co: Checkout) -> None:
@@ -369,9 +414,9 @@ def _refuse_dirty(co: Checkout, m: Manifest) -> None:
                    "Nothing changed.")
 
 
-def our_commits(co: Checkout, m: Manifest) -> list[str]:
-    """Commits carrying the nsa-fastpath trailer still in effect (not reverted), newest first."""
-    paths = co.paths(m)
+def our_commits(co: Checkout, paths: list[str]) -> list[str]:
+    """Commits carrying the nsa-fastpath trailer still in effect (not reverted), newest first
+    (those that touch `paths`)."""
     reverted = set(re.findall(r"This reverts commit ([0-9a-f]{40})",
                               co.out("log", "--format=%B", "HEAD", "--", *paths)))
     out = []
@@ -384,15 +429,19 @@ def our_commits(co: Checkout, m: Manifest) -> list[str]:
 
 
 def cmd_apply(ctx: Context, arg: str, dry: bool) -> int:
-    co, lock, m = _prepare(ctx, arg, "apply")
+    co, lock, m, cleared = _prepare(ctx, arg, "apply", dry)
     try:
+        if m is None:
+            ctx.say("dry run: done (nothing changed; rerun it once the interrupted run is "
+                    "cleared to see the rest)")
+            return E.OK
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
-            return _apply(ctx, co, m, dry)
+            return _apply(ctx, co, m, dry, cleared)
     finally:
         lock.release()
 
 
-def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -> int:
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "apply",
@@ -401,7 +450,8 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     f"v{m.version} (or undo local edits to the file(s) above), then rerun. "
                     "Nothing changed.")
     if s.count("patched") == n and not co.dirty(co.paths(m)):
-        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing to do")
+        ctx.say(f"already applied: all {n} files are nsa-fastpath's; nothing "
+                + ("else " if cleared else "") + "to do")
         return E.OK
     _refuse_dirty(co, m)
     areas: dict[int, list[str]] = {}
@@ -440,7 +490,7 @@ def _apply(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
 
 def _am(ctx: Context, co: Checkout, m: Manifest, patches: list[Path]) -> int:
     n = len(m.rows)
-    head0 = co.run_op(m, "am", ["--quiet", "--", *map(str, patches)])
+    head0 = co.run_op(co.paths(m), "am", ["--quiet", "--", *map(str, patches)])
     for p in patches:
         ctx.say(f"applied {p.name}")
     after = scan(co.target, m)
@@ -454,15 +504,21 @@ def _am(ctx: Context, co: Checkout, m: Manifest, patches: list[Path]) -> int:
 
 
 def cmd_revert(ctx: Context, arg: str, dry: bool) -> int:
-    co, lock, m = _prepare(ctx, arg, "revert")
+    co, lock, m, cleared = _prepare(ctx, arg, "revert", dry)
     try:
+        if m is None and dry and cleared:
+            ctx.say("dry run: done (nothing changed; rerun it once the interrupted run is "
+                    "cleared to see the rest)")
+            return E.OK
         with ctx.signals.deferred():  # a signal is acted on at run_op's steps (-> rollback)
-            return _revert(ctx, co, m, dry)
+            if m is None:
+                return _revert_merged(ctx, co, dry)
+            return _revert(ctx, co, m, dry, cleared)
     finally:
         lock.release()
 
 
-def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
+def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool, cleared: bool) -> int:
     n = len(m.rows)
     s = scan(co.target, m)
     _refuse_foreign(co, m, s, "revert",
@@ -471,9 +527,10 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
                     "Nothing changed.")
     _refuse_dirty(co, m)
     if s.count("pristine") == n:
-        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing to revert")
+        ctx.say(f"already pristine: all {n} files are SGLang's own; nothing "
+                + ("else " if cleared else "") + "to revert")
         return E.OK
-    commits = our_commits(co, m)
+    commits = our_commits(co, co.paths(m))
     if not commits:
         raise Fail(E.MANUAL, "files are patched but no commit with an 'nsa-fastpath:' "
                              f"trailer is in effect in {co.co}: restore them by hand (git "
@@ -485,7 +542,7 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
             ctx.say(f"would git revert {subjects[c]}")
         ctx.say("dry run: done (nothing changed)")
         return E.OK
-    co.run_op(m, "revert", ["--no-edit", *commits])
+    co.run_op(co.paths(m), "revert", ["--no-edit", *commits])
     for c in commits:
         ctx.say(f"reverted {subjects[c]}")
     after = scan(co.target, m)
@@ -498,31 +555,90 @@ def _revert(ctx: Context, co: Checkout, m: Manifest, dry: bool) -> int:
     return E.OK
 
 
+def _revert_merged(ctx: Context, co: Checkout, dry: bool) -> int:
+    """No set fits the files, but our commits are in effect: SGLang of another release was
+    merged or rebased under them. `git revert` of them leaves that release's own files; if it
+    does not (a conflict, or other changes to those files), the checkout goes back to where it
+    was and the message says so."""
+    sets = ctx.release_sets()
+    paths = every_path(sets)
+    commits = our_commits(co, paths)
+    subjects = {c: co.out("log", "-1", "--format=%h %s", c).strip() for c in commits}
+    ctx.say(f"the files fit no release set, but {len(commits)} commit(s) of nsa-fastpath's "
+            "are in effect on them (SGLang merged or rebased under them?): "
+            + ("would revert" if dry else "reverting") + " them")
+    dirty = co.dirty(paths)
+    if dirty or co.staged():
+        raise Fail(E.REFUSED, f"uncommitted or staged changes in {co.co}:",
+                   *("    " + ln for ln in (dirty.splitlines() or co.staged())),
+                   "Commit or stash them (git stash), then rerun. Nothing changed.")
+    if dry:
+        for c in commits:
+            ctx.say(f"would git revert {subjects[c]}")
+        ctx.say("dry run: done (nothing changed)")
+        return E.OK
+    head0 = co.run_op(paths, "revert", ["--no-edit", *commits])
+    rs, _ = fitting(sets, co.target)
+    s = scan(co.target, rs.manifest) if rs else None
+    if s is None or s.count("pristine") != len(rs.manifest.rows):
+        why = co.undo(paths, head0, "revert")
+        raise Fail(E.REFUSED, "reverting nsa-fastpath's commits did not leave one release's own "
+                              "files (other changes to them?): "
+                   + (f"going back failed too: {why}." if why else
+                      f"{co.co} is back at {head0[:12]}, nothing changed."),
+                   f"Check out the release you run instead (git -C {co.co} checkout <its tag>), "
+                   f"then apply again: {command('apply', '--git', co.co)}")
+    for c in commits:
+        ctx.say(f"reverted {subjects[c]}")
+    ctx.say(f"reverted: the files are SGLang {rs.name}'s own (HEAD {co.head()[:12]}); to patch "
+            f"them: {command('apply', '--git', co.co)}")
+    note_late_signal(ctx)
+    return E.OK
+
+
 def cmd_status(ctx: Context, arg: str) -> int:
     sets = ctx.release_sets()
     co = Checkout(ctx, arg)
     _announce(ctx, co)
-    m = ctx.use(choose(sets, co.target, "status", ctx.say))
+    ip, marker = co.in_progress(), co.read_marker()
+    rs, scans = fitting(sets, co.target)
+    if rs is None:  # which release each file is, and the way out
+        for line in no_fit_lines(co, sets, scans, our_commits(co, every_path(sets)))[:-1]:
+            ctx.say(line)
+        overall, code = "foreign", E.REFUSED
+        if marker:
+            ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
+                    f"{', still in progress' if ip else ''}) may have left them so: rerun "
+                    f"`{command('apply', '--git', co.co)}` or "
+                    f"`{command('revert', '--git', co.co)}`")
+            overall, code = "partial", E.PARTIAL
+        elif ip:
+            ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")
+            overall, code = "partial", E.PARTIAL
+        ctx.say(f"overall: {overall}")
+        return code
+    m = ctx.use(rs)
     ctx.say(f"nsa-fastpath set: {m.target_spec}")
     n = len(m.rows)
     s = scan(co.target, m)
     for row in m.rows:
-        ctx.say(f"  {s.state[row.rel]:<9} python/{row.rel}")
-    for c in our_commits(co, m):
+        st = s.state[row.rel]
+        label = "added" if st == "patched" and row.kind == "add" else st
+        ctx.say(f"  {label:<9} python/{row.rel}")
+    for c in our_commits(co, co.paths(m)):
         ctx.say(f"commit in effect: {co.out('log', '-1', '--format=%h %s', c).strip()}")
     if co.dirty(co.paths(m)):
         ctx.say("note: uncommitted changes to these files")
     if co.path("index.lock").exists():
         ctx.say(f"note: git's own lock {co.path('index.lock')} exists (a git command is running, "
                 f"or was killed: if none is running, rm -f {co.path('index.lock')})")
-    ip, marker = co.in_progress(), co.read_marker()
-    if s.foreign:
-        overall, code = "foreign", E.REFUSED
-    elif marker:
+    if marker:
         overall, code = "partial", E.PARTIAL
         ctx.say(f"an interrupted apply.sh run (git {marker.get('op', '?')}"
                 f"{', still in progress' if ip else ''}): rerun "
                 f"`{command('apply', '--git', co.co)}` or `{command('revert', '--git', co.co)}`")
+    elif s.foreign:
+        overall, code = "foreign", E.REFUSED
     elif ip:
         overall, code = "partial", E.PARTIAL
         ctx.say(f"a git {ip} is in progress (not started by apply.sh): finish or abort it")

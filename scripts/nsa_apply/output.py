@@ -42,6 +42,9 @@ class Log:
     def raw(self, line: str) -> None:
         self._write("out", line + "\n")
 
+    def raw_err(self, line: str) -> None:
+        self._write("err", line + "\n")
+
     def trace(self, msg: str) -> None:
         if self.trace_on:
             self.say(msg)

@@ -12,6 +12,7 @@ release's original or that set's patched file.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def _read(path: Path, want: str) -> bytes | None:
     except OSError:
         return None
     return data if hashlib.sha256(data).hexdigest() == want else None
+
+
+def port_command(release: str) -> str:
+    return PORT.replace(" X ", f" {release} ") if re.fullmatch(r"[\w.+-]+", release) else PORT
 
 
 @dataclass(frozen=True)
@@ -168,39 +173,40 @@ def discover(env, root: Path) -> tuple[ReleaseSet, ...]:
 
 
 def supported(sets: tuple[ReleaseSet, ...]) -> str:
-    return ", ".join(rs.name for rs in sets)
+    return ", ".join(sorted((rs.name for rs in sets), key=version_key))
 
 
-def choose(sets: tuple[ReleaseSet, ...], t: Target, op: str, say) -> ReleaseSet:
-    """The set whose files the target holds; refuses (exit 4) when none does.
+def version_key(v: str | None) -> tuple:
+    """Orders release strings like 0.5.8 < 0.5.8.post1 < 0.5.9 < 0.5.10 (rc/dev before)."""
+    out = []
+    for part in re.findall(r"\d+|[a-z]+", (v or "").lower()):
+        if part.isdigit():
+            out.append((1, int(part)))
+        else:
+            out.append((2 if part == "post" else 0, 0))
+    return tuple(out + [(0.5, 0)])  # a release's end: after its rc/dev, before its .postN / .N
 
-    The manifest recorded at apply time names the set when it is one of ours; an unknown
-    recorded manifest (another nsa-fastpath version) is left to preflight.recorded_manifest.
-    """
-    recorded = file_state(t.state / "manifest.tsv")
-    for rs in sets:
-        if rs.manifest.sha256 == recorded:
-            return rs
+
+def fits(m: Manifest, s: Scan) -> bool:
+    """The tree holds m's release: each file m replaces is that release's original or ours."""
+    return all(s.state[r.rel] in ("pristine", "patched") for r in m.rows if r.kind == "replace")
+
+
+def fitting(sets: tuple[ReleaseSet, ...], t: Target
+            ) -> tuple[ReleaseSet | None, list[tuple[ReleaseSet, Scan]]]:
+    """(--git) The set whose files the checkout holds, by sha256 (None: none), and each set's
+    scan (for diagnose)."""
     scans = [(rs, scan(t, rs.manifest)) for rs in sets]
-    fits = [rs for rs, s in scans if not s.foreign]
-    if fits:
-        return next((rs for rs in fits if rs.name == t.version), fits[0])
-    best = max(scans, key=lambda p: (p[1].count("patched") + p[1].count("pristine"),
-                                     p[0].name == t.version))[0]
-    uninstalled = all(s.state[r.rel] == "missing" for rs, s in scans
-                      for r in rs.manifest.rows if r.kind == "replace")
-    if recorded not in ("missing", "notafile") or uninstalled:
-        return best  # leftovers of another version or of `pip uninstall`: the flow handles them
-    lines = diagnose(sets, scans, t)
-    if op == "status":
-        for line in lines:
-            say(line)
-        return best
-    raise Fail(E.REFUSED, *lines)
+    fit = [rs for rs, s in scans if fits(rs.manifest, s)]
+    if not fit:
+        return None, scans
+    return next((rs for rs in fit if rs.name == t.version), fit[0]), scans
 
 
-def diagnose(sets, scans: list[tuple[ReleaseSet, Scan]], t: Target) -> list[str]:
-    """Which release each file we replace belongs to, and the way out."""
+def diagnose(sets, scans: list[tuple[ReleaseSet, Scan]], t: Target, restore: str,
+             record: dict[str, str] | None = None) -> list[str]:
+    """Which release each file we replace belongs to, and the way out. `record`: pip's sha256
+    of the installed SGLang's files (tree.record_hashes), naming a release without a set."""
     paths = sorted({r.rel for rs in sets for r in rs.manifest.rows if r.kind == "replace"})
     lines = [f"SGLang {t.version} in {t.root} fits none of nsa-fastpath's release sets "
              f"(supported: {supported(sets)}):"]
@@ -213,18 +219,20 @@ def diagnose(sets, scans: list[tuple[ReleaseSet, Scan]], t: Target) -> list[str]
             what = [f"SGLang {' / '.join(orig)}'s original"] if orig else []
             what += [f"nsa-fastpath's for {' / '.join(ours)}"] if ours else []
             lines.append(f"  {rel}: {' and '.join(what)}")
+        elif record and seen == record.get(rel):
+            lines.append(f"  {rel}: SGLang {t.version}'s own (sha256 as in its RECORD): no "
+                         "supported release's file")
         else:
             unknown = True
             lines.append(f"  {rel}: {seen if seen == 'missing' else 'sha256 ' + seen}: "
-                         "no supported release's file")
+                         "no supported release's file"
+                         + (" nor the installed SGLang's (not as in its RECORD)" if record
+                            else ""))
     if unknown:
         lines.append(f"A release nsa-fastpath has no set for, or a file edited locally. For a "
                      f"new release: port it with `{PORT}` (README: \"Supporting another SGLang "
-                     "release\"). For a local edit: pip install --force-reinstall --no-deps "
-                     f"sglang=={t.version}, then rerun.")
+                     f"release\"). For a local edit: {restore}, then rerun.")
     else:
-        lines.append("Files of more than one release (a mixed tree): reinstall the release you "
-                     f"run (pip install --force-reinstall --no-deps sglang=={t.version}), then "
-                     "rerun.")
+        lines.append(f"Files of more than one release (a mixed tree): {restore}, then rerun.")
     lines.append("Nothing changed.")
     return lines

@@ -1,9 +1,12 @@
 """A site-packages target: where it is, what SGLang it holds, and the state of every file."""
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,32 @@ def sglang_version(d: Path) -> str:
 def distributions(d: Path) -> list[Path]:
     """SGLang's installed-distribution metadata in d (empty: SGLang is not installed there)."""
     return sorted(d.glob("sglang-*.dist-info")) + sorted(d.glob("sglang-*.egg-info"))
+
+
+def record_hashes(d: Path) -> dict[str, str]:
+    """sha256 (hex) of each file pip installed under sglang/, from the RECORD of the one SGLang
+    distribution in d: what pip says is SGLang's own file. Empty when there is not exactly one
+    dist-info, or its RECORD cannot be read; entries without a sha256 are left out."""
+    dists = distributions(d)
+    if len(dists) != 1:
+        return {}
+    try:
+        text = (dists[0] / "RECORD").read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        path, _, rest = line.partition(",")
+        algo, _, digest = rest.partition(",")[0].partition("=")
+        if not path.startswith("sglang/") or algo != "sha256":
+            continue
+        try:
+            raw = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+        except (ValueError, binascii.Error):
+            continue
+        if len(raw) == 32:
+            out[path] = raw.hex()
+    return out
 
 
 def find_default_target() -> Path:
@@ -105,7 +134,8 @@ def resolve(arg: str | None, log) -> Target:
 # ---------------------------------------------------------------- file states
 @dataclass
 class Scan:
-    state: dict[str, str] = field(default_factory=dict)   # pristine/patched/foreign/missing
+    # pristine / patched / foreign / missing; "stale" (add rows): ours, another set's bytes
+    state: dict[str, str] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)    # sha256 or missing/symlink/...
     backup: dict[str, str] = field(default_factory=dict)  # replace rows: ok/missing/corrupt/unreadable
 
@@ -119,29 +149,27 @@ class Scan:
     def foreign(self) -> list[str]:
         return [rel for rel, s in self.state.items() if s in ("foreign", "missing")]
 
-    @property
-    def unreadable(self) -> list[str]:
-        return ([rel for rel, h in self.seen.items() if h == "unreadable"]
-                + [f"{STATE_REL}/backup/{rel}" for rel, b in self.backup.items()
-                   if b == "unreadable"])
 
-
-def classify(row: Row, seen: str) -> str:
+def classify(row: Row, seen: str, ours: frozenset | set = frozenset()) -> str:
+    """`ours`: sha256 of every file any release set (or the recorded manifest) puts at this
+    path: an added file of another set is ours, from that set ("stale")."""
     if seen == row.post:
         return "patched"
     if row.kind == "add" and seen == "missing":
         return "pristine"
     if row.kind == "replace" and seen == row.pre:
         return "pristine"
+    if row.kind == "add" and seen in ours:
+        return "stale"
     return "missing" if seen == "missing" else "foreign"
 
 
-def scan(t: Target, m: Manifest) -> Scan:
+def scan(t: Target, m: Manifest, ours: dict[str, set[str]] | None = None) -> Scan:
     s = Scan()
     for row in m.rows:
         seen = file_state(t / row.rel)
         s.seen[row.rel] = seen
-        s.state[row.rel] = classify(row, seen)
+        s.state[row.rel] = classify(row, seen, (ours or {}).get(row.rel, frozenset()))
         if row.kind == "replace":
             b = file_state(t.state / "backup" / row.rel)
             s.backup[row.rel] = ("ok" if b == row.pre else b if b in ("missing", "unreadable")
@@ -149,9 +177,9 @@ def scan(t: Target, m: Manifest) -> Scan:
     return s
 
 
-def require_readable(s: Scan, t: Target) -> None:
-    if s.unreadable:
-        raise Fail(TARGET, "cannot read " + ", ".join(s.unreadable) + f" in {t.root}: "
+def require_readable(unreadable: list[str], t: Target) -> None:
+    if unreadable:
+        raise Fail(TARGET, "cannot read " + ", ".join(unreadable) + f" in {t.root}: "
                    "permission denied (the files may be fine; this user cannot read them). Run "
                    f"as the owner of this SGLang install ({owner_of(t.root / 'sglang')}). "
                    "Nothing changed.")
@@ -203,8 +231,13 @@ def read_journal(t: Target) -> dict[str, str]:
     return out
 
 
-def journal_text(op: str, state: str, manifest_sha: str) -> bytes:
-    return (f"{JOURNAL_HEAD}\nop={op}\nstate={state}\nmanifest_sha256={manifest_sha}\n").encode()
+def journal_text(op: str, state: str, manifest_sha: str, previous: str | None = None) -> bytes:
+    """previous: while an apply replaces the recorded manifest of another release set (SGLang
+    was upgraded or downgraded), the sha256 of that one: until the new manifest.tsv is in
+    place, the old one still verifies (verify.damage)."""
+    prev = f"previous_manifest_sha256={previous}\n" if previous else ""
+    return (f"{JOURNAL_HEAD}\nop={op}\nstate={state}\nmanifest_sha256={manifest_sha}\n"
+            f"{prev}").encode()
 
 
 def read_created_dirs(t: Target, log=None) -> list[str]:
@@ -281,14 +314,14 @@ def staged_leftovers(t: Target, m: Manifest) -> list[Path]:
     return out
 
 
-def sglang_uninstalled(t: Target, m: Manifest, s: Scan) -> list[str] | None:
+def sglang_uninstalled(t: Target, replaced, ours: dict[str, set[str]]) -> list[str] | None:
     """After `pip uninstall sglang` on a patched tree only our files remain under sglang/.
-    Returns them (relative paths) if that is the state, else None."""
+    Returns them (relative paths) if that is the state, else None. `replaced`: every path a
+    release set replaces; `ours`: path -> the sha256 of our files there (survey.Known)."""
     if distributions(t.root):
         return None
-    if any(s.state[r.rel] != "missing" for r in m.rows if r.kind == "replace"):
+    if any(os.path.lexists(t / rel) for rel in replaced):
         return None
-    ours = {r.rel for r in m.rows if r.kind == "add" and s.state[r.rel] == "patched"}
     left = []
     for dirpath, dirnames, filenames in os.walk(t / "sglang"):
         rel_dir = t.rel(Path(dirpath))
@@ -298,8 +331,26 @@ def sglang_uninstalled(t: Target, m: Manifest, s: Scan) -> list[str] | None:
             continue
         for name in filenames:
             rel = f"{rel_dir}/{name}"
-            if rel in ours:
+            if rel in ours and file_state(t / rel) in ours[rel]:
                 left.append(rel)
             elif not (os.path.basename(dirpath) == "__pycache__" and name.endswith(".pyc")):
                 return None  # something else of SGLang's (or someone's) is still there
     return left
+
+
+def source_checkout(t: Target) -> Path | None:
+    """The git work tree whose tracked files include this SGLang (an editable or source install),
+    else None (also when git is not installed: then no `--git` mode could be offered)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        p = subprocess.run(["git", "-C", str(t / "sglang"), "ls-files", "--", "."],
+                           capture_output=True, text=True, errors="replace", env=env,
+                           stdin=subprocess.DEVNULL)
+        if p.returncode != 0 or not p.stdout.strip():
+            return None
+        top = subprocess.run(["git", "-C", str(t / "sglang"), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, errors="replace", env=env,
+                             stdin=subprocess.DEVNULL)
+    except OSError:
+        return None
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else None

@@ -4,8 +4,13 @@ The state directory (STATE = sglang/.nsa_fastpath) is written by apply.sh, but a
 happen to it afterwards (a truncated copy, a disk error, an edit). Nothing read from it is used
 unchecked:
   journal        must parse: op=apply (or an earlier apply.sh's op=revert),
-                 state=in-progress|done, manifest_sha256=<64 hex>
-  manifest.tsv   its sha256 must be the journal's manifest_sha256, and it must parse
+                 state=in-progress|done, manifest_sha256=<64 hex> (and, while an apply
+                 replaces another release's set, previous_manifest_sha256)
+  manifest.tsv   its sha256 must be the journal's manifest_sha256 (or, then, the previous
+                 one), it must parse, and each row must be backed by a release set of this
+                 checkout: a file some set adds, or one some set replaces with an original of
+                 a supported release (roles_problem). Missing while files of ours are in the
+                 tree, it is damage too.
   backup/<path>  the sha256 of each original is checked against the manifest by tree.scan()
   backup bytecode is restored only if it is this Python's bytecode of the very source it is
                  restored beside (header and code object); otherwise it is left out and
@@ -64,15 +69,20 @@ def parse_journal(text: str) -> dict[str, str] | None:
         out[k] = v
     # op=revert: journals of the earlier bash apply.sh, interrupted while reverting
     ok = (out.get("op") in ("apply", "revert") and out.get("state") in ("in-progress", "done")
-          and _SHA.fullmatch(out.get("manifest_sha256", "")) is not None)
+          and _SHA.fullmatch(out.get("manifest_sha256", "")) is not None
+          and ("previous_manifest_sha256" not in out
+               or (out["state"] == "in-progress"
+                   and _SHA.fullmatch(out["previous_manifest_sha256"]) is not None)))
     return out if ok else None
 
 
-def damage(t: Target) -> tuple[list[str], dict[str, str], Path | None]:
+def damage(t: Target, known) -> tuple[list[str], dict[str, str], Path | None]:
     """(what is damaged, the verified journal, the verified recorded manifest's path).
 
-    A missing journal with no manifest.tsv is not damage: apply creates the state directory
-    first, and revert removes manifest.tsv, then the journal, then the rest (engine.py)."""
+    A journal without manifest.tsv is damage only while something of ours is in the tree (a
+    file of ours, a backup of a file we replace): then the manifest that says how to take it
+    out is gone. Without any, it is what apply leaves between creating the journal and the
+    manifest, or revert between removing the manifest and the journal (engine.py)."""
     S, bad = t.state, []
     jstate, rec = file_state(S / "journal"), S / "manifest.tsv"
     journal: dict[str, str] = {}
@@ -89,13 +99,19 @@ def damage(t: Target) -> tuple[list[str], dict[str, str], Path | None]:
         bad.append(f"{STATE_REL}/journal is {jstate}")
     rstate = file_state(rec)
     if rstate == "missing":
+        if journal and known.ours_in(t):
+            bad.append(f"{STATE_REL}/manifest.tsv is missing, while files of nsa-fastpath's "
+                       f"are in the tree ({', '.join(known.ours_in(t)[:3])}"
+                       f"{', ...' if len(known.ours_in(t)) > 3 else ''}): which ones the "
+                       "applied set holds cannot be known")
         return bad, journal, None
     if rstate in ("symlink", "notafile", "unreadable"):
         bad.append(f"{STATE_REL}/manifest.tsv is {rstate}")
     elif jstate == "missing":
         bad.append(f"{STATE_REL}/manifest.tsv is there but the journal holding its sha256 is "
                    "missing: it cannot be verified")
-    elif journal and rstate != journal["manifest_sha256"]:
+    elif journal and rstate not in (journal["manifest_sha256"],
+                                    journal.get("previous_manifest_sha256")):
         bad.append(f"{STATE_REL}/manifest.tsv has sha256 {rstate}, the journal recorded "
                    f"{journal['manifest_sha256']} (truncated or edited)")
     return bad, journal, rec
@@ -107,41 +123,53 @@ def damaged_fail(t: Target, bad: list[str]) -> Fail:
                 "Nothing changed: acting on it could destroy SGLang's original files.",
                 f"The way out: {command('revert', '--forget-state', '--target', t.root)}",
                 "  (it ignores the damaged journal and recorded manifest, works from the "
-                "manifest of this checkout's release set that fits the files, checks every file "
-                "and every backup by sha256, and "
+                "release set of this checkout (manifests/) that fits the files, checks every "
+                "file and every backup by sha256, and "
                 f"removes {STATE_REL}; if it refuses because a file is neither SGLang's nor "
-                "nsa-fastpath's, reinstall SGLang first: "
-                f"pip install --force-reinstall --no-deps sglang=={_reinstall_version(t)}, "
-                "then run it again)")
+                "nsa-fastpath's, it names the file and what to do)")
 
 
-def _reinstall_version(t: Target) -> str:
-    """The installed release (reinstalling it restores its files; never a downgrade)."""
-    return t.version if t.version not in ("unknown", "") and "," not in t.version else "<version>"
+def roles_problem(m: Manifest, known) -> list[str]:
+    """Rows of a recorded manifest that no release set of this checkout backs: a row may only
+    name a file some set adds (ours to remove), or one some set replaces, with an original that
+    is that release's (SGLang's to restore). Anything else -- even a consistent edit, the
+    journal's sha256 updated -- would let revert delete or overwrite a file it does not own."""
+    bad = []
+    for r in m.rows:
+        if r.kind == "add" and r.rel not in known.added:
+            what = ("a file SGLang ships, which nsa-fastpath replaces" if r.rel in known.replaced
+                    else "a file no release set of this checkout adds")
+            bad.append(f"{STATE_REL}/manifest.tsv lists {r.rel} as a file nsa-fastpath added: "
+                       f"it is {what}")
+        elif r.kind == "replace" and r.rel not in known.replaced:
+            bad.append(f"{STATE_REL}/manifest.tsv lists {r.rel} as a file nsa-fastpath "
+                       "replaced: no release set of this checkout replaces it")
+        elif r.kind == "replace" and r.pre not in known.replaced[r.rel]:
+            bad.append(f"{STATE_REL}/manifest.tsv gives {r.rel} the original sha256 {r.pre}, "
+                       "which is no supported SGLang release's")
+    return bad
 
 
-def recorded_manifest(ctx, t: Target, m: Manifest, op: str) -> Manifest:
-    """The manifest to work from: the one recorded at apply time (verified) when it differs
-    from ours. apply refuses on another recorded version (revert it first)."""
+def read_recorded(t: Target, known) -> Manifest | None:
+    """The recorded manifest, verified (journal sha256, parse, roles); None when none is
+    recorded. Refuses (exit 6, nothing changed) on anything that does not verify, and (exit 4)
+    on a .nsa_fastpath that is not apply.sh's directory."""
     refuse_foreign_state(t)
-    bad, _, rec = damage(t)
+    bad, _, rec = damage(t, known)
     if bad:
         raise damaged_fail(t, bad)
-    if rec is None or file_state(rec) == m.sha256:
-        return m
+    if rec is None:
+        return None
     try:
         recorded = load(rec)
     except Fail as f:
         raise damaged_fail(t, [f"{STATE_REL}/manifest.tsv does not parse: "
                                + " ".join(f.lines).split(": this nsa-fastpath")[0]])
-    if op != "apply":
-        ctx.say(f"using the manifest recorded at apply time: {STATE_REL}/manifest.tsv "
-                "(sha256 verified against the journal)")
-        return recorded
-    raise Fail(E.REFUSED, f"another nsa-fastpath version is applied to {t.root} "
-                          f"({STATE_REL}/manifest.tsv differs from {m.path}). Run "
-                          f"`{command('revert', '--target', t.root)}` first (it uses the recorded "
-                          "manifest and backups), then apply. Nothing changed.")
+    bad = roles_problem(recorded, known)
+    if bad:
+        raise damaged_fail(t, bad + ["  (or it was written by another nsa-fastpath version: "
+                                     "revert with that version's apply.sh)"])
+    return recorded
 
 
 def bytecode_matches(pyc: Path, source: Path) -> bool:
