@@ -76,9 +76,17 @@ WHEELS = {
 }
 # Supported releases (each has a release set: manifests/<release>.tsv): the sha256 of the wheel
 # its pristine files are read from (the first pinned one).
-SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9")
+SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.13", "0.5.13.post1", "0.5.14")
 RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
+# Releases whose forks are not the merge of our 0.5.8 forks, because SGLang renamed a file we
+# fork (0.5.13: nsa_backend.py is dsa_backend.py): 0.5.13's were written from our 0.5.8 hooks,
+# 0.5.13.post1's and 0.5.14's are 0.5.13's merged onto them (clean, `git merge-file`). `--port`
+# does not make them.
+HAND_PORTED = ("0.5.13", "0.5.13.post1", "0.5.14")
+# Our shared modules that serve one forked SGLang file: a release's set has them only where it
+# forks that file (from 0.5.13 RadixCache stays SGLang's own, docs/BENCHMARKS.md).
+SHARED_WITH_FORK = {"sglang/srt/mem_cache/": "sglang/srt/mem_cache/radix_cache.py"}
 
 
 def wheel_names(release: str) -> dict[str, str]:
@@ -148,6 +156,10 @@ def overlay_files(release: str) -> dict[str, Path]:
         for p in sorted(top.rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
                 out[p.relative_to(top).as_posix()] = p
+    for prefix, fork in SHARED_WITH_FORK.items():
+        if not (OVERLAY / release / fork).is_file():
+            out = {rel: p for rel, p in out.items()
+                   if not (rel.startswith(prefix) and p.is_relative_to(SHARED))}
     return dict(sorted(out.items()))
 
 
@@ -279,11 +291,19 @@ NOTICE = "Based on SGLang {release} (PyPI wheel)"
 MARK_OURS, MARK_BASE, MARK_THEIRS, MARK_END = "<<<<<<< ", "||||||| ", "=======", ">>>>>>> "
 
 
-def forks() -> list[str]:
-    """The SGLang files we fork (package-relative), as overlay/<SGLANG_VERSION>/ holds them."""
-    top = OVERLAY / SGLANG_VERSION
+def forks(release: str = SGLANG_VERSION) -> list[str]:
+    """The SGLang files we fork for a release (package-relative), as overlay/<release>/ holds
+    them (default: our base release's, which --port merges onto other releases)."""
+    top = OVERLAY / release
     return sorted(p.relative_to(top).as_posix() for p in top.rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def refuse_hand_ported(release: str) -> None:
+    if release in HAND_PORTED:
+        sys.exit(f"SGLang {release}'s forks are not the merge of our {SGLANG_VERSION} forks "
+                 f"(HAND_PORTED in scripts/regen.py: SGLang renamed a file we fork); "
+                 f"`--release {release}` without --port regenerates its manifest and patches")
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, release: str) -> tuple[str, bool]:
@@ -380,6 +400,7 @@ def base_wheel() -> zipfile.ZipFile:
 
 def port(release: str, wheel: Path) -> int:
     """Write overlay/<release>/ by merging our change onto the release; 1 = conflicts left."""
+    refuse_hand_ported(release)
     base_zf = base_wheel()
     theirs_zf = read_wheel(wheel, release)
     open_conflicts = []
@@ -405,6 +426,7 @@ def port(release: str, wheel: Path) -> int:
 def check_port(release: str, wheel: Path) -> int:
     """overlay/<release>/ is the merge of our 0.5.8 fork onto the release, byte for byte;
     in a conflict's place any resolution (the fork records it), everything else verbatim."""
+    refuse_hand_ported(release)
     base_zf = base_wheel()
     theirs_zf = read_wheel(wheel, release)
     problems, resolved = [], []

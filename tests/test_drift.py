@@ -80,7 +80,7 @@ def test_manifest_hashes_match_overlay_and_wheel(release):
                 assert kind == "add" and pristine == "-" and rel not in zf.namelist(), rel
 
 
-@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("release", [r for r in RELEASES if r not in regen.HAND_PORTED])
 def test_release_forks_are_the_port_of_our_base_forks(release):
     wheel(release)
     wheel(regen.SGLANG_VERSION)
@@ -184,9 +184,30 @@ def test_port_check_catches_a_bad_hand_resolution(tmp_path, edit, words):
     assert proc.returncode == 1 and words in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("release", regen.HAND_PORTED[1:])
+def test_hand_ported_forks_are_the_first_ones_merged_onto_the_release(release, tmp_path):
+    """Each later release's forks are the first hand-ported release's (0.5.13) merged onto it
+    with `git merge-file`, cleanly, the notice naming the release."""
+    first = regen.HAND_PORTED[0]
+    assert regen.forks(release) == regen.forks(first)
+    with zipfile.ZipFile(wheel(first)) as base_zf, zipfile.ZipFile(wheel(release)) as zf:
+        for rel in regen.forks(first):
+            paths = []
+            for name, data in (("ours", (ROOT / "overlay" / first / rel).read_bytes()),
+                               ("base", base_zf.read(rel)), ("theirs", zf.read(rel))):
+                paths.append(tmp_path / name)
+                paths[-1].write_bytes(data)
+            proc = subprocess.run(["git", "merge-file", "-p", *map(str, paths)],
+                                  capture_output=True)
+            assert proc.returncode == 0, f"{rel}: the merge onto {release} conflicts"
+            merged = proc.stdout.decode().replace(regen.NOTICE.format(release=first),
+                                                  regen.NOTICE.format(release=release), 1)
+            assert merged == (ROOT / "overlay" / release / rel).read_text(), rel
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_every_fork_keeps_the_license_header_and_names_its_release(release):
-    forks = regen.forks()
+    forks = regen.forks(release)
     assert forks
     for rel in forks:
         head = (ROOT / "overlay" / release / rel).read_text().splitlines()[:16]
