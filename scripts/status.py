@@ -89,6 +89,13 @@ DESCRIBERS = (
     ("CUDA metadata kernel", "sglang.srt.layers.attention.nsa.cuda_metadata_wrapper", "build_report"),
     ("radix prefix matching", "sglang.srt.mem_cache.radix_match", "describe"),
 )
+# A release whose set leaves RadixCache as SGLang ships it (from 0.5.13): no radix_match.py.
+RADIX_NOT_REPLACED = ("SGLang's own (nsa-fastpath leaves RadixCache as this SGLang release ships "
+                      "it; the SGLANG_RADIX_* flags do not exist here)")
+
+
+def radix_replaced(site: Path | None) -> bool:
+    return site is None or (site / "sglang" / "srt" / "mem_cache" / "radix_match.py").is_file()
 _PROBE = """
 import importlib, sys
 import sglang
@@ -117,7 +124,10 @@ def runtime_paths(site: Path) -> list[str]:
     if not found.is_relative_to(site.resolve()):
         return [f"{label}: not this target's: {sys.executable} imports SGLang from {found}"
                 for label, _, _ in DESCRIBERS]
-    return [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines[1:])]
+    out = [f"{label}: {line}" for (label, _, _), line in zip(DESCRIBERS, lines[1:])]
+    if not radix_replaced(site):
+        out[-1] = f"{DESCRIBERS[-1][0]}: {RADIX_NOT_REPLACED}"
+    return out
 
 
 # ------------------------------------------------------------------ the Python that owns --site
@@ -216,7 +226,7 @@ def main() -> int:
     except Exception as e:
         say(f"flags: could not load {args.environ}: {type(e).__name__}: {e}")
         return 1
-    names = list(FLAGS)
+    names = [n for n in FLAGS if radix_replaced(site) or not n.startswith("SGLANG_RADIX_")]
     if args.pristine_environ and Path(args.pristine_environ).is_file():
         try:
             ours, theirs = env_fields(envs), set(env_fields(load_envs(Path(args.pristine_environ))))

@@ -259,11 +259,16 @@ def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
     too_many = num_draft_tokens() + 1
     batch = raw_batch(driver, seq_lens.clamp(min=too_many), reqs, [too_many] * 4)
     replays["rejected"] += 1
+    backend = driver.backends[0]
+    poison(backend)
     try:
         driver.replay(batch)
         out["bad/draft_extend_overflow"] = "no error"
     except Exception as e:
         out["bad/draft_extend_overflow"] = f"{type(e).__name__}: {e}"
+    # rows of the shared page table past the 4 x 4 captured for bs 4 (bs 8's): untouched?
+    past = backend.decode_cuda_graph_metadata["page_table"][4 * num_draft_tokens():]
+    out["bad/rows_past_capture_written"] = bool((past != POISON).any())
 
 
 def run(out: dict, device: str, seed: int, configs: list[dict]) -> None:

@@ -93,6 +93,39 @@ def runner_backends(rel: str) -> bool:
     return _key(rel) >= _key("0.5.14")
 
 
+# The dtypes of the runners' own buffers the backend gets (req_pool_indices, seq_lens,
+# seq_lens_cpu), as each release's CudaGraphRunner / DecodeCudaGraphRunner and EAGLE draft
+# runners allocate them; newest range first. (The draft runner passes the batch's own int64
+# tensors when it does not pad; the draft-extend runner its int32 accept counts, and up to
+# 0.5.12 EAGLE v1's int64 ones once a request finished in verify.)
+RUNNER_BUFFER_DTYPES = (
+    ("0.5.14", ("int64", "int64", "int64")),
+    ("0.5.13", ("int64", "int32", "int32")),
+    ("0.5.7", ("int32", "int32", "int32")),
+)
+
+
+def runner_buffer_dtypes(rel: str) -> dict[str, str]:
+    dtypes = next(d for low, d in RUNNER_BUFFER_DTYPES if _key(rel) >= _key(low))
+    return dict(zip(("req_pool_indices", "seq_lens", "seq_lens_cpu"), dtypes))
+
+
+def radix_replaced(rel: str) -> bool:
+    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher (array
+    token ids compared in C, an O(1) EAGLE bigram view) measured as fast as ours (docs/
+    BENCHMARKS.md); there SGLang's radix_cache.py stays and none of our mem_cache modules is
+    installed (scripts/regen.py SHARED_WITH_FORK)."""
+    return not dsa_named(rel)
+
+
+def draft_extend_v2(rel: str) -> bool:
+    """From 0.5.13 only EAGLE's overlap worker exists: the draft-extend runner replays
+    DRAFT_EXTEND_V2 (every request the whole tree width, accept counts <= num_draft_tokens).
+    A server there never captures it around the DSA backend (EagleDraftWorker builds that runner
+    only for the Triton / TRT-LLM / FlashInfer backends); the harness still drives it."""
+    return dsa_named(rel)
+
+
 # Packages a release imports at another version than the shared CPU venv holds
 # (requirements-cpu.txt, SGLang 0.5.8's): scripts/release_deps.sh installs them --no-deps into
 # .cache/release-deps/<first release of the range>/, put first on sys.path for the processes of
