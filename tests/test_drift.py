@@ -30,6 +30,12 @@ def test_every_release_set_is_a_supported_release():
     assert RELEASES and set(RELEASES) == set(regen.RELEASES)
 
 
+def test_apply_and_regen_agree_on_which_shared_modules_a_set_has():
+    from nsa_apply import manifest  # scripts/ is on sys.path
+
+    assert manifest.SHARED_WITH_FORK == regen.SHARED_WITH_FORK
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_patches_and_manifest_regenerate_from_overlay(release):
     wheel(release)
