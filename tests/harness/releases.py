@@ -111,9 +111,9 @@ def runner_buffer_dtypes(rel: str) -> dict[str, str]:
 
 
 def radix_replaced(rel: str) -> bool:
-    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher (array
-    token ids compared in C, an O(1) EAGLE bigram view) measured as fast as ours (docs/
-    BENCHMARKS.md); there SGLang's radix_cache.py stays and none of our mem_cache modules is
+    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
+    array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
+    a match of ours); there SGLang's radix_cache.py stays and none of our mem_cache modules is
     installed (scripts/regen.py SHARED_WITH_FORK)."""
     return not dsa_named(rel)
 
