@@ -76,14 +76,16 @@ WHEELS = {
 }
 # Supported releases (each has a release set: manifests/<release>.tsv): the sha256 of the wheel
 # its pristine files are read from (the first pinned one).
-SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.13", "0.5.13.post1", "0.5.14")
+SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.13", "0.5.14")
 RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
+# Releases whose files we fork are byte for byte another supported release's: that release's set
+# serves them (apply.sh chooses a set by those files' sha256; tests/test_drift.py checks them).
+SERVED_BY = {"0.5.13.post1": "0.5.13"}
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 # Releases whose forks are not the merge of our 0.5.8 forks, because SGLang renamed a file we
 # fork (0.5.13: nsa_backend.py is dsa_backend.py): 0.5.13's were written from our 0.5.8 hooks,
-# 0.5.13.post1's and 0.5.14's are 0.5.13's merged onto them (clean, `git merge-file`). `--port`
-# does not make them.
-HAND_PORTED = ("0.5.13", "0.5.13.post1", "0.5.14")
+# 0.5.14's are 0.5.13's merged onto it (clean, `git merge-file`). `--port` does not make them.
+HAND_PORTED = ("0.5.13", "0.5.14")
 # Our shared modules that serve one forked SGLang file: a release's set has them only where it
 # forks that file (from 0.5.13 RadixCache stays SGLang's own, docs/BENCHMARKS.md).
 SHARED_WITH_FORK = {"sglang/srt/mem_cache/": "sglang/srt/mem_cache/radix_cache.py"}

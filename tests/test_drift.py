@@ -30,6 +30,22 @@ def test_every_release_set_is_a_supported_release():
     assert RELEASES and set(RELEASES) == set(regen.RELEASES)
 
 
+@pytest.mark.parametrize("release,serving", sorted(regen.SERVED_BY.items()))
+def test_a_release_served_by_another_set_has_its_files_byte_for_byte(release, serving):
+    """apply.sh chooses a set by the sha256 of the files it replaces: a release whose files are
+    another's byte for byte is served by that set (regen.SERVED_BY), and by no set of its own."""
+    assert release not in RELEASES and serving in RELEASES
+    with zipfile.ZipFile(wheel(release)) as zf:
+        for line in regen.manifest_path(serving).read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            kind, rel, pristine, _ = line.split("\t")
+            if kind == "replace":
+                assert hashlib.sha256(zf.read(rel)).hexdigest() == pristine, rel
+            else:
+                assert rel not in zf.namelist(), rel
+
+
 def test_apply_and_regen_agree_on_which_shared_modules_a_set_has():
     from nsa_apply import manifest  # scripts/ is on sys.path
 
