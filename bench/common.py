@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The SGLang release the benchmarks run (its wheel from scripts/fetch_wheel.sh; apply.sh picks
 # its set): NSA_FASTPATH_BENCH_RELEASE=0.5.9 compares against 0.5.9's own code.
 RELEASE = os.environ.get("NSA_FASTPATH_BENCH_RELEASE", "0.5.8")
-WHEEL = ROOT / ".cache" / "wheels" / f"sglang-{RELEASE}-py3-none-any.whl"
+sys.path.insert(0, str(ROOT / "scripts"))
+import regen  # noqa: E402  (the wheel for this CPython: from 0.5.11 SGLang ships one per CPython)
+
+WHEEL = regen.default_wheel(RELEASE)
 
 
 def build_trees(workdir: Path) -> tuple[Path, Path]:

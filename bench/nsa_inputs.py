@@ -36,6 +36,10 @@ def make_model_runner(device: str, page_size: int, topk: int, seed: int, decode_
             enable_deterministic_inference=False,
             nsa_prefill_backend="flashmla_sparse",
             nsa_decode_backend=decode_impl,
+            # from 0.5.13 (DSA names)
+            dsa_prefill_backend="flashmla_sparse",
+            dsa_decode_backend=decode_impl,
+            dsa_topk_backend="sgl-kernel",
             speculative_eagle_topk=1,
             speculative_num_draft_tokens=NUM_DRAFT_TOKENS,
         ),
@@ -44,8 +48,10 @@ def make_model_runner(device: str, page_size: int, topk: int, seed: int, decode_
             qk_nope_head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
         ),
         kv_cache_dtype=torch.bfloat16,
-        token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False, kv_cache_dim=656),
+        token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False,
+                                         dsa_kv_cache_store_fp8=False, kv_cache_dim=656),
         req_to_token_pool=SimpleNamespace(req_to_token=req_to_token, size=REQ_POOL_SIZE),
+        hisparse_coordinator=None,  # read from 0.5.13
     )
 
 
@@ -56,8 +62,9 @@ def prepare_sglang_globals(device: str) -> None:
     dp_attention._ATTN_TP_SIZE = 1  # what initialize_dp_attention sets without DP attention
     from sglang.srt.distributed import parallel_state
 
-    if getattr(parallel_state, "_ATTN_TP", "absent") is None:  # 0.5.9 asks the attention TP group
-        parallel_state._ATTN_TP = SimpleNamespace(world_size=1, rank_in_group=0)
+    for name in ("_ATTN_TP", "_ATTN_CP"):  # 0.5.9 on asks the attention TP (and CP) group
+        if getattr(parallel_state, name, "absent") is None:
+            setattr(parallel_state, name, SimpleNamespace(world_size=1, rank_in_group=0))
     if device == "cpu":
         # __init__ reads the device capability; a CPU-only torch raises there. Report Hopper,
         # the hardware these paths target (only >= 10 changes __init__: a workspace buffer).
@@ -107,18 +114,23 @@ def make_replay_inputs(gen, mode: str, bs: int, raw_bs: int, topk: int, fill: in
     )
 
 
-def forward_mode_of(mode: str):
+def forward_mode_of(mode: str, draft_extend_v2: bool = False):
+    """draft_extend_v2: DRAFT_EXTEND_V2, what the overlap worker replays (only it from 0.5.13)."""
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     return {
         "decode": ForwardMode.DECODE,
         "target_verify": ForwardMode.TARGET_VERIFY,
-        "draft_extend": ForwardMode.DRAFT_EXTEND,
+        "draft_extend": ForwardMode.DRAFT_EXTEND_V2 if draft_extend_v2 else ForwardMode.DRAFT_EXTEND,
     }[mode]
 
 
 def spec_info_for(inputs: ReplayInputs):
+    """The accept counts under each release's name (accept_length; num_accepted_tokens in
+    0.5.11; num_accept_tokens from 0.5.12)."""
     return SimpleNamespace(
         accept_length=inputs.accept_length,
+        num_accepted_tokens=inputs.accept_length,
+        num_accept_tokens=inputs.accept_length,
         extend_seq_lens_cpu=list(inputs.extend_seq_lens_cpu),
     )

@@ -28,4 +28,15 @@ for pkg in "${pkgs[@]}"; do
         --python-version "${GPU_PYTHON_VERSION:-3.12}" \
         --implementation cp "${plat[@]}" -d "$root/.whl" "$pkg"
 done
+# The packages a release imports at other versions than those (transformers 5.8.1 from 0.5.13:
+# tests/harness/releases.py RELEASE_DEPS), for scripts/release_deps.sh to install offline into
+# that release's own directory; huggingface-hub 1.x imports httpx's httpcore and h11 too.
+mapfile -t deps < <(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import releases
+print("\n".join(sorted({p for _, pins in releases.RELEASE_DEPS for p in pins})))' \
+    "$root/tests/harness")
+for pkg in "${deps[@]}" httpcore h11; do
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --python-version "${GPU_PYTHON_VERSION:-3.12}" \
+        --implementation cp "${plat[@]}" -d "$root/.whl/release-deps" "$pkg"
+done
 du -sh "$root/.whl"

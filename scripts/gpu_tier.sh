@@ -32,7 +32,14 @@ out=${OUT:-/tmp/nsa-fastpath-gpu}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
+if [ -d .whl/release-deps ]; then  # httpcore, h11: huggingface-hub 1.x's (releases from 0.5.13)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/release-deps/httpcore-*.whl .whl/release-deps/h11-*.whl || exit 1
+fi
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# a release's own packages (transformers 5.8.1 from 0.5.13), installed from these wheels by
+# scripts/release_deps.sh into .cache/release-deps/ when the tests first build its trees
+export NSA_FASTPATH_DEPS_WHEELS=$PWD/.whl/release-deps
 export SGLANG_ENABLE_JIT_DEEPGEMM=0 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export NSA_FASTPATH_TEST_RELEASE=${NSA_FASTPATH_TEST_RELEASE:-0.5.8}
 export NSA_FASTPATH_BENCH_RELEASE=${NSA_FASTPATH_BENCH_RELEASE:-$NSA_FASTPATH_TEST_RELEASE}
@@ -46,6 +53,9 @@ export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees-
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
     nvcc --version | tail -1
 } 2>&1 | tee "$out/env_$stage.txt"
+# the release's own packages first on every process's path (the prebuild imports SGLang too)
+deps=$(PYTHON=python3 bash scripts/release_deps.sh "$NSA_FASTPATH_TEST_RELEASE") || exit 1
+[ -z "$deps" ] || export PYTHONPATH=$deps:$PYTHONPATH
 trees=$(python3 bench/common.py) || exit 1  # pristine and patched trees (pip + apply.sh)
 pristine=${trees%%$'\n'*}
 patched=${trees#*$'\n'}

@@ -83,7 +83,9 @@ WHEELS = {
 ENVIRON = "sglang/srt/environ.py"
 NSA_BACKEND = "sglang/srt/layers/attention/nsa_backend.py"
 RADIX_CACHE = "sglang/srt/mem_cache/radix_cache.py"
+DSA_BACKEND = "sglang/srt/layers/attention/dsa_backend.py"  # the backend from 0.5.13 (NSA -> DSA)
 NSA_FORKS = {ENVIRON: ENVIRON, NSA_BACKEND: NSA_BACKEND, RADIX_CACHE: RADIX_CACHE}
+DSA_FORKS = {ENVIRON: ENVIRON, DSA_BACKEND: DSA_BACKEND}
 # Every supported release: the release whose fork its port merges onto it (its merge base), and
 # the SGLang files it forks, each with that file's path in the merge base's release. A release
 # that renames a file names the old path, e.g. (the backend is dsa_backend.py from 0.5.13):
@@ -95,13 +97,21 @@ PORTS = {
     "0.5.8": (BASE, NSA_FORKS),  # BASE itself: its forks are overlay/'s, its port the identity
     "0.5.8.post1": (BASE, NSA_FORKS),
     "0.5.9": (BASE, NSA_FORKS),
+    # 0.5.13 renames the backend and its CUDA-graph entry points: our hooks were written at the
+    # new call sites by hand; 0.5.14's fork is 0.5.13's merged onto it.
+    "0.5.13": (None, DSA_FORKS),
+    "0.5.14": ("0.5.13", DSA_FORKS),
 }
-SUPPORTED = tuple(PORTS)
+# Releases whose files a set forks are another supported release's, byte for byte: that
+# release's set serves them (apply.sh chooses a set by those files' sha256, so two sets of the
+# same files could not be told apart; tests/test_drift.py checks the files).
+SERVED_BY = {"0.5.13.post1": "0.5.13"}
+SUPPORTED = tuple(PORTS) + tuple(SERVED_BY)
 # Our modules that serve one fork, by directory: a release that leaves that file SGLang's own
 # gets none of them.
 MODULES_OF = {"sglang/srt/mem_cache/": RADIX_CACHE}
 # Supported releases: the sha256 of the wheel its pristine files are read from (the first pinned).
-RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
+RELEASES = {r: next(iter(WHEELS[r].values())) for r in PORTS}
 
 
 def wheel_names(release: str) -> dict[str, str]:
@@ -619,7 +629,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", nargs="?", choices=("series", "forks"),
                     help="write the release's git am series / its whole forks into --out DIR")
-    ap.add_argument("--release", choices=SUPPORTED, action="append",
+    ap.add_argument("--release", choices=tuple(PORTS), action="append",
                     help="release(s) to work on (default: every supported release)")
     ap.add_argument("--out", type=Path, metavar="DIR", help="where `series` and `forks` write")
     ap.add_argument("--check", action="store_true", help="fail if committed files drifted")
@@ -631,7 +641,7 @@ def main() -> int:
                     help="with --from: the merge base's forks DIR's were ported from (default: "
                          "the merge base's as stored)")
     args = ap.parse_args()
-    releases = args.release or list(SUPPORTED)
+    releases = args.release or list(PORTS)
     if args.command:
         if len(releases) != 1 or not args.out or args.check or args.port or args.from_dir:
             ap.error(f"{args.command} takes one --release and --out DIR")

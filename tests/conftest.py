@@ -46,6 +46,9 @@ def pip_install_sglang(target: Path) -> Path:
     """`pip install --no-deps --target` the pinned wheel: a real site-packages layout."""
     subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), RELEASE], check=True,
                    stdout=subprocess.DEVNULL)  # fetches it if missing; checks its sha256
+    # the packages this release imports at other versions than the venv's (harness/releases.py)
+    subprocess.run(["bash", str(ROOT / "scripts" / "release_deps.sh"), RELEASE], check=True,
+                   stdout=subprocess.DEVNULL)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
          "--disable-pip-version-check", "--target", str(target), str(WHEEL)],
@@ -100,7 +103,8 @@ def nsa_modules(patched_template):
 
     kind = "gpu" if _cuda_available() else "cpu"
     extra = [str(d) for d in releases.standin_dirs(RELEASE, 'cpu' if kind == 'cpu' else 'cuda')]
-    sys.path[:0] = [str(patched_template), str(STANDINS / kind), *extra, str(STANDINS)]
+    deps = [str(d) for d in releases.deps_dirs(RELEASE)]
+    sys.path[:0] = [str(patched_template), *deps, str(STANDINS / kind), *extra, str(STANDINS)]
     from sglang.srt.layers.attention.nsa import (
         cuda_metadata_wrapper, metadata_table, triton_batched_copy, triton_metadata_kernel)
 

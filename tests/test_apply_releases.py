@@ -21,6 +21,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import regen  # noqa: E402
+from harness import releases  # noqa: E402
 from nsa_apply import series  # noqa: E402
 
 OTHERS = sorted(p.stem for p in (ROOT / "manifests").glob("*.tsv")
@@ -73,16 +74,18 @@ def assert_patched_with(release: str, root: Path) -> None:
         assert (root / rel).read_bytes() == files[rel], rel
 
 
-@pytest.mark.parametrize("release", OTHERS)
+@pytest.mark.parametrize("release", OTHERS + sorted(regen.SERVED_BY))
 def test_apply_status_revert_round_trip(release, release_trees, tmp_path):
+    """(A release whose files are another's byte for byte gets that release's set.)"""
     template, pristine_map = release_trees(release)
     site = link_tree(template, tmp_path / "site")
     p = run_apply("apply", "--target", str(site))
-    assert f"nsa-fastpath set: sglang=={release}" in p.stdout, out(p)
-    assert_patched_with(release, site)
+    rs = regen.SERVED_BY.get(release, release)
+    assert f"nsa-fastpath set: sglang=={rs}" in p.stdout, out(p)
+    assert_patched_with(rs, site)
     st = status(["--target", str(site)])
     assert st.returncode == 0 and "overall: patched" in st.stdout, out(st)
-    assert f"nsa-fastpath set: sglang=={release}" in st.stdout, out(st)
+    assert f"nsa-fastpath set: sglang=={rs}" in st.stdout, out(st)
     again = run_apply("apply", "--target", str(site))
     assert "already" in again.stdout, out(again)
     r = run_apply("revert", "--target", str(site))
@@ -110,12 +113,14 @@ def test_patched_files_compile(release, release_trees, tmp_path):
 # releases up for the parity suites); the others import with the CPU stand-ins.
 IMPORTABLE = [r for r in OTHERS if r != "0.5.7"]
 IMPORT_CHECK = """
-import os, sys
-sys.path[:0] = sys.argv[1:]
-import sglang.srt.layers.attention.nsa_backend as nb
+import importlib, os, sys
+backend, radix_replaced = sys.argv[1], sys.argv[2] == "1"
+sys.path[:0] = sys.argv[3:]
+nb = importlib.import_module(backend)
 import sglang.srt.mem_cache.radix_cache as rc
 from sglang.srt.layers.attention.nsa import replay_fastpath as rf
-assert nb.replay_fastpath is rf and hasattr(rc.RadixCache, "_nsa_match_prefix")
+assert nb.replay_fastpath is rf
+assert hasattr(rc.RadixCache, "_nsa_match_prefix") == radix_replaced
 # our batched copy vs SGLang's own fused one (0.5.9): the constant decides when both are on
 both = [rf.batched_copy_on()]
 rf.PREFER_UPSTREAM_FUSED_COPY = True
@@ -137,8 +142,15 @@ def test_patched_modules_import(release, release_trees, tmp_path):
     standins = ROOT / "tests" / "standins"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SGLANG_ENABLE_JIT_DEEPGEMM": "0",
            "PYTHONDONTWRITEBYTECODE": "1"}
-    p = subprocess.run([sys.executable, "-c", IMPORT_CHECK, str(site), str(standins / "cpu"),
-                        str(standins)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    subprocess.run(["bash", str(ROOT / "scripts" / "release_deps.sh"), release], check=True,
+                   stdout=subprocess.DEVNULL)  # what the release imports beyond the venv
+    backend = ("sglang.srt.layers.attention." +
+               ("dsa_backend" if releases.dsa_named(release) else "nsa_backend"))
+    paths = [str(site), *map(str, releases.deps_dirs(release)), str(standins / "cpu"),
+             str(standins)]
+    p = subprocess.run([sys.executable, "-c", IMPORT_CHECK, backend,
+                        "1" if releases.radix_replaced(release) else "0", *paths],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert p.returncode == 0, out(p)
     has_fused = subprocess.run(["grep", "-q", "SGLANG_USE_FUSED_METADATA_COPY",
                                 str(site / "sglang/srt/environ.py")]).returncode == 0

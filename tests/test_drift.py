@@ -47,10 +47,28 @@ def git(repo: Path, *args: str) -> str:
 
 
 def test_every_release_set_is_a_supported_release():
-    assert RELEASES and set(RELEASES) == set(regen.SUPPORTED)
+    assert RELEASES and set(RELEASES) == set(regen.PORTS)
+    assert set(regen.SUPPORTED) == set(regen.PORTS) | set(regen.SERVED_BY)
     assert sorted(p.name for p in (ROOT / "patches").iterdir()) == \
         sorted(f"{r}.diff" for r in OTHERS)
 
+
+
+@pytest.mark.parametrize("release,serving", sorted(regen.SERVED_BY.items()))
+def test_a_release_served_by_another_set_has_its_files_byte_for_byte(release, serving):
+    """apply.sh chooses a set by the sha256 of the files it replaces: a release whose files are
+    another's byte for byte is served by that set (regen.SERVED_BY), and by no set of its own."""
+    assert release not in RELEASES and serving in RELEASES
+    fetch(release)
+    with zipfile.ZipFile(regen.default_wheel(release)) as zf:
+        for line in regen.manifest_path(serving).read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            kind, rel, pristine, _ = line.split("\t")
+            if kind == "replace":
+                assert hashlib.sha256(zf.read(rel)).hexdigest() == pristine, rel
+            else:
+                assert rel not in zf.namelist(), rel
 
 @pytest.mark.parametrize("release", RELEASES)
 def test_manifest_and_delta_regenerate(release):
@@ -120,7 +138,7 @@ def test_git_am_of_the_series_onto_pristine_gives_the_set(tmp_path, release):
 
 @pytest.mark.parametrize("release", RELEASES)
 def test_each_delta_is_the_port_of_our_base_fork(release):
-    fetch(release, regen.PORTS[release][0])
+    fetch(release, *filter(None, [regen.PORTS[release][0]]))
     p = regen_py("--port", "--check", "--release", release)
     assert p.returncode == 0, p.stdout + p.stderr
 
@@ -197,7 +215,7 @@ def test_port_command_remakes_the_committed_set(tmp_path, release):
     """`regen.py --release X --port` rewrites nothing: from the stored delta (its resolutions)
     and, for a release that merges cleanly, from nothing but our base fork and X's wheel (for
     the base release itself: the identity)."""
-    fetch(release, regen.PORTS[release][0])
+    fetch(release, *filter(None, [regen.PORTS[release][0]]))
     repo = repo_copy(tmp_path)
     p = regen_py("--port", "--release", release, repo=repo)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -1,4 +1,4 @@
-"""Pristine SGLang 0.5.8 vs the patched tree: NSA backend CUDA-graph replay metadata, exactly.
+"""Pristine SGLang vs the patched tree: NSA (DSA) backend CUDA-graph replay metadata, exactly.
 
 Each run is a separate process (tests/harness/runner.py) importing one tree; SGLang's own
 CUDA-graph runners call the backend (harness/sglang_runners.py, see tests/README.md). With the
@@ -21,6 +21,8 @@ from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
 MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
 SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the periodic summary
+# the clipped seqlens every replay writes (DSAMetadata's name from 0.5.13)
+SEQLENS = ("dsa" if releases.dsa_named(RELEASE) else "nsa") + "_cache_seqlens_int32"
 
 
 def pristine(tree, name, configs, device="cpu", env=None):
@@ -41,33 +43,42 @@ def check_patched(expected, actual, *, strict, served, every=None):
                  if f"nsa-fastpath: NSA replay path: {path}\n" not in actual["_meta/stderr"]]
     if actual["_meta/nsa_failed"]:
         problems.append(f"paths disabled: {actual['_meta/nsa_failed']}")
-    assert not problems, "patched tree differs from SGLang 0.5.8:\n" + "\n".join(problems)
+    # on a GPU: every input dtype a runner replayed with had its Triton fill compiled at capture
+    # (replay_fastpath._input_dtypes; the interpreter compiles nothing, so the CPU never logs it)
+    if "was not compiled at capture time" in actual["_meta/stderr"]:
+        problems.append("a replay's Triton variant was not compiled at capture (log)")
+    assert not problems, "patched tree differs from SGLang:\n" + "\n".join(problems)
 
 
 def assert_meaningful(dump, modes):
     """Guard against a harness that compares nothing: every mode replayed, real values written."""
     for mode in modes:
-        keys = [k for k in dump if k.startswith(mode) and k.endswith("/nsa_cache_seqlens_int32")]
+        keys = [k for k in dump if k.startswith(mode) and k.endswith(f"/{SEQLENS}")]
         assert keys, f"no replays recorded for {mode}"
         assert any(int(dump[k].max()) > 0 for k in keys), f"{mode}: replays wrote nothing"
 
 
 # ---------------------------------------------------------------- what the runners hand the backend
 def server_inputs(mode: str, padded: bool, device: str) -> list[dict]:
-    """The index / length inputs SGLang 0.5.8's runner for `mode` hands the backend (every
-    variant must occur): CudaGraphRunner and the draft-extend runner pass their int32 buffers;
-    the draft runner passes the ScheduleBatch's own int64 tensors when it does not pad; the
-    draft-extend runner passes the batch's accept_length (int32, int64 once a request finished
-    in verify) when it does not pad, its int32 buffer when it does."""
-    buffers = {"req_pool_indices": f"int32@{device}", "seq_lens": f"int32@{device}",
-               "seq_lens_cpu": "int32@cpu"}
+    """The index / length inputs the release's runner for `mode` hands the backend (every
+    variant must occur): CudaGraphRunner and the draft-extend runner pass their own buffers
+    (SGLang 0.5.8: int32; releases.runner_buffer_dtypes); the draft runner passes the
+    ScheduleBatch's own int64 tensors when it does not pad; the draft-extend runner passes the
+    batch's accept counts when it does not pad (int32; EAGLE v1: int64 once a request finished
+    in verify), its int32 buffer when it does."""
+    dtypes = releases.runner_buffer_dtypes(RELEASE)
+    buffers = {name: f"{dtype}@{'cpu' if name == 'seq_lens_cpu' else device}"
+               for name, dtype in dtypes.items()}
     if mode.startswith("multi/"):
         if padded:
             return [buffers]
         return [{**buffers, "req_pool_indices": f"int64@{device}", "seq_lens": f"int64@{device}"}]
     if mode == "single/draft_extend":
-        accept = ["int32"] if padded else ["int32", "int64"]
-        return [{**buffers, "spec_info.accept_length": f"{a}@{device}"} for a in accept]
+        v1 = not releases.draft_extend_v2(RELEASE)
+        accept = ["int32"] if padded or not v1 else ["int32", "int64"]
+        name = "spec_info." + ("accept_length" if not releases.dsa_named(RELEASE)
+                               else "num_accept_tokens")
+        return [{**buffers, name: f"{a}@{device}"} for a in accept]
     return [buffers]
 
 
@@ -141,12 +152,19 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
 def test_bad_input_is_reported_not_written(patched_template):
     """More draft_extend tokens than the rows captured for bs, through the real draft-extend
     runner: a clear error, nothing served, and the fast path stays on (a bad input is not a
-    reason to fall back)."""
+    reason to fall back). DRAFT_EXTEND_V2 (from 0.5.13) has no host count to check without a
+    sync, and its worker never makes such a batch (accept counts <= num_draft_tokens): the fill
+    serves it within the captured rows (docs/DIFFERENCES.md)."""
     dump = run_suite(patched_template, "nsa", [{"kind": "bad_input"}])
+    assert dump["_meta/replays"] == {"rejected": 1}
+    if releases.draft_extend_v2(RELEASE):
+        assert dump["bad/draft_extend_overflow"] == "no error", dump["bad/draft_extend_overflow"]
+        assert dump["bad/rows_past_capture_written"] is False
+        assert dump["_meta/served"] == {"metadata.triton": 1} and not dump["_meta/nsa_failed"]
+        return
     assert dump["bad/draft_extend_overflow"].startswith("ValueError: nsa-fastpath: draft_extend"), \
         dump["bad/draft_extend_overflow"]
     assert "above the 16 rows captured" in dump["bad/draft_extend_overflow"]
-    assert dump["_meta/replays"] == {"rejected": 1}
     served = expected_served(dump["_meta/replays"], "triton")
     problems = served_problems(dump, served) + summary_problems(dump, served)
     assert not problems and not dump["_meta/nsa_failed"], (problems, dump["_meta/nsa_failed"])
@@ -160,7 +178,7 @@ GPU_PATHS = [({}, "cuda"), ({"SGLANG_NSA_USE_CUDA_METADATA": "0"}, "triton"), (F
 @pytest.mark.parametrize("env,fast", GPU_PATHS, ids=["flags-default", "cuda-off", "flags-off"])
 def test_gpu_single_backend_replay_parity(pristine_template, patched_template, env, fast):
     expected = pristine(pristine_template, "single", NSA_SINGLE, device="cuda")
-    assert any(k.endswith("graph_read.nsa_cache_seqlens_int32") for k in expected)
+    assert any(k.endswith(f"graph_read.{SEQLENS}") for k in expected)
     assert_server_inputs(expected, MODES, device="cuda")
     actual = run_suite(patched_template, "nsa", NSA_SINGLE, device="cuda", env=env)
     check_patched(expected, actual, strict=fast is None,

@@ -334,6 +334,28 @@ def worker(tree: str, out_path: str, patched: bool) -> None:
         pickle.dump(out, f)
 
 
+RADIX_REPLACED = releases.radix_replaced(releases.release())
+replaced_only = pytest.mark.skipif(
+    not RADIX_REPLACED, reason=f"SGLang {releases.release()}'s RadixCache is not replaced "
+    "(test_radix_cache_is_ours_only_where_replaced checks that)")
+
+
+def test_radix_cache_is_ours_only_where_replaced(pristine_template, patched_template):
+    """Where the release set replaces RadixCache, the patched radix_cache.py is our fork beside
+    our mem_cache modules; where it does not (0.5.13 on), it is SGLang's, byte for byte, and none
+    of our mem_cache modules is installed."""
+    rel = "sglang/srt/mem_cache/radix_cache.py"
+    ours = (patched_template / rel).read_bytes()
+    added = sorted(p.name for p in (patched_template / "sglang/srt/mem_cache").iterdir()
+                   if not (pristine_template / "sglang/srt/mem_cache" / p.name).exists())
+    if RADIX_REPLACED:
+        assert ours != (pristine_template / rel).read_bytes() and b"nsa-fastpath" in ours
+        assert "radix_match.py" in added, added
+    else:
+        assert ours == (pristine_template / rel).read_bytes()
+        assert added == [], added
+
+
 @pytest.fixture(scope="module")
 def worker_results(pristine_template, patched_template, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("radix-cache")
@@ -354,6 +376,7 @@ def worker_results(pristine_template, patched_template, tmp_path_factory):
     return results
 
 
+@replaced_only
 @pytest.mark.parametrize("tag", list(TAGS))
 def test_edge_cases_match_sglang(worker_results, tag):
     want = {k.split("/", 1)[1]: v for k, v in worker_results["pristine"].items()
@@ -380,6 +403,7 @@ def test_edge_cases_match_sglang(worker_results, tag):
         assert stats.get("upstream", 0) > 0  # the tuple queries took 0.5.8's walk
 
 
+@replaced_only
 @pytest.mark.parametrize("tag", list(TAGS))
 def test_edited_caller_lists(worker_results, tag):
     """Issue 13 item 6: with the fast matcher, a tree key is not the caller's list (0.5.8's
@@ -403,6 +427,7 @@ def test_edited_caller_lists(worker_results, tag):
         assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
 
 
+@replaced_only
 def test_caches_are_bounded(worker_results):
     res = worker_results["patched"]
     lines = []
@@ -432,6 +457,7 @@ def test_caches_are_bounded(worker_results):
     print("\n".join(lines))
 
 
+@replaced_only
 def test_matcher_is_logged_once_per_configuration(worker_results):
     log = worker_results["patched"]["log"]
     lines = [m for _, m in log]
@@ -453,6 +479,7 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
     assert not worker_results["pristine"]["log"]
 
 
+@replaced_only
 def test_no_compiler_at_server_start(patched_template, tmp_path):
     """A RadixCache made where the helper cannot build: one WARNING, the pure-Python matcher
     serves, with 0.5.8's results (the parity suites check those in full)."""

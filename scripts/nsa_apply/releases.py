@@ -206,8 +206,17 @@ def fitting(sets: tuple[ReleaseSet, ...], t: Target
 def diagnose(sets, scans: list[tuple[ReleaseSet, Scan]], t: Target, restore: str,
              record: dict[str, str] | None = None) -> list[str]:
     """Which release each file we replace belongs to, and the way out. `record`: pip's sha256
-    of the installed SGLang's files (tree.record_hashes), naming a release without a set."""
-    paths = sorted({r.rel for rs in sets for r in rs.manifest.rows if r.kind == "replace"})
+    of the installed SGLang's files (tree.record_hashes), naming a release without a set. The
+    files are those of the sets the tree fits best (the most of their replaced files a
+    release's or ours): a set that forks other files (0.5.13 on: dsa_backend.py) says nothing
+    about the others' trees."""
+    def fit(rs: ReleaseSet, s: Scan) -> int:
+        return sum(1 for r in rs.manifest.rows
+                   if r.kind == "replace" and s.state.get(r.rel) in ("pristine", "patched"))
+
+    best = max(fit(rs, s) for rs, s in scans)
+    nearest = [rs for rs, s in scans if fit(rs, s) == best]
+    paths = sorted({r.rel for rs in nearest for r in rs.manifest.rows if r.kind == "replace"})
     lines = [f"SGLang {t.version} in {t.root} fits none of nsa-fastpath's release sets "
              f"(supported: {supported(sets)}):"]
     unknown = False

@@ -23,13 +23,24 @@ HERE = Path(__file__).resolve().parent
 PATHS = {
     "cuda": {"SGLANG_NSA_USE_CUDA_METADATA": "1", "SGLANG_NSA_USE_TRITON_METADATA": "1"},
     "triton": {"SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "1"},
+    # SGLang's own fused copy (0.5.9 on) off: it serves first when on (PREFER_UPSTREAM_FUSED_COPY)
     "copy": {"SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "0",
-             "SGLANG_NSA_USE_BATCHED_COPY": "1", "SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"},
+             "SGLANG_NSA_USE_BATCHED_COPY": "1", "SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1",
+             "SGLANG_USE_FUSED_METADATA_COPY": "0"},
     "sglang": {"SGLANG_NSA_USE_CUDA_METADATA": "0", "SGLANG_NSA_USE_TRITON_METADATA": "0",
                "SGLANG_NSA_USE_BATCHED_COPY": "0"},
 }
 CAPTURE_BS = (1, 4, 32)
 REPLAYS = 6
+
+
+def batch_view(ns, mode: str, x, bs: int, spec, draft_extend_v2: bool) -> SimpleNamespace:
+    """What a runner hands init_forward_metadata_out_graph (0.5.13 on): its view of the batch."""
+    forward_mode = ns.forward_mode_of("decode" if mode == "multi" else mode, draft_extend_v2)
+    return SimpleNamespace(
+        batch_size=bs, forward_mode=forward_mode, req_pool_indices=x.req_pool_indices,
+        seq_lens=x.seq_lens, seq_lens_cpu=x.seq_lens_cpu, seq_lens_sum=int(x.seq_lens_cpu.sum()),
+        spec_info=spec, out_cache_loc=None, input_ids=None, positions=None)
 
 
 def main() -> None:
@@ -58,10 +69,14 @@ def main() -> None:
         if paths != ["sglang"]:
             sys.exit(f"first_replay: {args.tree} is not patched; only --paths sglang runs there")
         rf = SimpleNamespace(served={}, _failed={}, reset_for_tests=lambda: None)
-    from sglang.srt.layers.attention.nsa_backend import (
-        NativeSparseAttnBackend, NativeSparseAttnMultiStepBackend)
+    import releases
+    from sglang_runners import backend_classes
+
+    NativeSparseAttnBackend, NativeSparseAttnMultiStepBackend = backend_classes()
+    out_graph = releases.dsa_named(releases.imported_release())  # 0.5.13's entry points
 
     ns.prepare_sglang_globals(dev)
+    releases.prepare_process(releases.imported_release(), dev)  # what only some releases read
     gen = torch.Generator().manual_seed(0)
     results = []
     for path in paths:
@@ -84,7 +99,10 @@ def main() -> None:
                 x.seq_lens = x.seq_lens.to(torch.int32)
                 inputs[bs] = x
                 spec = ns.spec_info_for(x)
-                if mode == "multi":
+                if out_graph:  # 0.5.13 on: the runners capture through out_graph
+                    backend.init_forward_metadata_out_graph(
+                        batch_view(ns, mode, x, bs, spec, out_graph), in_capture=True)
+                elif mode == "multi":
                     backend.init_forward_metadata_capture_cuda_graph(SimpleNamespace(
                         batch_size=bs, req_pool_indices=x.req_pool_indices, seq_lens=x.seq_lens,
                         spec_info=spec))
@@ -101,7 +119,10 @@ def main() -> None:
                 for _ in range(REPLAYS):
                     sync()
                     t0 = time.perf_counter()
-                    if mode == "multi":
+                    if out_graph:
+                        backend.init_forward_metadata_out_graph(
+                            batch_view(ns, mode, x, bs, ns.spec_info_for(x), out_graph))
+                    elif mode == "multi":
                         backend.init_forward_metadata_replay_cuda_graph(SimpleNamespace(
                             req_pool_indices=x.req_pool_indices, seq_lens=x.seq_lens,
                             seq_lens_cpu=x.seq_lens_cpu, seq_lens_sum=int(x.seq_lens_cpu.sum()),

@@ -31,6 +31,12 @@ REPLAY_CONSTANTS = ("cu_seqlens_q", "nsa_cu_seqlens_q")
 PREFILL_STATE = ("use_mha", "nsa_prefill_impl", "nsa_decode_impl")
 
 
+def named(name: str) -> str:
+    """An NSA name as the imported release spells it (from 0.5.13: dsa_*)."""
+    return name.replace("nsa_", "dsa_") if releases.dsa_named(releases.imported_release()) \
+        else name
+
+
 # ---------------------------------------------------------------- poison / dump
 def poison(backend) -> None:
     """Poison every buffer a replay may write, for every captured bs, and the per-replay state
@@ -40,7 +46,7 @@ def poison(backend) -> None:
         state[name].fill_(POISON)
     for bs in [k for k in state if isinstance(k, int)]:
         for name, t in metadata_tensors(backend, bs).items():
-            if name in REPLAY_CONSTANTS:
+            if name in map(named, REPLAY_CONSTANTS):
                 continue
             t.fill_(POISON if t.dtype in (torch.int32, torch.int64) else float("nan"))
     backend.use_mha = True
@@ -61,7 +67,9 @@ def backend_inputs(driver) -> dict[str, torch.Tensor]:
     names = ("req_pool_indices", "seq_lens", "seq_lens_cpu")
     inputs = {n: getattr(batch, n) if batch is not None else args[n] for n in names}
     if driver.mode == "draft_extend":
-        inputs["spec_info.accept_length"] = args["spec_info"].accept_length
+        field = releases.spec_info_field("accept_length")
+        spec_info = batch.spec_info if batch is not None else args["spec_info"]
+        inputs[f"spec_info.{field}"] = getattr(spec_info, field)
     return inputs
 
 
@@ -73,7 +81,8 @@ def seen_by_backend(driver, bs: int):
         n = num_draft_tokens()
         return seq + n, torch.full_like(seq, n)
     if driver.mode == "draft_extend":
-        return seq, inputs["spec_info.accept_length"][:bs].cpu().long()
+        accept = inputs[f"spec_info.{releases.spec_info_field('accept_length')}"]
+        return seq, accept[:bs].cpu().long()
     return seq, torch.ones_like(seq)
 
 
@@ -118,7 +127,7 @@ def dump(out: dict, prefix: str, driver, backend, bs: int) -> None:
     state = backend.decode_cuda_graph_metadata
     for name in ("cache_seqlens", "cu_seqlens_q", "cu_seqlens_k", "page_table"):
         out[f"{prefix}/graph_state.{name}"] = state[name].detach().cpu().clone()
-    for name in PREFILL_STATE:
+    for name in map(named, PREFILL_STATE):
         out[f"{prefix}/backend.{name}"] = getattr(backend, name)
 
 
@@ -250,11 +259,16 @@ def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
     too_many = num_draft_tokens() + 1
     batch = raw_batch(driver, seq_lens.clamp(min=too_many), reqs, [too_many] * 4)
     replays["rejected"] += 1
+    backend = driver.backends[0]
+    poison(backend)
     try:
         driver.replay(batch)
         out["bad/draft_extend_overflow"] = "no error"
     except Exception as e:
         out["bad/draft_extend_overflow"] = f"{type(e).__name__}: {e}"
+    # rows of the shared page table past the 4 x 4 captured for bs 4 (bs 8's): untouched?
+    past = backend.decode_cuda_graph_metadata["page_table"][4 * num_draft_tokens():]
+    out["bad/rows_past_capture_written"] = bool((past != POISON).any())
 
 
 def run(out: dict, device: str, seed: int, configs: list[dict]) -> None:

@@ -56,9 +56,15 @@ def wheel(rel: str) -> Path:
 
 
 def tree_release(tree: Path) -> str:
-    """The release of an installed SGLang tree, from its version.py (nothing imported)."""
-    text = (Path(tree) / "sglang" / "version.py").read_text()
-    return re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text).group(1)
+    """The release of an installed SGLang tree, from its _version.py (the build writes it; its
+    version.py falls back to a placeholder without it) or version.py; nothing imported."""
+    for name in ("_version.py", "version.py"):
+        path = Path(tree) / "sglang" / name
+        found = path.is_file() and re.search(
+            r"""__version__\s*=\s*(?:version\s*=\s*)?["']([^"']+)["']""", path.read_text())
+        if found:
+            return found.group(1)
+    raise RuntimeError(f"no SGLang version in {tree}/sglang")
 
 
 def imported_release() -> str:
@@ -72,6 +78,82 @@ def _key(rel: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.]", rel))
 
 
+def dsa_named(rel: str) -> bool:
+    """From 0.5.13 SGLang names NSA "DSA": DeepseekSparseAttnBackend in dsa_backend.py, DSAMetadata
+    and its dsa_* fields, server_args.dsa_*_backend, the SGLANG_DSA_* flags (SGLANG_NSA_* still
+    read as aliases), and the backend's CUDA-graph entry is init_forward_metadata_out_graph."""
+    return _key(rel) >= _key("0.5.13")
+
+
+def runner_backends(rel: str) -> bool:
+    """From 0.5.14 the decode CUDA-graph runners (DecodeCudaGraphRunner and the EAGLE draft
+    runners derived from it) capture and replay through a pluggable backend
+    (FullCudaGraphBackend): capture_one_shape / execute instead of capture_one_batch_size /
+    replay."""
+    return _key(rel) >= _key("0.5.14")
+
+
+# The dtypes of the runners' own buffers the backend gets (req_pool_indices, seq_lens,
+# seq_lens_cpu), as each release's CudaGraphRunner / DecodeCudaGraphRunner and EAGLE draft
+# runners allocate them; newest range first. (The draft runner passes the batch's own int64
+# tensors when it does not pad; the draft-extend runner its int32 accept counts, and up to
+# 0.5.12 EAGLE v1's int64 ones once a request finished in verify.)
+RUNNER_BUFFER_DTYPES = (
+    ("0.5.14", ("int64", "int64", "int64")),
+    ("0.5.13", ("int64", "int32", "int32")),
+    ("0.5.7", ("int32", "int32", "int32")),
+)
+
+
+def runner_buffer_dtypes(rel: str) -> dict[str, str]:
+    dtypes = next(d for low, d in RUNNER_BUFFER_DTYPES if _key(rel) >= _key(low))
+    return dict(zip(("req_pool_indices", "seq_lens", "seq_lens_cpu"), dtypes))
+
+
+def radix_replaced(rel: str) -> bool:
+    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
+    array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
+    a match of ours); there SGLang's radix_cache.py stays and none of our mem_cache modules is
+    installed (scripts/regen.py SHARED_WITH_FORK)."""
+    return not dsa_named(rel)
+
+
+def draft_extend_v2(rel: str) -> bool:
+    """From 0.5.13 only EAGLE's overlap worker exists: the draft-extend runner replays
+    DRAFT_EXTEND_V2 (every request the whole tree width, accept counts <= num_draft_tokens).
+    A server there never captures it around the DSA backend (EagleDraftWorker builds that runner
+    only for the Triton / TRT-LLM / FlashInfer backends); the harness still drives it."""
+    return dsa_named(rel)
+
+
+# Packages a release imports at another version than the shared CPU venv holds
+# (requirements-cpu.txt, SGLang 0.5.8's): scripts/release_deps.sh installs them --no-deps into
+# .cache/release-deps/<first release of the range>/, put first on sys.path for the processes of
+# those releases only. Newest range first: a release takes the first whose lower bound it reaches.
+RELEASE_DEPS = (
+    ("0.5.13", ("transformers==5.8.1", "huggingface_hub==1.33.0")),  # SGLang's pin: 5.8.1
+)
+DEPS_DIR = ROOT / ".cache" / "release-deps"
+
+
+def release_deps(rel: str) -> tuple[Path, tuple[str, ...]] | None:
+    """(directory, pinned packages) `rel` needs beyond the shared venv, or None."""
+    return next(((DEPS_DIR / low, pins) for low, pins in RELEASE_DEPS
+                 if _key(rel) >= _key(low)), None)
+
+
+def deps_dirs(rel: str) -> list[Path]:
+    """The release's own packages (scripts/release_deps.sh made them), to put on sys.path."""
+    deps = release_deps(rel)
+    if deps is None:
+        return []
+    if not (deps[0] / ".pins").is_file() or (deps[0] / ".pins").read_text().split() != \
+            list(deps[1]):
+        raise RuntimeError(f"{deps[0]} does not hold {' '.join(deps[1])}: run "
+                           f"`bash scripts/release_deps.sh {rel}`")
+    return [deps[0]]
+
+
 def standin_dirs(rel: str, device: str = "cpu") -> list[Path]:
     """Extra stand-in directories a release's imports need (after the tree on sys.path)."""
     if device == "cpu" and _key(rel) < _key("0.5.8"):
@@ -79,9 +161,11 @@ def standin_dirs(rel: str, device: str = "cpu") -> list[Path]:
     return []
 
 
-def prepare_process(rel: str) -> None:
+def prepare_process(rel: str, device: str = "cpu") -> None:
     """Process state a single-GPU server has set up that this release reads and 0.5.8 did not
     (sglang_runners.prepare_process sets up what every release reads)."""
+    if device == "cpu":
+        _cpu_seqlens_expand()
     if _key(rel) >= _key("0.5.9"):
         from sglang.srt.distributed import parallel_state
 
@@ -92,9 +176,50 @@ def prepare_process(rel: str) -> None:
                 setattr(parallel_state, name, SimpleNamespace(world_size=1, rank_in_group=0))
 
 
+def _cpu_seqlens_expand() -> None:
+    """CPU stand-in for SGLang's `seqlens_expand_triton` (attention/triton_ops/pad.py, called by
+    the NSA/DSA backend's replay from 0.5.10): the same launch of SGLang's own
+    `seqlens_expand_kernel`, without its two `assert ....is_cuda` (the Triton interpreter runs
+    the kernel on CPU tensors). Bound wherever SGLang imported the name; both trees get it."""
+    import sys
+
+    import torch
+
+    try:
+        from sglang.srt.layers.attention.triton_ops import pad
+    except ImportError:
+        return
+    if not hasattr(pad, "seqlens_expand_triton"):
+        return
+    original = pad.seqlens_expand_triton
+
+    def seqlens_expand_triton(extend_seq_lens, seq_lens, total_len, max_q_len):
+        import triton
+
+        n = extend_seq_lens.numel()
+        offsets = torch.zeros(n + 1, device=extend_seq_lens.device, dtype=torch.int32)
+        offsets[1:] = torch.cumsum(extend_seq_lens, dim=0)
+        output = torch.empty(total_len, device=extend_seq_lens.device, dtype=torch.int32)
+        pad.seqlens_expand_kernel[(n,)](extend_seq_lens, seq_lens, offsets, output, n,
+                                        BLOCK=triton.next_power_of_2(max_q_len))
+        return output
+
+    for module in list(sys.modules.values()):
+        if module is not None and module.__name__.startswith("sglang.") and \
+                getattr(module, "seqlens_expand_triton", None) is original:
+            module.seqlens_expand_triton = seqlens_expand_triton
+
+
 def spec_info_field(name: str) -> str:
     """A spec-info field's name in the imported release (the harness writes 0.5.8's)."""
-    if _key(imported_release()) >= _key("0.5.9"):
+    rel = _key(imported_release())
+    if rel >= _key("0.5.12") and name == "accept_length":
+        return "num_accept_tokens"  # EagleDraftInput / EagleDraftExtendInput
+    if rel >= _key("0.5.12") and name == "verified_id":
+        return "bonus_tokens"  # EagleDraftInput
+    if rel >= _key("0.5.11") and name.startswith("retrive_"):
+        return name.replace("retrive_", "retrieve_")  # EagleVerifyInput's spelling fixed
+    if rel >= _key("0.5.9"):
         return name.replace("_per_batch", "_per_req")  # EagleDraftInput.num_tokens_per_req
     return name
 

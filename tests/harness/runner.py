@@ -28,9 +28,11 @@ def setup_paths(tree: Path, device: str) -> None:
         os.environ.setdefault("SGLANG_ENABLE_JIT_DEEPGEMM", "0")
     import releases
 
+    rel = releases.tree_release(tree)
     standins = STANDINS / ("cpu" if device == "cpu" else "gpu")
-    extra = releases.standin_dirs(releases.tree_release(tree), device)
-    sys.path[:0] = [str(tree), str(standins), *map(str, extra), str(STANDINS), str(HERE)]
+    extra = releases.standin_dirs(rel, device)
+    sys.path[:0] = [str(tree), *map(str, releases.deps_dirs(rel)), str(standins),
+                    *map(str, extra), str(STANDINS), str(HERE)]
     import sglang
 
     where = Path(sglang.__file__).resolve()

@@ -58,10 +58,16 @@ def make_server_args(speculative: bool, num_steps: int, cuda_graph_bs):
         elif f.default_factory is not dataclasses.MISSING:
             setattr(args, f.name, f.default_factory())
     args.model_path = "deepseek-ai/DeepSeek-V3.2"
-    args.attention_backend = "nsa"
-    args.nsa_prefill_backend = "flashmla_sparse"
-    args.nsa_decode_backend = "flashmla_sparse"
-    args.cuda_graph_bs = list(cuda_graph_bs)
+    dsa = releases.dsa_named(releases.imported_release())  # 0.5.13: "dsa", dsa_*_backend
+    args.attention_backend = "dsa" if dsa else "nsa"
+    setattr(args, "dsa_prefill_backend" if dsa else "nsa_prefill_backend", "flashmla_sparse")
+    setattr(args, "dsa_decode_backend" if dsa else "nsa_decode_backend", "flashmla_sparse")
+    if releases.runner_backends(releases.imported_release()):
+        # 0.5.14: --cuda-graph-bs-decode, resolved into cuda_graph_config by SGLang's own parser
+        args.cuda_graph_bs_decode = list(cuda_graph_bs)
+        args._parse_cuda_graph_config()
+    else:
+        args.cuda_graph_bs = list(cuda_graph_bs)
     if speculative:
         args.speculative_algorithm = "EAGLE"
         args.speculative_num_steps = num_steps
@@ -84,7 +90,7 @@ def prepare_process(device: str, server_args) -> None:
     # replay_prepare asks the expert-parallel group's size (enable_num_token_non_padded).
     if parallel_state._MOE_EP is None:
         parallel_state._MOE_EP = SimpleNamespace(world_size=1, rank_in_group=0)
-    releases.prepare_process(releases.imported_release())  # what only some releases read
+    releases.prepare_process(releases.imported_release(), device)  # what only some releases read
     if device == "cpu":
         # NativeSparseAttnBackend.__init__ reads the device capability; a CPU-only torch raises.
         # Report Hopper, the hardware these paths target (only >= 10 changes __init__).
@@ -117,14 +123,25 @@ def make_model_runner(device: str, server_args, page_size: int, topk: int, req_t
             dtype=torch.bfloat16,
             # DeepSeek-V3.2's MLA dims (0.5.9's backend __init__ reads them)
             qk_nope_head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
+            spec_hidden_size=HIDDEN_SIZE, hc_hidden_size=None,  # ModelConfig's (0.5.13 reads)
         ),
         dtype=torch.bfloat16,
         kv_cache_dtype=torch.bfloat16,  # ModelRunner's with --kv-cache-dtype auto (0.5.9 reads it)
-        token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False, kv_cache_dim=656),
+        token_to_kv_pool=SimpleNamespace(nsa_kv_cache_store_fp8=False,
+                                         dsa_kv_cache_store_fp8=False,  # 0.5.13's name
+                                         kv_cache_dim=656),
         req_to_token_pool=SimpleNamespace(req_to_token=req_to_token, size=POOL_SIZE),
         tp_group=SimpleNamespace(barrier=lambda: None),  # single rank: nothing to wait for
         tp_size=1,
         dp_size=1,
+        # what a ModelRunner without HiSparse, KV canaries, a device timer, n-gram embeddings
+        # or pipeline parallelism holds (read from 0.5.13)
+        hisparse_coordinator=None,
+        canary_manager=None,
+        device_timer=None,
+        use_ngram_embedding=False,
+        gpu_id=0,
+        get_pp_proxy_topk_size=lambda: None,
     )
 
 
@@ -201,24 +218,37 @@ class StubModel:
 
 
 class StubEagleWorker:
-    """The EAGLEWorker attributes the two draft runners read; draft_forward is the draft graph."""
+    """The EAGLE worker attributes the two draft runners read; draft_forward is the draft graph.
+
+    Up to 0.5.12 the runners take EAGLEWorker (`model_runner`); from 0.5.13, where only the
+    overlap worker exists, its EagleDraftWorker (`draft_runner`, which makes the draft-extend
+    runner replay DRAFT_EXTEND_V2)."""
 
     def __init__(self, model_runner, draft_extend_attn_backend=None):
         from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-        self.model_runner = model_runner
+        if releases.dsa_named(releases.imported_release()):
+            self.draft_runner = model_runner
+            # the target model's runner: the hidden size the draft runners size buffers by
+            self.target_worker = SimpleNamespace(model_runner=model_runner)
+        else:
+            self.model_runner = model_runner
         self.draft_extend_attn_backend = draft_extend_attn_backend
         self.speculative_algorithm = SpeculativeAlgorithm.EAGLE
+        self.speculative_num_steps = model_runner.server_args.speculative_num_steps
         self.eagle_use_aux_hidden_state = False
 
     def draft_forward(self, forward_batch):
-        """(parent_list, top_scores_index, draft_tokens), bs rows each, as EAGLEWorker returns."""
+        """(parent_list, top_scores_index, draft_tokens), bs rows each, as EAGLEWorker returns
+        (0.5.14's EagleDraftWorker adds draft_probs: None without rejection sampling)."""
         bs = forward_batch.batch_size
-        body = self.model_runner.model.body
+        runner = getattr(self, "model_runner", None) or self.draft_runner
+        body = runner.model.body
         body.run(bs)
-        steps = self.model_runner.server_args.speculative_num_steps
-        return tuple(body.buffer(name, bs, steps, dtype=torch.int64)
-                     for name in ("parent_list", "top_scores_index", "draft_tokens"))
+        steps = runner.server_args.speculative_num_steps
+        out = tuple(body.buffer(name, bs, steps, dtype=torch.int64)
+                    for name in ("parent_list", "top_scores_index", "draft_tokens"))
+        return out + (None,) if releases.runner_backends(releases.imported_release()) else out
 
 
 # ---------------------------------------------------------------- CPU stand-ins for CUDA graphs
@@ -232,8 +262,44 @@ class NoGraph:
         return None
 
 
-# Stands for torch.cuda where CudaGraphRunner.capture_one_batch_size asks its device_module.
-CPU_GRAPH_MODULE = SimpleNamespace(synchronize=lambda *a, **k: None, graph_pool_handle=lambda: None)
+# Stands for torch.cuda where CudaGraphRunner.capture_one_batch_size asks its device_module
+# (0.5.14's runners also record an Event after the metadata replay).
+CPU_GRAPH_MODULE = SimpleNamespace(
+    synchronize=lambda *a, **k: None, graph_pool_handle=lambda: None,
+    Event=lambda *a, **k: SimpleNamespace(record=lambda *a, **k: None))
+
+
+class CpuGraphBackend:
+    """Stands for FullCudaGraphBackend (the runners' graph backend from 0.5.14) on the CPU:
+    capture_one runs the body as it does (two warm-ups, each followed by the attention backend's
+    post-warm-up hook, then once for the capture) and keeps its output; replay returns it."""
+
+    def __init__(self):
+        self.outputs = {}
+
+    @contextlib.contextmanager
+    def capture_session(self, stream):
+        yield
+
+    def capture_one(self, shape_key, forward_fn, dummies=None, post_warmup_hook=None):
+        for _ in range(2):
+            forward_fn()
+            if post_warmup_hook is not None:
+                post_warmup_hook()
+        self.outputs[shape_key] = forward_fn()
+
+    def can_run(self, forward_batch, shape_key):
+        return shape_key in self.outputs
+
+    @contextlib.contextmanager
+    def replay_session(self):
+        yield
+
+    def replay(self, shape_key, static_forward_batch, **kwargs):
+        return self.outputs[shape_key]
+
+    def cleanup(self):
+        self.outputs.clear()
 
 
 def _use_cpu_graphs(runner) -> None:
@@ -243,6 +309,8 @@ def _use_cpu_graphs(runner) -> None:
     runner.device_module = CPU_GRAPH_MODULE
     runner._capture_init = lambda run_once: [run_once() for _ in range(2)]  # minus the GPU sync
     runner._capture_graph = lambda graph, pool, stream, run_once: run_once()
+    if hasattr(runner, "backend"):  # 0.5.14: the graph backend the runner resolved
+        runner.backend = CpuGraphBackend()
 
 
 # ---------------------------------------------------------------- drivers
@@ -257,22 +325,39 @@ class BackendCall:
         return self.fn(**self.args)
 
 
-def _spy_on_replay(driver, target) -> None:
-    """Record what the runner passes to target.init_forward_metadata_replay_cuda_graph.
+def replay_entry(rel: str) -> str:
+    """The backend method a runner's replay calls: from 0.5.13 `init_forward_metadata_out_graph`
+    (also called at capture, with in_capture=True), before `init_forward_metadata_replay_cuda_graph`."""
+    if releases.dsa_named(rel):
+        return "init_forward_metadata_out_graph"
+    return "init_forward_metadata_replay_cuda_graph"
 
-    ForwardBatch / spec_info objects are copied shallowly at call time: the runner restores
-    their fields after the replay, the tensors they point at stay put until the next replay.
-    """
-    original = target.init_forward_metadata_replay_cuda_graph
+
+def _frozen(value):
+    """A ForwardBatch (or a runner's view of one) / spec_info as it is at call time: the runner
+    restores their fields after the replay; the tensors they point at stay put until the next."""
+    if not (dataclasses.is_dataclass(value) or isinstance(value, SimpleNamespace)):
+        return value
+    value = copy.copy(value)
+    spec_info = getattr(value, "spec_info", None)
+    if spec_info is not None and dataclasses.is_dataclass(spec_info):
+        value.spec_info = copy.copy(spec_info)
+    return value
+
+
+def _spy_on_replay(driver, target) -> None:
+    """Record what the runner passes to the backend's replay entry (replay_entry) on a replay."""
+    name = replay_entry(releases.imported_release())
+    original = getattr(target, name)
     signature = inspect.signature(original)
 
     def spy(*args, **kwargs):
         bound = signature.bind(*args, **kwargs).arguments
-        frozen = {k: copy.copy(v) if dataclasses.is_dataclass(v) else v for k, v in bound.items()}
-        driver.last_call = BackendCall(original, frozen)
+        if not bound.get("in_capture", False):
+            driver.last_call = BackendCall(original, {k: _frozen(v) for k, v in bound.items()})
         return original(*args, **kwargs)
 
-    target.init_forward_metadata_replay_cuda_graph = spy
+    setattr(target, name, spy)
 
 
 def _construct(cls, owner):
@@ -305,7 +390,15 @@ class RunnerDriver:
 
     def capture(self) -> None:
         """What the runner's capture() does, per bs: largest first, graphs and outputs kept."""
-        from sglang.srt.model_executor.cuda_graph_runner import model_capture_mode
+        rel = releases.imported_release()
+        if releases.runner_backends(rel):
+            from sglang.srt.model_executor.runner_utils.capture_mode import model_capture_mode
+
+            # 0.5.14's capture(): the captured graph needs the fill value in the (shared) buffers
+            self.runner.buffers.seq_lens.fill_(self.runner.seq_len_fill_value)
+            self.runner.buffers.seq_lens_cpu.fill_(self.runner.seq_len_fill_value)
+        else:
+            from sglang.srt.model_executor.cuda_graph_runner import model_capture_mode
 
         stream = None
         if self.device == "cuda":  # graph_capture(): a side stream that waits for the current one
@@ -313,7 +406,9 @@ class RunnerDriver:
             stream.wait_stream(torch.cuda.current_stream())
         self.runner.stream = stream
         on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-        with model_capture_mode(), on_stream:
+        session = (self.runner.backend.capture_session(stream) if releases.runner_backends(rel)
+                   else contextlib.nullcontext())
+        with model_capture_mode(), on_stream, session:
             for bs in reversed(self.capture_bs):
                 self.capture_one(bs)
         if stream is not None:
@@ -321,7 +416,11 @@ class RunnerDriver:
 
     def capture_one(self, bs: int) -> None:
         # CudaGraphRunner runs the forward it is given; the draft runners call their worker's.
-        graph, output = self.runner.capture_one_batch_size(bs, self.model_runner.model.forward)
+        forward = self.model_runner.model.forward
+        if releases.runner_backends(releases.imported_release()):
+            self.runner.capture_one_shape(bs, forward)  # the graph backend keeps graph, output
+            return
+        graph, output = self.runner.capture_one_batch_size(bs, forward)
         self.runner.graphs[bs] = graph
         self.runner.output_buffers[bs] = output
 
@@ -329,24 +428,50 @@ class RunnerDriver:
         """The runner's replay: pad, fill its buffers, call the backend (recorded in last_call),
         replay the graph. Returns the captured bs the runner padded the batch to."""
         self.last_call = None
-        self.runner.replay(batch)
+        if releases.runner_backends(releases.imported_release()):
+            self.runner.execute(batch)  # 0.5.14's name for the runner's replay
+        else:
+            self.runner.replay(batch)
         if self.last_call is None:
             raise RuntimeError(f"{type(self.runner).__name__}.replay did not call the backend")
         return self.runner.bs
 
 
+def backend_classes():
+    """The release's NSA backend and multi-step backend (0.5.13: DeepseekSparseAttnBackend and
+    DeepseekSparseAttnMultiStepBackend in dsa_backend.py)."""
+    if releases.dsa_named(releases.imported_release()):
+        from sglang.srt.layers.attention import dsa_backend as module
+
+        return module.DeepseekSparseAttnBackend, module.DeepseekSparseAttnMultiStepBackend
+    from sglang.srt.layers.attention import nsa_backend as module
+
+    return module.NativeSparseAttnBackend, module.NativeSparseAttnMultiStepBackend
+
+
+def decode_runner_class():
+    """The target model's decode / verify runner (0.5.14: DecodeCudaGraphRunner)."""
+    if releases.runner_backends(releases.imported_release()):
+        from sglang.srt.model_executor.runner.decode_cuda_graph_runner import (
+            DecodeCudaGraphRunner,
+        )
+
+        return DecodeCudaGraphRunner
+    from sglang.srt.model_executor.cuda_graph_runner import CudaGraphRunner
+
+    return CudaGraphRunner
+
+
 def make_runner(mode: str, page_size: int, topk: int, capture_bs, device: str, *,
                 num_steps: int = MTP_STEPS, seed: int = 0) -> RunnerDriver:
     """A real SGLang runner for `mode` around a real NSA backend, ready to capture."""
-    from sglang.srt.layers.attention.nsa_backend import (
-        NativeSparseAttnBackend,
-        NativeSparseAttnMultiStepBackend,
-    )
-    from sglang.srt.model_executor.cuda_graph_runner import CudaGraphRunner
     from sglang.srt.speculative.eagle_draft_cuda_graph_runner import EAGLEDraftCudaGraphRunner
     from sglang.srt.speculative.eagle_draft_extend_cuda_graph_runner import (
         EAGLEDraftExtendCudaGraphRunner,
     )
+
+    NativeSparseAttnBackend, NativeSparseAttnMultiStepBackend = backend_classes()
+    CudaGraphRunner = decode_runner_class()
 
     args = make_server_args(mode != "decode", num_steps if mode == "draft" else MTP_STEPS,
                             capture_bs)
@@ -399,15 +524,18 @@ def raw_batch(driver: RunnerDriver, seq_lens, req_pool_indices, accept_lengths=N
     seq = seq_cpu.to(driver.device)
     mode_fields = {"decode": _decode_fields, "target_verify": _verify_fields,
                    "draft": _draft_fields, "draft_extend": _draft_extend_fields}[driver.mode]
+    pools = {}
+    if not releases.dsa_named(releases.imported_release()):  # fields of ForwardBatch to 0.5.12
+        pools = dict(req_to_token_pool=driver.model_runner.req_to_token_pool,
+                     token_to_kv_pool=driver.model_runner.token_to_kv_pool)
     return ForwardBatch(
         batch_size=seq.shape[0],
         req_pool_indices=torch.as_tensor(req_pool_indices, dtype=torch.int64).to(driver.device),
         seq_lens=seq,
         seq_lens_cpu=seq_cpu,
         seq_lens_sum=int(seq_cpu.sum()),
-        req_to_token_pool=driver.model_runner.req_to_token_pool,
-        token_to_kv_pool=driver.model_runner.token_to_kv_pool,
         spec_algorithm=driver.model_runner.spec_algorithm,
+        **pools,
         **mode_fields(driver, seq, seq_cpu, accept_lengths, accept_length_dtype),
     )
 
@@ -450,6 +578,9 @@ def _draft_fields(driver, seq, seq_cpu, *_):
 def _draft_extend_fields(driver, seq, seq_cpu, accept_lengths, accept_length_dtype):
     from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardMode
 
+    if releases.dsa_named(releases.imported_release()):
+        return _draft_extend_v2_fields(driver, seq, seq_cpu, accept_lengths)
+
     accept = torch.as_tensor(accept_lengths, dtype=torch.int64)
     tokens = int(accept.sum())
     positions = torch.cat([torch.arange(s - a, s) for s, a in zip(seq_cpu, accept)])
@@ -466,6 +597,30 @@ def _draft_extend_fields(driver, seq, seq_cpu, accept_lengths, accept_length_dty
                 spec_info=spec_info, capture_hidden_mode=CaptureHiddenMode.LAST)
 
 
+def _draft_extend_v2_fields(driver, seq, seq_cpu, accept_lengths):
+    """The batch EagleDraftWorker hands the draft-extend runner from 0.5.13 (the overlap worker,
+    DRAFT_EXTEND_V2; prepare_for_draft_extend): every request extends by the whole tree width
+    (num_draft_tokens), seq_lens count those tokens, and spec_info is an EagleDraftExtendInput
+    with verify's int32 accept counts (num_accept_tokens = num_correct_drafts + 1)."""
+    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardMode
+    from sglang.srt.speculative.eagle_info import EagleDraftExtendInput
+
+    raw_bs, n = seq.shape[0], num_draft_tokens()
+    accept = torch.as_tensor(accept_lengths, dtype=torch.int32).to(seq.device)
+    positions = (seq[:, None] - n + _ids(n, seq.device)[None, :]).flatten()
+    spec_info = EagleDraftExtendInput(
+        hidden_states=torch.zeros((raw_bs * n, HIDDEN_SIZE), dtype=torch.bfloat16,
+                                  device=seq.device),
+        num_correct_drafts=accept - 1, num_accept_tokens=accept,
+        num_tokens_per_req=n, num_tokens_for_logprob_per_req=n)
+    return dict(forward_mode=ForwardMode.DRAFT_EXTEND_V2,
+                input_ids=_ids(raw_bs * n, seq.device), out_cache_loc=_ids(raw_bs * n, seq.device),
+                positions=positions,
+                extend_seq_lens=torch.full((raw_bs,), n, dtype=torch.int32, device=seq.device),
+                extend_seq_lens_cpu=[n] * raw_bs, extend_num_tokens=raw_bs * n,
+                spec_info=spec_info, capture_hidden_mode=CaptureHiddenMode.FULL)
+
+
 def draft_input(raw_bs: int, device: str, positions, hidden_tokens: int | None = None,
                 **fields):
     """SGLang's EagleDraftInput as the eagle worker hands it on (topk 1)."""
@@ -477,9 +632,10 @@ def draft_input(raw_bs: int, device: str, positions, hidden_tokens: int | None =
         topk_index=torch.zeros((raw_bs, 1), dtype=torch.int64, device=device),
         hidden_states=torch.zeros((hidden_tokens or raw_bs, HIDDEN_SIZE), dtype=torch.bfloat16,
                                   device=device),
-        verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
         capture_hidden_mode=CaptureHiddenMode.LAST,
-        **{releases.spec_info_field(name): value for name, value in fields.items()},
+        **{releases.spec_info_field(name): value for name, value in dict(
+            verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
+            **fields).items()},
     )
     spec_info.positions = positions  # set by the worker, not a dataclass field
     return spec_info
@@ -493,14 +649,17 @@ def verify_input(raw_bs: int, positions, seq_lens_cpu):
     n = num_draft_tokens()
     device = positions.device
     chain = torch.arange(n, dtype=torch.int64, device=device)
+    retrive = {
+        "retrive_index": chain + n * torch.arange(raw_bs, device=device)[:, None],
+        "retrive_next_token": torch.where(chain + 1 < n, chain + 1, -1).repeat(raw_bs, 1),
+        "retrive_next_sibling": torch.full((raw_bs, n), -1, dtype=torch.int64, device=device),
+        "retrive_cum_len": None,
+    }
     return EagleVerifyInput(
         draft_token=torch.zeros(raw_bs * n, dtype=torch.int64, device=device),
         custom_mask=torch.ones(raw_bs * n * n, dtype=torch.bool, device=device),
         positions=positions,
-        retrive_index=(chain + n * torch.arange(raw_bs, device=device)[:, None]),
-        retrive_next_token=torch.where(chain + 1 < n, chain + 1, -1).repeat(raw_bs, 1),
-        retrive_next_sibling=torch.full((raw_bs, n), -1, dtype=torch.int64, device=device),
-        retrive_cum_len=None,
+        **{releases.spec_info_field(name): value for name, value in retrive.items()},
         spec_steps=MTP_STEPS,
         topk=1,
         draft_token_num=n,

@@ -1,14 +1,15 @@
 """GPU-tier stand-in for DeepGEMM (it ships inside the sgl_kernel wheel, which can't load here).
 
 SGLang 0.5.8's NSA replay calls `deep_gemm.get_paged_mqa_logits_metadata(seqlens, 64, num_sms)`
-and stores the result in the metadata. The stand-in's schedule is a deterministic function of
-the seqlens it receives (so parity also checks what SGLang passes to DeepGEMM), and the call is
-shaped like the real one: a fresh [num_sms + 1, 2] int32 tensor and ONE kernel launch on the
-current stream, no host sync. The kernel is plain CUDA C (schedule.cu beside this file), built
-by nvcc into a small shared library on first import (a few seconds, cached by source hash under
-$NSA_FASTPATH_BUILD_DIR or /tmp) and called through ctypes, so its host cost is a launch, not a
-Triton dispatch. Per SM s: the first 64-token block it starts at, as (request index, block
-within it). Run with SGLANG_ENABLE_JIT_DEEPGEMM=0 so SGLang's GEMM wrapper does not import the rest.
+(from 0.5.13 with 2-D context lengths, read here flattened) and stores the result in the
+metadata. The stand-in's schedule is a deterministic function of the seqlens it receives (so
+parity also checks what SGLang passes to DeepGEMM), and the call is shaped like the real one: a
+fresh [num_sms + 1, 2] int32 tensor and ONE kernel launch on the current stream, no host sync.
+The kernel is plain CUDA C (schedule.cu beside this file), built by nvcc into a small shared
+library on first import (a few seconds, cached by source hash under $NSA_FASTPATH_BUILD_DIR or
+/tmp) and called through ctypes, so its host cost is a launch, not a Triton dispatch. Per SM s:
+the first 64-token block it starts at, as (request index, block within it). Run with
+SGLANG_ENABLE_JIT_DEEPGEMM=0 so SGLang's GEMM wrapper does not import the rest.
 """
 import ctypes
 import hashlib
@@ -51,7 +52,10 @@ def get_num_sms() -> int:
 
 
 def get_paged_mqa_logits_metadata(seqlens: torch.Tensor, block_kv: int, num_sms: int):
-    assert seqlens.dtype == torch.int32 and seqlens.dim() == 1 and seqlens.is_contiguous(), seqlens
+    # 1-D per token (SGLang 0.5.8); from 0.5.13 the 2-D context lengths DeepGEMM takes there:
+    # [tokens, 1], or [bs, next_n] for target_verify on SM100 (each row's tokens in order)
+    assert seqlens.dtype == torch.int32 and seqlens.dim() in (1, 2) and \
+        seqlens.is_contiguous(), seqlens
     out = torch.empty((num_sms + 1, 2), dtype=torch.int32, device=seqlens.device)
     err = _launch(seqlens.data_ptr(), seqlens.numel(), block_kv, num_sms, out.data_ptr(),
                   torch._C._cuda_getCurrentRawStream(seqlens.device.index))

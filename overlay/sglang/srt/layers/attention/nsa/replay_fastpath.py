@@ -3,10 +3,13 @@
 
 This module orchestrates; the kernel modules (cuda_metadata_wrapper, triton_metadata_kernel,
 triton_batched_copy) are leaves that it loads lazily: a kernel module that can't load disables
-its path (logged once), never the backend's import. The forked nsa_backend.py calls:
+its path (logged once), never the backend's import. The forked nsa_backend.py (dsa_backend.py
+from 0.5.13, where NSA is named DSA and the CUDA-graph entries are init_forward_metadata_out_graph
+and _apply_cuda_graph_metadata) calls:
 
 - `prepare(backends, bs, owner, forward_mode)` from init_forward_metadata_capture_cuda_graph (a
-  backend, or a NativeSparseAttnMultiStepBackend for all its step backends). At capture time it
+  backend, or a NativeSparseAttnMultiStepBackend for all its step backends; from 0.5.13: where
+  _build_forward_metadata_cuda_graph built a bs, and the multi-step out_graph's capture). At capture time it
   reads the flags, picks the path, and builds a plan for that bs: the device table of every
   buffer the replay writes, the CUDA extension loaded (built if need be) or every Triton variant
   a replay can launch compiled and loaded, and the DeepGEMM schedule step resolved. Capture runs
@@ -158,21 +161,78 @@ def _serve(key: str) -> None:
         _log_summary()
 
 
+# ------------------------------------------------------------------ SGLang's names, per release
+# Every way what we read from SGLang is named differently across the releases we support, resolved
+# from the objects SGLang hands us (not from a version string: a source checkout resolves like
+# its release):
+# - from 0.5.13 NSA is named DSA: DSAMetadata's and PrecomputedMetadata's dsa_* fields, the
+#   backend's dsa_index_topk, dsa_decode_impl and set_dsa_prefill_impl; its DeepGEMM schedule
+#   refresh takes 2-D context lengths that it keeps too (paged_mqa_ctx_lens_2d): we run the
+#   fork's _refresh_paged_mqa_schedule, SGLang's code factored out;
+# - spec_info's accepted-token counts: accept_length, num_accepted_tokens (0.5.11),
+#   num_accept_tokens (from 0.5.12);
+# - ForwardMode.is_draft_extend is gone in 0.5.14 (DRAFT_EXTEND_V2 only).
+ACCEPT_NAMES = ("num_accept_tokens", "num_accepted_tokens", "accept_length")
+
+
+class _Names:
+    """A backend's names for what the plan reads (DSA-named from 0.5.13)."""
+
+    def __init__(self, backend):
+        self.dsa = hasattr(backend, "dsa_index_topk")
+        prefix = "dsa_" if self.dsa else "nsa_"
+        self.topk = prefix + "index_topk"
+        self.decode_impl = prefix + "decode_impl"
+        self.set_prefill_impl = f"set_{prefix}prefill_impl"
+
+    def view(self, obj):
+        """A metadata / precomputed object under the nsa_* names the kernel modules read."""
+        return _DsaView(obj) if self.dsa else obj
+
+
+class _DsaView:
+    """Reads a DSA-named SGLang object (0.5.13 on) under its NSA names: nsa_x is dsa_x."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name):
+        return getattr(self._obj, "dsa_" + name[4:] if name.startswith("nsa_") else name)
+
+
+def _accept_counts(spec_info):
+    """The draft_extend batch's tokens per request, by the release's name for them."""
+    for name in ACCEPT_NAMES:
+        counts = getattr(spec_info, name, None)
+        if counts is not None:
+            return counts
+    raise ValueError(f"nsa-fastpath: {type(spec_info).__name__} has none of {ACCEPT_NAMES}")
+
+
+def _is_draft_extend_v1(forward_mode) -> bool:
+    is_v1 = getattr(forward_mode, "is_draft_extend", None)  # gone in 0.5.14
+    return bool(is_v1 is not None and is_v1())
+
+
 def _mode_of(forward_mode) -> int | None:
     if forward_mode.is_decode_or_idle():
         return MODE_DECODE
     if forward_mode.is_target_verify():
         return MODE_TARGET_VERIFY
-    if forward_mode.is_draft_extend(include_v2=True):
+    if forward_mode.is_draft_extend_v2() or _is_draft_extend_v1(forward_mode):
         return MODE_DRAFT_EXTEND
     return None
 
 
 # ------------------------------------------------------------------ capture time
-def prepare(backends, bs: int, owner, forward_mode) -> None:
+def prepare(backends, bs: int, owner, forward_mode, inputs=None) -> None:
     """At capture time: the replay plan of `owner` for `bs` (see the module docstring).
 
     `owner` (the backend, or the multi-step backend for all its step backends) keeps the plan.
+    `inputs`: (req_pool_indices, seq_lens, spec_info) as the runner passed them to the capture
+    (the forks from 0.5.13 pass them: its runners' buffers, whose dtypes its replays bring).
     A plan that can't be built is logged and SGLang's own replay code serves that bs.
     """
     plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
@@ -185,45 +245,58 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
                        "graph capture; SGLang's own replay code serves it", bs)
         return
     try:
-        plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0])
+        plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0],
+                          inputs=inputs)
     except Exception as e:
         logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-def _input_dtypes(mode: int, multi: bool):
+def _input_dtypes(mode: int, multi: bool, inputs=None):
     """The input dtypes (req_pool_indices, seq_lens, accept_length) a replay of this plan can
-    bring from SGLang 0.5.8's runners, each a Triton variant compiled at capture (one compile per
-    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). CudaGraphRunner and the
-    draft-extend runner pass their int32 buffers (input_buffers.py; accept_length is the runner's
-    int32 buffer or eagle_info's int32 tensor). EAGLEDraftCudaGraphRunner, which calls the
-    multi-step backend, passes its int32 buffers when it pads and the batch's own int64 tensors
-    when it doesn't (bs == raw_bs). Anything else (e.g. a step backend replayed on its own, which
-    happens only when the multi-step fill declined) is still served: through Triton's dispatch,
-    which compiles it on that replay, logged once."""
+    bring from SGLang's runners, each a Triton variant compiled at capture (one compile per
+    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). Given the capture's `inputs`
+    (from 0.5.13), their dtypes: the runners replay with the same buffers. Otherwise SGLang
+    0.5.8's: CudaGraphRunner and the draft-extend runner pass their int32 buffers
+    (input_buffers.py; accept_length is the runner's int32 buffer or eagle_info's int32 tensor).
+    EAGLEDraftCudaGraphRunner, which calls the multi-step backend, passes its buffers when it
+    pads and the batch's own int64 tensors when it doesn't (bs == raw_bs). Anything else (e.g. a
+    step backend replayed on its own, which happens only when the multi-step fill declined) is
+    still served: through Triton's dispatch, which compiles it on that replay, logged once."""
     i32, i64 = INDEX_DTYPES
     accept = i32 if mode == MODE_DRAFT_EXTEND else None
-    return [(i32, i32, accept)] + ([(i64, i64, accept)] if multi else [])
+    if inputs is None:
+        captured = (i32, i32, accept)
+    else:
+        req_pool_indices, seq_lens, spec_info = inputs
+        if mode == MODE_DRAFT_EXTEND:
+            accept = _accept_counts(spec_info).dtype
+        captured = (req_pool_indices.dtype, seq_lens.dtype, accept)
+    unpadded = (i64, i64, accept)
+    return [captured] + ([unpadded] if multi and unpadded != captured else [])
 
 
 class _Plan:
     """Everything one captured (backends, bs) replay needs, resolved at capture time."""
 
-    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool):
+    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool, inputs=None):
         first = backends[0]
+        self.names = _Names(first)
         self.backends = backends
         self.bs, self.mode, self.forward_mode = bs, mode, forward_mode
-        self.metadatas = [b.decode_cuda_graph_metadata[bs] for b in backends]
+        self.graph_metadatas = [b.decode_cuda_graph_metadata[bs] for b in backends]
+        self.metadatas = [self.names.view(m) for m in self.graph_metadatas]  # nsa_* names
         self.metadata = self.metadatas[0]
-        self.pairs = list(zip(backends, self.metadatas))
+        self.pairs = list(zip(backends, self.graph_metadatas))
         self.multi = multi  # a multi-step backend's plan: see replay_multi
+        self.input_dtypes = _input_dtypes(mode, multi, inputs)
         self.n_draft = first.speculative_num_draft_tokens or 0
         self.rows = self.metadata.page_table_1.shape[0]
         self.n_tokens = {MODE_DECODE: bs, MODE_TARGET_VERIFY: bs * self.n_draft}.get(mode)
-        self.flashmla = first.nsa_decode_impl == "flashmla_kv"
+        self.flashmla = getattr(first, self.names.decode_impl) == "flashmla_kv"
         self.on_gpu = torch.device(first.device).type == "cuda"
         self.table = plan_table(
-            self.metadatas, req_to_token=first.req_to_token, bs=bs, topk=first.nsa_index_topk,
-            n_draft=self.n_draft, device=first.device)
+            self.metadatas, req_to_token=first.req_to_token, bs=bs,
+            topk=getattr(first, self.names.topk), n_draft=self.n_draft, device=first.device)
         self._schedule_init(forward_mode)
         self.verify_copy = envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get()
         self.copy_on = batched_copy_on()
@@ -260,7 +333,8 @@ class _Plan:
         plan = cw.make_plan(
             req_to_token=self.backends[0].req_to_token, dest_table=self._dest_table(),
             schedules=self.schedules or [], mode=self.mode, n_draft=self.n_draft,
-            topk=self.backends[0].nsa_index_topk, page_size=self.backends[0].real_page_size,
+            topk=getattr(self.backends[0], self.names.topk),
+            page_size=self.backends[0].real_page_size,
             bs=self.bs, page_table_shape=tuple(m.page_table_1.shape),
             page_table_stride=m.page_table_1.stride(0),
             real_page_table_stride=m.real_page_table.stride(0))
@@ -275,7 +349,7 @@ class _Plan:
             self.table, mode=self.mode, n_draft=self.n_draft, page_size=b.real_page_size,
             bs=self.bs, n_dest=len(self.backends),
             page_table_shape=tuple(self.metadata.page_table_1.shape),
-            input_dtypes=_input_dtypes(self.mode, self.multi))
+            input_dtypes=self.input_dtypes)
         return plan.fill, None
 
     def _dest_table(self) -> torch.Tensor:
@@ -295,11 +369,22 @@ class _Plan:
     # -------------------------------------------------------------- DeepGEMM schedule
     def _schedule_init(self, forward_mode) -> None:
         """Resolve SGLang 0.5.8's `_refresh_paged_mqa_schedule` once: None = nothing to do;
-        otherwise DeepGEMM's function and the captured buffers it refreshes."""
+        otherwise DeepGEMM's function and the captured buffers it refreshes. From 0.5.13 the
+        backend's own refresh runs instead (dsa_schedule, see _refresh_schedule)."""
         self.schedule_fn = self.num_sms_fn = self.schedules = None
+        self.dsa_schedule = False
         self._seqlens_views: dict = {}
+        if self.names.dsa:
+            self.dsa_schedule = is_cuda()  # it refreshes nothing off CUDA
+            if self.dsa_schedule and len(self.graph_metadatas) > 1:
+                self._schedule_copies = [
+                    (m.paged_mqa_schedule_metadata, m.paged_mqa_ctx_lens_2d)
+                    for m in self.graph_metadatas]
+                if any(t is None for pair in self._schedule_copies for t in pair):
+                    raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
+            return
         if not (is_cuda() and (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
-                               or forward_mode.is_draft_extend())):
+                               or _is_draft_extend_v1(forward_mode))):
             return  # 0.5.8 refreshes nothing here
         try:
             import deep_gemm
@@ -324,6 +409,9 @@ class _Plan:
         return view
 
     def _refresh_schedule(self, n: int, copy_schedule) -> None:
+        if self.dsa_schedule:
+            self._refresh_dsa_schedule(n)
+            return
         if self.schedule_fn is None:
             if self.schedules is not None:  # deep_gemm not importable
                 for m in self.metadatas:
@@ -337,9 +425,22 @@ class _Plan:
         else:
             torch._foreach_copy_(self.schedules, [new] * len(self.schedules))
 
+    def _refresh_dsa_schedule(self, n: int) -> None:
+        """0.5.13 on: the first backend's own refresh (the fork's _refresh_paged_mqa_schedule,
+        SGLang's code), its schedule and 2-D context lengths copied into the other step
+        backends' (SGLang's per-backend replays compute the same for each)."""
+        first, m = self.backends[0], self.graph_metadatas[0]
+        first._refresh_paged_mqa_schedule(m, self.forward_mode, self._seqlens_for_schedule(n),
+                                          self.bs)
+        if len(self.graph_metadatas) > 1:
+            schedule, ctx_lens = self._schedule_copies[0]
+            others = self._schedule_copies[1:]
+            torch._foreach_copy_([s for s, _ in others] + [c for _, c in others],
+                                 [schedule] * len(others) + [ctx_lens] * len(others))
+
     def _refresh_flashmla(self, n: int) -> None:
         first, m = self.backends[0], self.metadata
-        first._refresh_flashmla_metadata(m, m.nsa_cache_seqlens_int32[:n])
+        first._refresh_flashmla_metadata(self.graph_metadatas[0], m.nsa_cache_seqlens_int32[:n])
         for other in self.metadatas[1:]:
             other.flashmla_metadata.slice(slice(0, n + 1)).copy_(
                 m.flashmla_metadata.slice(slice(0, n + 1)))
@@ -348,14 +449,14 @@ class _Plan:
     def run(self, req_pool_indices, seq_lens, spec_info) -> bool:
         if self.multi:  # 0.5.8 resets each step backend's prefill state on every replay
             for b in self.backends:
-                b.set_nsa_prefill_impl(forward_batch=None)
+                getattr(b, self.names.set_prefill_impl)(forward_batch=None)
         n, accept = self.n_tokens, None
         if n is None:  # draft_extend
             n = self._draft_extend_tokens(spec_info)
             if n is None:
                 _serve("metadata.upstream")
                 return False
-            accept = spec_info.accept_length
+            accept = _accept_counts(spec_info)
         while self.launchers:
             name, fill, copy_schedule = self.launchers[0]
             if name in _failed:  # another plan's launch of this path failed
@@ -386,7 +487,10 @@ class _Plan:
 
     def _draft_extend_tokens(self, spec_info) -> int | None:
         """Host token count for draft_extend, or None when it can't be had without a sync."""
-        needs_count = self.flashmla or self.forward_mode.is_draft_extend()
+        # 0.5.8 sizes DeepGEMM's schedule input by it for DRAFT_EXTEND; 0.5.13's takes the whole
+        # captured buffer
+        needs_count = self.flashmla or (
+            _is_draft_extend_v1(self.forward_mode) and not self.names.dsa)
         if not needs_count:
             return 0  # DRAFT_EXTEND_V2 without FlashMLA: nothing on the host needs the count
         if self.forward_mode.is_draft_extend_v2():
@@ -408,6 +512,7 @@ class _Plan:
         from sglang.srt.layers.attention.nsa import triton_batched_copy as bc
 
         m = self.metadata
+        precomputed = self.names.view(precomputed)
         if precomputed.page_indices.shape[0] > self.rows:
             raise ValueError(
                 f"nsa-fastpath: {precomputed.page_indices.shape[0]} precomputed page-table rows "
