@@ -54,13 +54,14 @@ def assert_meaningful(dump, modes):
 
 # ---------------------------------------------------------------- what the runners hand the backend
 def server_inputs(mode: str, padded: bool, device: str) -> list[dict]:
-    """The index / length inputs SGLang 0.5.8's runner for `mode` hands the backend (every
-    variant must occur): CudaGraphRunner and the draft-extend runner pass their int32 buffers;
-    the draft runner passes the ScheduleBatch's own int64 tensors when it does not pad; the
-    draft-extend runner passes the batch's accept_length (int32, int64 once a request finished
-    in verify) when it does not pad, its int32 buffer when it does."""
-    buffers = {"req_pool_indices": f"int32@{device}", "seq_lens": f"int32@{device}",
-               "seq_lens_cpu": "int32@cpu"}
+    """The index / length inputs SGLang's runner for `mode` hands the backend (every variant
+    must occur): CudaGraphRunner and the draft-extend runner pass their own buffers (int32;
+    req_pool_indices int64 from 0.5.10: releases.runner_index_dtypes); the draft runner passes
+    the ScheduleBatch's own int64 tensors when it does not pad; the draft-extend runner passes
+    the batch's accept_length (int32, int64 once a request finished in verify) when it does not
+    pad, its int32 buffer when it does."""
+    buffers = {name: f"{dtype}@{'cpu' if name == 'seq_lens_cpu' else device}"
+               for name, dtype in releases.runner_index_dtypes(RELEASE).items()}
     if mode.startswith("multi/"):
         if padded:
             return [buffers]

@@ -61,7 +61,8 @@ def backend_inputs(driver) -> dict[str, torch.Tensor]:
     names = ("req_pool_indices", "seq_lens", "seq_lens_cpu")
     inputs = {n: getattr(batch, n) if batch is not None else args[n] for n in names}
     if driver.mode == "draft_extend":
-        inputs["spec_info.accept_length"] = args["spec_info"].accept_length
+        # recorded under 0.5.8's name (releases.accept_field: the release's)
+        inputs["spec_info.accept_length"] = getattr(args["spec_info"], releases.accept_field())
     return inputs
 
 

@@ -92,11 +92,98 @@ def prepare_process(rel: str) -> None:
                 setattr(parallel_state, name, SimpleNamespace(world_size=1, rank_in_group=0))
 
 
+def prepare_cpu(rel: str) -> None:
+    """What only the CPU tier needs in this release (sglang_runners.prepare_process, device cpu).
+
+    From 0.5.10 the backend's replay expands seqlens with ``seqlens_expand_triton``
+    (layers/attention/utils.py), which asserts CUDA tensors before launching its Triton kernel.
+    The backend module's name is bound to that very function with its asserts removed (its own
+    source, recompiled): the same kernel launch, under the Triton interpreter."""
+    from sglang.srt.layers.attention import nsa_backend
+
+    fn = getattr(nsa_backend, "seqlens_expand_triton", None)
+    if fn is not None and not getattr(fn, "_nsa_fastpath_cpu", False):
+        nsa_backend.seqlens_expand_triton = _without_asserts(fn)
+
+
+def _without_asserts(fn):
+    """``fn`` recompiled from its own source minus its ``assert`` statements, in its module."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    func = tree.body[0]
+    func.body = [s for s in func.body if not isinstance(s, ast.Assert)]
+    func.decorator_list = []
+    namespace = dict(fn.__globals__)
+    exec(compile(tree, inspect.getsourcefile(fn), "exec"), namespace)
+    out = namespace[fn.__name__]
+    out._nsa_fastpath_cpu = True
+    return out
+
+
+# ---- EAGLE's spec-info objects as the worker hands them to the runners (the harness writes
+# 0.5.8's field names; sglang_runners builds the objects through these) ------------------------
+_SPEC_INFO_RENAMES = (  # (from release, 0.5.8's name or prefix, the release's)
+    ("0.5.9", "num_tokens_per_batch", "num_tokens_per_req"),
+    ("0.5.9", "num_tokens_for_logprob_per_batch", "num_tokens_for_logprob_per_req"),
+    ("0.5.11", "retrive_", "retrieve_"),  # EagleVerifyInput.retrieve_index, ...
+    ("0.5.12", "verified_id", "bonus_tokens"),  # EagleDraftInput
+)
+
+
 def spec_info_field(name: str) -> str:
     """A spec-info field's name in the imported release (the harness writes 0.5.8's)."""
-    if _key(imported_release()) >= _key("0.5.9"):
-        return name.replace("_per_batch", "_per_req")  # EagleDraftInput.num_tokens_per_req
+    rel = _key(imported_release())
+    for since, old, new in _SPEC_INFO_RENAMES:
+        if rel >= _key(since) and name.startswith(old):
+            name = new + name[len(old):]
     return name
+
+
+def accept_field() -> str:
+    """The draft-extend spec-info tensor of tokens each request extends by (accepted drafts + 1),
+    which the runner pads and the backend's replay reads: ``accept_length`` to 0.5.10,
+    ``num_accepted_tokens`` in 0.5.11, ``num_accept_tokens`` from 0.5.12."""
+    rel = _key(imported_release())
+    if rel >= _key("0.5.12"):
+        return "num_accept_tokens"
+    return "num_accepted_tokens" if rel >= _key("0.5.11") else "accept_length"
+
+
+def accept_fields(tokens, dtype) -> dict:
+    """The draft-extend spec-info fields EAGLE's verify step leaves for ``tokens`` (int64, per
+    request: accepted drafts + 1), their tensors in ``dtype`` (int32; int64 once a request
+    finished in that step): 0.5.8's ``accept_length`` (after prepare_extend_after_decode's
+    ``add_(1)``) and ``accept_length_cpu`` (the drafts); 0.5.11's ``num_accepted_*`` and 0.5.12's
+    ``num_correct_drafts`` / ``num_accept_tokens`` pairs (both counts, and their lists)."""
+    drafts = tokens - 1
+    rel = _key(imported_release())
+    if rel >= _key("0.5.12"):
+        return dict(num_correct_drafts=drafts.to(dtype), num_accept_tokens=tokens.to(dtype),
+                    num_accept_tokens_cpu=tokens.tolist())
+    if rel >= _key("0.5.11"):
+        return dict(num_accepted_drafts=drafts.to(dtype), num_accepted_tokens=tokens.to(dtype),
+                    num_accepted_drafts_cpu=drafts.tolist(),
+                    num_accepted_tokens_cpu=tokens.tolist())
+    return dict(accept_length=tokens.to(dtype), accept_length_cpu=drafts.tolist())
+
+
+def draft_extend_input_class():
+    """The spec-info class of a draft-extend forward: EagleDraftInput, from 0.5.12 its own
+    EagleDraftExtendInput (hidden states and accept counts only: no top-k, no verified ids)."""
+    from sglang.srt.speculative import eagle_info
+
+    return getattr(eagle_info, "EagleDraftExtendInput", eagle_info.EagleDraftInput)
+
+
+def runner_index_dtypes(rel: str) -> dict:
+    """The dtypes of the CUDA-graph runners' own index buffers, which they hand the backend
+    (every replay of CudaGraphRunner and the draft-extend runner, padded ones of the draft
+    runner): int32 to 0.5.9; from 0.5.10 req_pool_indices is int64."""
+    req = "int64" if _key(rel) >= _key("0.5.10") else "int32"
+    return {"req_pool_indices": req, "seq_lens": "int32", "seq_lens_cpu": "int32"}
 
 
 def draft_steps(rel: str) -> tuple:
@@ -147,6 +234,49 @@ def radix_evict(cache, num_tokens: int) -> None:
         cache.evict(EvictParams(num_tokens=num_tokens))
     else:
         cache.evict(num_tokens)
+
+
+def bigram_view_keys(rel: str | None = None) -> bool:
+    """RadixKey is a view from 0.5.11 on: an EAGLE key keeps its raw ints, ``is_bigram`` makes
+    its positions the pairs (to 0.5.10: a list of bigram tuples, convert_to_bigram_key); the
+    fast walk then caches nothing on keys and the opt-in triton matcher declines. ``rel``:
+    default the imported release."""
+    return _key(rel or imported_release()) >= _key("0.5.11")
+
+
+def bigram_key(rc, tokens: list, extra, bigram: bool = True):
+    """An ``is_bigram`` RadixKey of ``tokens`` (``bigram`` False: a plain one), the caller's
+    list itself where the release keeps it (a view, 0.5.11 on), else its bigram tuples."""
+    if bigram_view_keys() or not bigram:
+        return rc.RadixKey(tokens, extra, is_bigram=bigram)
+    from sglang.srt.mem_cache.utils import convert_to_bigram_key
+
+    return rc.RadixKey(convert_to_bigram_key(tokens), extra, is_bigram=True)
+
+
+def insert_key(rc, tokens: list, extra, bigram: bool, page_size: int):
+    """The page-aligned RadixKey a request's tokens go into the cache under, as
+    cache_finished_req makes it (EAGLE: bigram keys); ``len()`` is its length in positions."""
+    key = bigram_key(rc, list(tokens), extra, bigram)
+    if bigram_view_keys():
+        return key.page_aligned(page_size)
+    key.token_ids = key.token_ids[: len(key) // page_size * page_size]
+    return key
+
+
+def key_match(cache, key0, key1) -> int:
+    """SGLang's comparison of two keys as insert runs it: the cache's key_match_fn (the patched
+    tree's drop-in matcher), ``RadixKey.match`` from 0.5.11 on (SGLang's own in both trees)."""
+    if bigram_view_keys():
+        return key0.match(key1, page_size=cache.page_size)
+    return cache.key_match_fn(key0, key1)
+
+
+def lock_delta(result) -> int:
+    """What ``inc_lock_ref`` / ``dec_lock_ref`` returned, as the int 0.5.8 returns (from 0.5.10
+    an IncLockRefResult / DecLockRefResult holding it: recorded as the int, so that a dump
+    unpickles without SGLang)."""
+    return getattr(result, "delta", result)
 
 
 def match_call_key(*args, **kwargs):

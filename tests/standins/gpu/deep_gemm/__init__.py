@@ -51,7 +51,10 @@ def get_num_sms() -> int:
 
 
 def get_paged_mqa_logits_metadata(seqlens: torch.Tensor, block_kv: int, num_sms: int):
-    assert seqlens.dtype == torch.int32 and seqlens.dim() == 1 and seqlens.is_contiguous(), seqlens
+    # 1-D (to SGLang 0.5.11) or (N, next_n) context lengths (0.5.12 passes (N, 1)): N * next_n
+    # query tokens, in order
+    assert seqlens.dtype == torch.int32 and seqlens.dim() in (1, 2) and seqlens.is_contiguous(), \
+        seqlens
     out = torch.empty((num_sms + 1, 2), dtype=torch.int32, device=seqlens.device)
     err = _launch(seqlens.data_ptr(), seqlens.numel(), block_kv, num_sms, out.data_ptr(),
                   torch._C._cuda_getCurrentRawStream(seqlens.device.index))
