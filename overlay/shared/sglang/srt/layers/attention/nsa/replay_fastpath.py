@@ -27,14 +27,18 @@ logged every NSA_FASTPATH_SUMMARY_EVERY replays (default 10000, 0 = never) and a
 process exit, so an operator sees in the server log which path is serving.
 
 The one host value the fast path needs is draft_extend's token count, for slicing the seqlens
-handed to DeepGEMM (and FlashMLA). SGLang 0.5.8 gets it with `accept_length.tolist()`, a sync.
+handed to DeepGEMM (and FlashMLA). SGLang gets it with `accept_length.tolist()`, a sync (the
+tensor is `num_accepted_tokens` in 0.5.11, `num_accept_tokens` from 0.5.12: _accept_field).
 We use `spec_info.extend_seq_lens_cpu`, which EAGLEDraftExtendCudaGraphRunner.replay sets right
-before calling us: for DRAFT_EXTEND (EAGLE v1) it equals accept_length element for element
-(eagle_info.prepare_extend_after_decode sets `extend_lens = accept_length_cpu + 1` and
-`accept_length.add_(1)`, where `accept_length_cpu = accept_length.cpu()` in verify; the
-runner pads both with num_tokens_per_bs). DRAFT_EXTEND_V2 gives no such guarantee, and
-SGLang 0.5.8 never refreshes the DeepGEMM schedule there, so it needs the count only for
-FlashMLA: that combination (and a missing hint) declines to SGLang's own path.
+before calling us: for DRAFT_EXTEND (EAGLE v1) it equals that tensor element for element
+(0.5.8: eagle_info.prepare_extend_after_decode sets `extend_lens = accept_length_cpu + 1` and
+`accept_length.add_(1)`, where `accept_length_cpu = accept_length.cpu()` in verify; from 0.5.12
+verify makes `num_accept_tokens` and its list `num_accept_tokens_cpu`, which becomes
+`extend_lens`; the runner pads both with num_tokens_per_bs). DRAFT_EXTEND_V2 gives no such
+guarantee: it declines to SGLang's own path where anything needs the count (FlashMLA, or
+DeepGEMM's schedule, which SGLang refreshes for V2 from 0.5.12), as does a missing hint.
+The DeepGEMM schedule itself is refreshed by SGLang's own code (the fork's
+`_refresh_paged_mqa_schedule`), so which modes refresh it and what DeepGEMM gets are the release's.
 """
 from __future__ import annotations
 
@@ -169,11 +173,14 @@ def _mode_of(forward_mode) -> int | None:
 
 
 # ------------------------------------------------------------------ capture time
-def prepare(backends, bs: int, owner, forward_mode) -> None:
+def prepare(backends, bs: int, owner, forward_mode, req_pool_indices=None, seq_lens=None,
+            spec_info=None) -> None:
     """At capture time: the replay plan of `owner` for `bs` (see the module docstring).
 
     `owner` (the backend, or the multi-step backend for all its step backends) keeps the plan.
-    A plan that can't be built is logged and SGLang's own replay code serves that bs.
+    `req_pool_indices`, `seq_lens`, `spec_info`: what the runner's capture passed (its own
+    buffers, whose dtypes its replays bring: _input_dtypes). A plan that can't be built is
+    logged and SGLang's own replay code serves that bs.
     """
     plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
     plans.pop(bs, None)
@@ -185,30 +192,52 @@ def prepare(backends, bs: int, owner, forward_mode) -> None:
                        "graph capture; SGLang's own replay code serves it", bs)
         return
     try:
-        plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0])
+        plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0],
+                          captured=(req_pool_indices, seq_lens, spec_info))
     except Exception as e:
         logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-def _input_dtypes(mode: int, multi: bool):
+def _accept_field() -> str:
+    """The spec-info tensor a draft-extend replay reads the tokens per request from, as SGLang's
+    own replay does: `accept_length` to 0.5.10, `num_accepted_tokens` in 0.5.11,
+    `num_accept_tokens` from 0.5.12 (on EagleDraftExtendInput)."""
+    import dataclasses
+
+    from sglang.srt.speculative import eagle_info
+
+    cls = getattr(eagle_info, "EagleDraftExtendInput", eagle_info.EagleDraftInput)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name in ("num_accept_tokens", "num_accepted_tokens", "accept_length"):
+        if name in names:
+            return name
+    raise ValueError(f"nsa-fastpath: {cls.__name__} has no accept-length field we know")
+
+
+def _input_dtypes(mode: int, multi: bool, captured, accept_field):
     """The input dtypes (req_pool_indices, seq_lens, accept_length) a replay of this plan can
-    bring from SGLang 0.5.8's runners, each a Triton variant compiled at capture (one compile per
-    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). CudaGraphRunner and the
-    draft-extend runner pass their int32 buffers (input_buffers.py; accept_length is the runner's
-    int32 buffer or eagle_info's int32 tensor). EAGLEDraftCudaGraphRunner, which calls the
-    multi-step backend, passes its int32 buffers when it pads and the batch's own int64 tensors
-    when it doesn't (bs == raw_bs). Anything else (e.g. a step backend replayed on its own, which
-    happens only when the multi-step fill declined) is still served: through Triton's dispatch,
-    which compiles it on that replay, logged once."""
+    bring from SGLang's runners, each a Triton variant compiled at capture (one compile per
+    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). The runners pass their own
+    buffers, those the capture got (`captured`: int32 to SGLang 0.5.9, req_pool_indices int64
+    from 0.5.10; accept_length the draft-extend runner's int32 buffer or eagle_info's int32
+    tensor). EAGLEDraftCudaGraphRunner, which calls the multi-step backend, passes its buffers
+    when it pads and the batch's own int64 tensors when it doesn't (bs == raw_bs). Anything else
+    (e.g. a step backend replayed on its own, which happens only when the multi-step fill
+    declined) is still served: through Triton's dispatch, which compiles it on that replay,
+    logged once."""
     i32, i64 = INDEX_DTYPES
-    accept = i32 if mode == MODE_DRAFT_EXTEND else None
-    return [(i32, i32, accept)] + ([(i64, i64, accept)] if multi else [])
+    req_pool_indices, seq_lens, spec_info = captured
+    accept = None
+    if mode == MODE_DRAFT_EXTEND:
+        accept = getattr(getattr(spec_info, accept_field, None), "dtype", i32)
+    own = (getattr(req_pool_indices, "dtype", i32), getattr(seq_lens, "dtype", i32), accept)
+    return [own] + ([(i64, i64, accept)] if multi else [])
 
 
 class _Plan:
     """Everything one captured (backends, bs) replay needs, resolved at capture time."""
 
-    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool):
+    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool, captured):
         first = backends[0]
         self.backends = backends
         self.bs, self.mode, self.forward_mode = bs, mode, forward_mode
@@ -216,15 +245,17 @@ class _Plan:
         self.metadata = self.metadatas[0]
         self.pairs = list(zip(backends, self.metadatas))
         self.multi = multi  # a multi-step backend's plan: see replay_multi
+        self.captured = captured  # what the runner's capture passed (_input_dtypes)
         self.n_draft = first.speculative_num_draft_tokens or 0
         self.rows = self.metadata.page_table_1.shape[0]
         self.n_tokens = {MODE_DECODE: bs, MODE_TARGET_VERIFY: bs * self.n_draft}.get(mode)
+        self.accept_field = _accept_field() if mode == MODE_DRAFT_EXTEND else None
         self.flashmla = first.nsa_decode_impl == "flashmla_kv"
         self.on_gpu = torch.device(first.device).type == "cuda"
         self.table = plan_table(
             self.metadatas, req_to_token=first.req_to_token, bs=bs, topk=first.nsa_index_topk,
             n_draft=self.n_draft, device=first.device)
-        self._schedule_init(forward_mode)
+        self._schedule_init()
         self.verify_copy = envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get()
         self.copy_on = batched_copy_on()
         self.launchers = []  # [name, fill, copy_schedule or None]: the first one serves
@@ -275,7 +306,8 @@ class _Plan:
             self.table, mode=self.mode, n_draft=self.n_draft, page_size=b.real_page_size,
             bs=self.bs, n_dest=len(self.backends),
             page_table_shape=tuple(self.metadata.page_table_1.shape),
-            input_dtypes=_input_dtypes(self.mode, self.multi))
+            input_dtypes=_input_dtypes(self.mode, self.multi, self.captured,
+                                       self.accept_field))
         return plan.fill, None
 
     def _dest_table(self) -> torch.Tensor:
@@ -293,27 +325,27 @@ class _Plan:
             _disable("batched-copy", e)
 
     # -------------------------------------------------------------- DeepGEMM schedule
-    def _schedule_init(self, forward_mode) -> None:
-        """Resolve SGLang 0.5.8's `_refresh_paged_mqa_schedule` once: None = nothing to do;
-        otherwise DeepGEMM's function and the captured buffers it refreshes."""
-        self.schedule_fn = self.num_sms_fn = self.schedules = None
+    def _schedule_init(self) -> None:
+        """On CUDA a replay refreshes DeepGEMM's paged-MQA schedule with SGLang's own code, the
+        fork's `_refresh_paged_mqa_schedule` (which modes, which seqlens and in which shape are
+        the release's), for the first backend; with several step backends that schedule is then
+        copied into the others (they replay the same seqlens). `schedules`: their captured
+        buffers (None: no DeepGEMM here, each backend's own call then does what SGLang does)."""
+        self.refresh_schedule = is_cuda()
+        self.schedules = None
         self._seqlens_views: dict = {}
-        if not (is_cuda() and (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
-                               or forward_mode.is_draft_extend())):
-            return  # 0.5.8 refreshes nothing here
-        try:
-            import deep_gemm
-        except (ImportError, ModuleNotFoundError):
-            self.schedules = []  # 0.5.8 sets the schedule to None on every replay
+        if not self.refresh_schedule:
             return
-        self.schedule_fn = deep_gemm.get_paged_mqa_logits_metadata
-        self.num_sms_fn = deep_gemm.get_num_sms
+        try:
+            import deep_gemm  # noqa: F401
+        except (ImportError, ModuleNotFoundError):
+            return
         self.schedules = [m.paged_mqa_schedule_metadata for m in self.metadatas]
         if any(s is None for s in self.schedules):
             raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
         if len(self.schedules) > 1:  # load torch's multi-tensor copy now, not on a replay
             src = self.schedules[0].clone()  # the step backends captured equal schedules
-            torch._foreach_copy_(self.schedules, [src] * len(self.schedules))
+            torch._foreach_copy_(self.schedules[1:], [src] * (len(self.schedules) - 1))
 
     def _seqlens_for_schedule(self, n: int) -> torch.Tensor:
         view = self._seqlens_views.get(n)
@@ -324,18 +356,21 @@ class _Plan:
         return view
 
     def _refresh_schedule(self, n: int, copy_schedule) -> None:
-        if self.schedule_fn is None:
-            if self.schedules is not None:  # deep_gemm not importable
-                for m in self.metadatas:
-                    m.paged_mqa_schedule_metadata = None
+        if not self.refresh_schedule:
             return
-        new = self.schedule_fn(self._seqlens_for_schedule(n), 64, self.num_sms_fn())
-        if copy_schedule is not None:
-            copy_schedule(new)
-        elif len(self.schedules) == 1:
-            self.schedules[0].copy_(new)
-        else:
-            torch._foreach_copy_(self.schedules, [new] * len(self.schedules))
+        seqlens = self._seqlens_for_schedule(n)
+        if self.schedules is None:  # no DeepGEMM: what SGLang's replay of each backend does
+            for b, m in self.pairs:
+                b._refresh_paged_mqa_schedule(m, self.forward_mode, seqlens, self.bs)
+            return
+        self.backends[0]._refresh_paged_mqa_schedule(
+            self.metadata, self.forward_mode, seqlens, self.bs)
+        if len(self.schedules) > 1:
+            first = self.schedules[0]
+            if copy_schedule is not None:
+                copy_schedule(first)  # into every step backend's (its own: the same values)
+            else:
+                torch._foreach_copy_(self.schedules[1:], [first] * (len(self.schedules) - 1))
 
     def _refresh_flashmla(self, n: int) -> None:
         first, m = self.backends[0], self.metadata
@@ -355,7 +390,7 @@ class _Plan:
             if n is None:
                 _serve("metadata.upstream")
                 return False
-            accept = spec_info.accept_length
+            accept = getattr(spec_info, self.accept_field)
         while self.launchers:
             name, fill, copy_schedule = self.launchers[0]
             if name in _failed:  # another plan's launch of this path failed
@@ -386,11 +421,10 @@ class _Plan:
 
     def _draft_extend_tokens(self, spec_info) -> int | None:
         """Host token count for draft_extend, or None when it can't be had without a sync."""
-        needs_count = self.flashmla or self.forward_mode.is_draft_extend()
-        if not needs_count:
-            return 0  # DRAFT_EXTEND_V2 without FlashMLA: nothing on the host needs the count
         if self.forward_mode.is_draft_extend_v2():
-            return None
+            # no host count without a sync: only where nothing needs one (no FlashMLA, no
+            # DeepGEMM schedule, which SGLang refreshes for V2 replays from 0.5.12)
+            return None if self.flashmla or self.schedules is not None else 0
         hint = getattr(spec_info, "extend_seq_lens_cpu", None)
         if hint is None or len(hint) < self.bs:
             return None
