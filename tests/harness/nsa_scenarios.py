@@ -259,10 +259,12 @@ def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
 
 
 def run(out: dict, device: str, seed: int, configs: list[dict]) -> None:
-    replays: Counter = Counter()
-    for cfg in configs:
-        cfg = dict(cfg)
-        scenario = {"single": run_single_backend, "multi": run_multi_step,
-                    "bad_input": run_bad_input}[cfg.pop("kind")]
-        scenario(out, replays, device, seed, **cfg)
-    out["_meta/replays"] = dict(replays)
+    replays: Counter = Counter(out.get("_meta/replays", {}))  # the runner calls it per config
+    try:
+        for cfg in configs:
+            cfg = dict(cfg)
+            scenario = {"single": run_single_backend, "multi": run_multi_step,
+                        "bad_input": run_bad_input}[cfg.pop("kind")]
+            scenario(out, replays, device, seed, **cfg)
+    finally:  # also what a scenario that raised (runner --keep-going) replayed before
+        out["_meta/replays"] = dict(replays)
