@@ -15,11 +15,15 @@ from conftest import RELEASE
 from harness import releases
 from harness.parity import compare, run_suite
 from harness.served import expected_served, logged_summaries, served_problems, summary_problems
-from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU,
-                            REFRESHED_ON_PRECOMPUTE)
+from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_SINGLE, REFRESHED_ON_PRECOMPUTE,
+                            nsa_multi_cpu, nsa_single_cpu)
 
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
+# the CPU matrices of this release (smaller on releases other than 0.5.8: parity_configs)
+SINGLE_CPU = nsa_single_cpu(RELEASE)
+MULTI_CPU, CPU_STEPS = nsa_multi_cpu(RELEASE, releases.draft_steps(RELEASE))
 MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
+MULTI_CPU_MODES = tuple(f"multi/steps{n}" for n in CPU_STEPS)
 SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the periodic summary
 
 
@@ -96,10 +100,10 @@ def assert_server_inputs(dump, modes, device="cpu"):
 @pytest.mark.parametrize("env,fast", [pytest.param({}, "triton", marks=pytest.mark.quick),
                                       (FLAGS_OFF, None)], ids=["flags-default", "flags-off"])
 def test_single_backend_replay_parity(pristine_template, patched_template, env, fast):
-    expected = pristine(pristine_template, "single", NSA_SINGLE_CPU)
+    expected = pristine(pristine_template, "single", SINGLE_CPU)
     assert_meaningful(expected, MODES)
     assert_server_inputs(expected, MODES)
-    actual = run_suite(patched_template, "nsa", NSA_SINGLE_CPU,
+    actual = run_suite(patched_template, "nsa", SINGLE_CPU,
                        env={**env, "NSA_FASTPATH_SUMMARY_EVERY": str(SUMMARY_EVERY)})
     check_patched(expected, actual, strict=fast is None, every=SUMMARY_EVERY,
                   served=expected_served(actual["_meta/replays"], fast or "upstream"))
@@ -110,10 +114,10 @@ def test_single_backend_replay_parity(pristine_template, patched_template, env, 
                          ids=["flags-default", "flags-off"])
 def test_multi_step_replay_parity(pristine_template, patched_template, precompute, env, fast):
     mtp = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": precompute}
-    expected = pristine(pristine_template, "multi", NSA_MULTI_CPU, env=mtp)
-    assert_meaningful(expected, MULTI)
-    assert_server_inputs(expected, MULTI)
-    actual = run_suite(patched_template, "nsa", NSA_MULTI_CPU, env={**mtp, **env})
+    expected = pristine(pristine_template, "multi", MULTI_CPU, env=mtp)
+    assert_meaningful(expected, MULTI_CPU_MODES)
+    assert_server_inputs(expected, MULTI_CPU_MODES)
+    actual = run_suite(patched_template, "nsa", MULTI_CPU, env={**mtp, **env})
     check_patched(expected, actual, strict=fast is None,
                   served=expected_served(actual["_meta/replays"], fast or "upstream",
                                          precompute=precompute == "1"))
@@ -126,7 +130,7 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
     shutil.copytree(patched_template, broken, symlinks=True)
     kernel = broken / "sglang/srt/layers/attention/nsa/triton_metadata_kernel.py"
     kernel.write_text('raise ImportError("simulated: Triton kernels unavailable")\n')
-    configs = NSA_SINGLE_CPU[:1]
+    configs = SINGLE_CPU[:1]
     actual = run_suite(broken, "nsa", configs)
     assert "simulated" in actual["_meta/nsa_failed"]["triton"], actual["_meta/nsa_failed"]
     # what the operator reads: the WARNING once, and the summary at exit naming the disabled path
