@@ -25,6 +25,21 @@ the runners, buffers and spec-info classes are each release's own):
   Its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
   requirements-cpu.txt) and, on a machine without CUDA only, ``vllm``'s layernorm
   (``layers/layernorm.py``'s fallback: the stand-in ``standins/cpu-0.5.7``).
+- 0.5.10: ``utils/common.py`` imports ``torchvision.io`` (the CPU stand-in has
+  ``decode_jpeg``); the runners' ``req_pool_indices`` buffers are int64
+  (``runner_index_dtypes``); the backend's replay expands seqlens with ``seqlens_expand_triton``,
+  which asserts CUDA tensors (``prepare_cpu``); ``inc_lock_ref`` / ``dec_lock_ref`` return
+  result objects (``lock_delta``); the runners read ``hisparse_coordinator`` and
+  ``use_ngram_embedding`` off the ModelRunner (the stub has them for every release).
+- 0.5.11: RadixKey is a view (``bigram_view_keys``: an EAGLE key keeps its raw ints,
+  ``insert_key``, ``bigram_key``, ``key_match``); ``retrive_*`` spec-info fields are
+  ``retrieve_*`` and EAGLE's accept counts ``num_accepted_tokens`` / ``num_accepted_drafts``
+  (``spec_info_field``, ``accept_fields``, ``accept_field``); the runners read
+  ``device_timer`` and ``is_hybrid_swa``.
+- 0.5.12: the draft-extend forward's spec info is ``EagleDraftExtendInput``
+  (``draft_extend_input_class``) with ``num_correct_drafts`` / ``num_accept_tokens``;
+  ``verified_id`` is ``bonus_tokens``; the draft-extend runner asks the EAGLE worker for
+  ``speculative_num_steps`` and the target worker's model config (the stub has them).
 """
 from __future__ import annotations
 
@@ -37,6 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "tests" / "standins"
 DEFAULT_RELEASE = "0.5.8"
 ENV = "NSA_FASTPATH_TEST_RELEASE"
+
+
+# Releases whose parity runs stand for another's (.ci/run runs the key's suites on the value's
+# trees only): their wheels hold the same code where the harness goes (tests/test_shared_runs.py
+# checks it in the value's session) and this module sets them up alike.
+SHARED_RUNS = {"0.5.10.post1": "0.5.10"}
 
 
 def release() -> str:

@@ -85,6 +85,10 @@ def main() -> None:
         report = fastpath.path_report()
         out["_meta/served"] = dict(report["served"])
         out["_meta/nsa_failed"] = dict(report["disabled"])
+    tree = str(args.tree.resolve())  # the tree's modules the run imported (test_shared_runs)
+    out["_meta/modules"] = sorted({
+        os.path.relpath(f, tree) for m in list(sys.modules.values())
+        if (f := getattr(m, "__file__", None)) and str(Path(f).resolve()).startswith(tree + os.sep)})
     torch.save(out, args.out)
     print(f"runner: {len(out)} outputs from {args.suite} on {args.tree} -> {args.out}")
 
