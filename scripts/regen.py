@@ -76,7 +76,8 @@ WHEELS = {
 }
 # Supported releases (each has a release set: manifests/<release>.tsv): the sha256 of the wheel
 # its pristine files are read from (the first pinned one).
-SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.10", "0.5.10.post1", "0.5.12.post1")
+SUPPORTED = ("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.10", "0.5.10.post1", "0.5.11", "0.5.12",
+             "0.5.12.post1")
 RELEASES = {r: next(iter(WHEELS[r].values())) for r in SUPPORTED}
 SGLANG_VERSION = "0.5.8"  # the release our change was written against (the merge base of ports)
 
