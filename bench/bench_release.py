@@ -16,9 +16,10 @@ builds the release's runner around its NSA backend:
   (building or loading our kernels included); then a second runner of the mode, captured in the
   same process (warm: what a capture costs once everything is loaded);
 - replay: per captured bs, a raw batch one request short of it (the runner pads it) goes through
-  the runner's replay once (for the patched tree the path meant must have served it), then the
-  backend call the runner made (its arguments as the runner built them) is timed: the median
-  host time of --iters calls after --warmup, each after a device sync;
+  the runner's replay once (its backend call timed: the first replay; for the patched tree the
+  path meant must have served it), then the backend call the runner made (its arguments as the
+  runner built them) is timed: the median host time of --iters calls after --warmup, each after
+  a device sync;
 - floors, measured in the same process: an empty Triton launch, an empty launch of our CUDA
   library (patched tree, CUDA), one torch op.
 
@@ -95,40 +96,58 @@ def measure(tree: Path, variant: str, device: str, capture_bs: list, page_size: 
 
         floors["cuda_ext_empty_launch_us"] = median_us(lambda: cw.empty_launch(dummy))
 
+    def captured(mode):
+        """A runner of `mode`, captured; the summed host time of the backend's capture calls."""
+        driver = sr.make_runner(mode, page_size, topk, capture_bs, device)
+        spent = [0.0]
+        original = driver.target.init_forward_metadata_capture_cuda_graph
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        driver.target.init_forward_metadata_capture_cuda_graph = timed
+        driver.capture()
+        return driver, spent[0]
+
     gen = torch.Generator().manual_seed(0)
     rows, capture = [], {}
     for mode in MODES:
-        times = []
-        for attempt in ("first", "warm"):
-            driver = sr.make_runner(mode, page_size, topk, capture_bs, device)
-            spent = [0.0]
-            original = driver.target.init_forward_metadata_capture_cuda_graph
+        driver, first_s = captured(mode)  # the first capture of this mode in the process
+        replay_call = driver.target.init_forward_metadata_replay_cuda_graph  # the harness's spy
+        first_us = []
 
-            def timed(*args, _original=original, **kwargs):
-                t0 = time.perf_counter()
-                try:
-                    return _original(*args, **kwargs)
-                finally:
-                    spent[0] += time.perf_counter() - t0
+        def timed_replay(*args, **kwargs):  # the backend call of the runner's first replay
+            sync()
+            t0 = time.perf_counter()
+            out = replay_call(*args, **kwargs)
+            sync()
+            first_us.append((time.perf_counter() - t0) * 1e6)
+            return out
 
-            driver.target.init_forward_metadata_capture_cuda_graph = timed
-            driver.capture()
-            times.append(spent[0])
-        capture[mode] = {"first_s": times[0], "warm_s": times[1]}
         for i, bs in enumerate(capture_bs):
             raw_bs = bs - 1 if i and bs - 1 > capture_bs[i - 1] else bs  # padded where it can be
             batch = sc.make_batch(driver, gen, raw_bs, topk)
             if rf is not None:
                 rf.reset_for_tests()
+            driver.target.init_forward_metadata_replay_cuda_graph = timed_replay
             assert driver.replay(batch) == bs
+            driver.target.init_forward_metadata_replay_cuda_graph = replay_call
             served = dict(rf.served) if rf is not None else {}
             if rf is not None:
                 want = f"metadata.{variant}"
                 assert served == {want: 1} and not rf.path_report()["disabled"], \
                     f"{variant} {mode} bs={bs}: served {rf.path_report()}"
             rows.append({"mode": mode, "bs": bs, "raw_bs": raw_bs, "served": served,
+                         "first_replay_us": first_us[-1],
                          "replay_us": median_us(driver.last_call.invoke)})
-            print(f"{variant} {mode} bs={bs}: {rows[-1]['replay_us']:.1f} us", flush=True)
+            print(f"{variant} {mode} bs={bs}: first {first_us[-1]:.1f} us, then "
+                  f"{rows[-1]['replay_us']:.1f} us", flush=True)
+        _, warm_s = captured(mode)  # a second runner: the caches and kernels warm
+        capture[mode] = {"first_s": first_s, "warm_s": warm_s}
     return {"variant": variant, "floors": floors, "capture": capture, "rows": rows}
 
 
@@ -180,15 +199,19 @@ def report(release: str, device: str, device_name: str, args, results: dict) -> 
     lines += ["Floors (same processes): " + ", ".join(f"{k} {val} us"
                                                       for k, val in floors.items()), ""]
     header = ["mode", "bs"] + [f"{v} (us)" for v in variants] + [
-        f"sglang / {v}" for v in variants if v != "sglang"]
+        f"sglang / {v}" for v in variants if v != "sglang"] + [
+        f"{v} first replay (us)" for v in variants]
     rows = []
     by_key = {v: {(r["mode"], r["bs"]): r for r in results[v]["rows"]} for v in variants}
     for r in results[variants[0]]["rows"]:
         key = (r["mode"], r["bs"])
         us = {v: by_key[v][key]["replay_us"] for v in variants}
         rows.append([r["mode"], r["bs"]] + [f"{us[v]:.1f}" for v in variants] + [
-            f"{us['sglang'] / us[v]:.1f}x" for v in variants if v != "sglang" and "sglang" in us])
-    lines += _table(header, rows) + [""]
+            f"{us['sglang'] / us[v]:.1f}x" for v in variants if v != "sglang" and "sglang" in us
+        ] + [f"{by_key[v][key]['first_replay_us']:.0f}" for v in variants])
+    lines += _table(header, rows) + ["", "A first replay (the backend call of the runner's "
+                                     "first replay of that bs, synchronized) that costs far more "
+                                     "than the median compiled or loaded something.", ""]
     header = ["mode"] + [f"{v} first / warm (s)" for v in variants]
     rows = [[m] + [f"{results[v]['capture'][m]['first_s']:.2f} / "
                    f"{results[v]['capture'][m]['warm_s']:.2f}" for v in variants]
