@@ -10,6 +10,9 @@ there is none. It runs each NSA mode, page size 1 and 64, the multi-step backend
 precompute on and off, the bad-input check, and the radix workload, scheduler and re-match
 scenarios (EAGLE and not), with every flag at its default; the parity suites then run the full
 matrix (tests/README.md, "One release per session").
+
+`--device cuda` (a GPU machine set up as scripts/gpu_tier.sh does: its Python dependencies on
+PYTHONPATH) runs the same on CUDA tensors with real CUDA graphs, the CUDA path serving.
 """
 from __future__ import annotations
 
@@ -77,26 +80,31 @@ def install(release: str, tmp: Path, problems: list) -> tuple[Path, Path | None]
     return pristine, patched
 
 
-def start(tree: Path, out: Path, build_dir: Path) -> subprocess.Popen:
+def start(tree: Path, out: Path, build_dir: Path, device: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in FLAGS}
-    env.update(TRITON_INTERPRET="1", NSA_FASTPATH_BUILD_DIR=str(build_dir))
+    env.update(NSA_FASTPATH_BUILD_DIR=str(build_dir))
+    if device == "cpu":
+        env.update(TRITON_INTERPRET="1")
+    else:
+        env.pop("TRITON_INTERPRET", None)
+        env.update(SGLANG_ENABLE_JIT_DEEPGEMM="0")
     return subprocess.Popen(
         [sys.executable, str(HERE / "runner.py"), "--tree", str(tree), "--suite", "nsa",
-         "--config", json.dumps(SMALL_NSA + SMALL_RADIX), "--out", str(out), "--keep-going"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--device", device, "--config", json.dumps(SMALL_NSA + SMALL_RADIX), "--out", str(out),
+         "--keep-going"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def indent(text: str) -> str:
     return "".join(f"    {line}\n" for line in text.rstrip("\n").splitlines())
 
 
-def served_problems(dump: dict) -> list[str]:
-    """The patched run's paths: Triton served every NSA replay, nothing was disabled; the
-    compiled radix matcher (or its re-match cache) served every match."""
+def served_problems(dump: dict, device: str) -> list[str]:
+    """The patched run's paths: Triton (on CUDA: the CUDA kernel) served every NSA replay,
+    nothing was disabled; the compiled radix matcher (or its re-match cache) served every match."""
     from served import expected_served
 
     problems = []
-    want = expected_served(dump.get("_meta/replays", {}), "triton")
+    want = expected_served(dump.get("_meta/replays", {}), "cuda" if device == "cuda" else "triton")
     if dump.get("_meta/served") != want:
         problems.append(f"NSA replays served {dump.get('_meta/served')}, expected {want} "
                         f"(harness replays: {dump.get('_meta/replays')})")
@@ -113,9 +121,14 @@ def served_problems(dump: dict) -> list[str]:
 
 
 def main() -> int:
+    import argparse
+
     import torch
     from parity import compare
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    device = ap.parse_args().device
     release = releases.release()
     t0 = time.monotonic()
     problems: list[str] = []
@@ -123,7 +136,7 @@ def main() -> int:
         tmp = Path(tmp)
         pristine, patched = install(release, tmp, problems)
         trees = {"pristine": pristine, "patched": patched}
-        procs = {name: start(tree, tmp / f"{name}.pt", tmp / "build")
+        procs = {name: start(tree, tmp / f"{name}.pt", tmp / "build", device)
                  for name, tree in trees.items() if tree is not None}
         dumps = {}
         for name, proc in procs.items():
@@ -156,7 +169,7 @@ def main() -> int:
                 bad = dumps["patched"].get("bad/draft_extend_overflow", "")
                 if not bad.startswith("ValueError: nsa-fastpath: draft_extend"):
                     problems.append(f"bad input: the patched tree reported {bad!r}")
-            problems += [f"served: {p}" for p in served_problems(dumps["patched"])]
+            problems += [f"served: {p}" for p in served_problems(dumps["patched"], device)]
     took = time.monotonic() - t0
     scenarios = len(SMALL_NSA) + len(SMALL_RADIX)
     if problems:
