@@ -210,17 +210,17 @@ def main() -> None:
 
 
 def breakdown(name, plan, mode, bs, rpi, seq, spec, time, sync) -> dict:
-    """The fused fill alone, and the schedule step without DeepGEMM's call (its copy only)."""
+    """The fused fill alone, and the schedule step without DeepGEMM's call (SGLang's refresh
+    around a no-op DeepGEMM: the copy, and for several step backends ours into the others)."""
+    import deep_gemm
+
     _, fill, copy_schedule = plan.launchers[0]
     acc = spec.accept_length if mode == "draft_extend" else None
     n = plan.n_tokens or sum(spec.extend_seq_lens_cpu[:bs])
     out = {f"{name}_fill_only_us": time(lambda: fill(rpi, seq, acc), before=sync)}
-    fresh = plan.schedule_fn(plan._seqlens_for_schedule(n), 64, plan.num_sms_fn())
-    saved = plan.schedule_fn, plan.num_sms_fn
-    plan.schedule_fn, plan.num_sms_fn = (lambda *a: fresh), (lambda: 0)
-    out[f"{name}_schedule_copy_only_us"] = time(lambda: plan._refresh_schedule(n, copy_schedule),
-                                                before=sync)
-    plan.schedule_fn, plan.num_sms_fn = saved
+    with NoDeepGemm(deep_gemm):
+        out[f"{name}_schedule_copy_only_us"] = time(
+            lambda: plan._refresh_schedule(n, copy_schedule), before=sync)
     return out
 
 

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import regen  # noqa: E402
+
 # The SGLang release the benchmarks run (its wheel from scripts/fetch_wheel.sh; apply.sh picks
 # its set): NSA_FASTPATH_BENCH_RELEASE=0.5.9 compares against 0.5.9's own code.
 RELEASE = os.environ.get("NSA_FASTPATH_BENCH_RELEASE", "0.5.8")
-sys.path.insert(0, str(ROOT / "scripts"))
-import regen  # noqa: E402  (the wheel for this CPython: from 0.5.11 SGLang ships one per CPython)
-
-WHEEL = regen.default_wheel(RELEASE)
+WHEEL = regen.default_wheel(RELEASE)  # this Python's (from 0.5.11 one wheel per CPython)
 
 
 def build_trees(workdir: Path) -> tuple[Path, Path]:

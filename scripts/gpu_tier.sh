@@ -90,6 +90,9 @@ run_multi() {  # multi-step parity (fused fill and batched copy)
 }
 
 run_bench() {
+    # the release's own replay code beside ours through its runners (bench_release_<R>.json/.md)
+    python3 bench/bench_release.py --release "$NSA_FASTPATH_BENCH_RELEASE" --out "$out" 2>&1 \
+        | tee "$out/bench_release.log" || status=1
     python3 bench/bench_replay_metadata.py "$@" 2>&1 | tee "$out/bench_replay_metadata.log" || status=1
     python3 bench/bench_batched_copy.py "$@" 2>&1 | tee "$out/bench_batched_copy.log" || status=1
     python3 bench/bench_radix_match.py --device cuda --tree "$patched" 2>&1 \

@@ -97,6 +97,9 @@ PORTS = {
     "0.5.8": (BASE, NSA_FORKS),  # BASE itself: its forks are overlay/'s, its port the identity
     "0.5.8.post1": (BASE, NSA_FORKS),
     "0.5.9": (BASE, NSA_FORKS),
+    "0.5.10": (BASE, NSA_FORKS),
+    "0.5.11": (BASE, NSA_FORKS),
+    "0.5.12": (BASE, NSA_FORKS),
     # 0.5.13 renames the backend and its CUDA-graph entry points: our hooks were written at the
     # new call sites by hand; 0.5.14's fork is 0.5.13's merged onto it.
     "0.5.13": (None, DSA_FORKS),
@@ -105,7 +108,7 @@ PORTS = {
 # Releases whose files a set forks are another supported release's, byte for byte: that
 # release's set serves them (apply.sh chooses a set by those files' sha256, so two sets of the
 # same files could not be told apart; tests/test_drift.py checks the files).
-SERVED_BY = {"0.5.13.post1": "0.5.13"}
+SERVED_BY = {"0.5.10.post1": "0.5.10", "0.5.12.post1": "0.5.12", "0.5.13.post1": "0.5.13"}
 SUPPORTED = tuple(PORTS) + tuple(SERVED_BY)
 # Our modules that serve one fork, by directory: a release that leaves that file SGLang's own
 # gets none of them.

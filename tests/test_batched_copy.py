@@ -12,9 +12,12 @@ import pytest
 import torch
 from harness.parity import compare, run_suite
 from harness.served import expected_served, served_problems
-from parity_configs import NSA_MULTI_CPU, REFRESHED_ON_PRECOMPUTE
+from conftest import RELEASE
+from harness import releases
+from parity_configs import REFRESHED_ON_PRECOMPUTE, nsa_multi_cpu
 
 PRECOMPUTE = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": "1"}
+MULTI_CPU, _ = nsa_multi_cpu(RELEASE, releases.draft_steps(RELEASE))
 # SGLang's fused copy (0.5.9 on) off, so that ours serves (replay_fastpath.batched_copy_on)
 COPY_ONLY = {"SGLANG_NSA_USE_TRITON_METADATA": "0", "SGLANG_NSA_USE_CUDA_METADATA": "0",
              "SGLANG_USE_FUSED_METADATA_COPY": "0", **PRECOMPUTE}
@@ -35,8 +38,8 @@ def check_copy_run(expected, actual):
 
 @pytest.mark.parametrize("verify", ["0", "1"], ids=["plain", "verify-mode"])
 def test_multi_step_batched_copy_parity(pristine_template, patched_template, verify):
-    expected = run_suite(pristine_template, "nsa", NSA_MULTI_CPU, env=PRECOMPUTE, reuse=True)
-    actual = run_suite(patched_template, "nsa", NSA_MULTI_CPU,
+    expected = run_suite(pristine_template, "nsa", MULTI_CPU, env=PRECOMPUTE, reuse=True)
+    actual = run_suite(patched_template, "nsa", MULTI_CPU,
                        env={**COPY_ONLY, "SGLANG_NSA_BATCHED_COPY_VERIFY": verify})
     check_copy_run(expected, actual)
 

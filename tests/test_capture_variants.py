@@ -7,6 +7,9 @@ target_verify, draft_extend, 3-step multi-step) and replays every bs with the in
 doesn't pad); here it records the variants instead of running them. A replay whose variant was not
 compiled at capture would compile on the replay; a compiled variant no replay launches is wasted
 start-up time. The GPU timing is `python bench/bench_capture_cost.py` (scripts/gpu_tier.sh build).
+The same through the session release's own runners (harness/variants.py): their buffers' dtypes
+change between releases (req_pool_indices int64 from 0.5.10), and the variants compiled at capture
+follow what the capture got.
 """
 import json
 import os
@@ -36,3 +39,22 @@ def test_capture_compiles_what_replays_launch_and_nothing_else(patched_template,
     every = {(json.dumps(c), 8 if c[0] == "2" else 4) for c, _ in r["variants"]}  # c[0]: MODE
     print(f"Triton variants compiled at capture: {len(compiled)} (every dtype combination: "
           f"{sum(n for _, n in every)})")
+
+
+def test_runners_replay_only_variants_their_capture_compiled(patched_template, tmp_path):
+    out = tmp_path / "variants.json"
+    env = dict(os.environ, TRITON_INTERPRET="1", SGLANG_NSA_USE_CUDA_METADATA="0")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "harness" / "variants.py"),
+                           "--tree", str(patched_template), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(out.read_text())
+    assert not r["disabled"] and set(r["served"]) == {"metadata.triton"}, r
+    assert r["launched"] and r["unwarmed"] == [], "replays that would compile: " + str(r["unwarmed"])
+    assert set(r["launched"]) == set(r["warmed"]), \
+        f"compiled, never launched: {sorted(set(r['warmed']) - set(r['launched']))}"
+    # Known: an unpadded draft-extend replay right after a request finished in verify brings the
+    # batch's int64 accept counts, a variant no capture compiles (the first such replay per bs
+    # compiles it, ~0.27 s on an H200): exactly those, and nothing else.
+    late = [json.loads(v) for v in r["unwarmed_finished"]]
+    assert late and all(c[0] == "2" and d[2] == "torch.int64" for c, d in late), late

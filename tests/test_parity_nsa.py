@@ -15,11 +15,15 @@ from conftest import RELEASE
 from harness import releases
 from harness.parity import compare, run_suite
 from harness.served import expected_served, logged_summaries, served_problems, summary_problems
-from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_MULTI_CPU, NSA_SINGLE, NSA_SINGLE_CPU,
-                            REFRESHED_ON_PRECOMPUTE)
+from parity_configs import (FLAGS_OFF, NSA_MULTI, NSA_SINGLE, REFRESHED_ON_PRECOMPUTE,
+                            nsa_multi_cpu, nsa_single_cpu)
 
 MODES = ("single/decode", "single/target_verify", "single/draft_extend")
+# the CPU matrices of this release (smaller on releases other than 0.5.8: parity_configs)
+SINGLE_CPU = nsa_single_cpu(RELEASE)
+MULTI_CPU, CPU_STEPS = nsa_multi_cpu(RELEASE, releases.draft_steps(RELEASE))
 MULTI = tuple(f"multi/steps{n}" for n in releases.draft_steps(RELEASE))
+MULTI_CPU_MODES = tuple(f"multi/steps{n}" for n in CPU_STEPS)
 SUMMARY_EVERY = 7  # NSA_FASTPATH_SUMMARY_EVERY for the runs that check the periodic summary
 # the clipped seqlens every replay writes (DSAMetadata's name from 0.5.13)
 SEQLENS = ("dsa" if releases.dsa_named(RELEASE) else "nsa") + "_cache_seqlens_int32"
@@ -62,7 +66,7 @@ def assert_meaningful(dump, modes):
 def server_inputs(mode: str, padded: bool, device: str) -> list[dict]:
     """The index / length inputs the release's runner for `mode` hands the backend (every
     variant must occur): CudaGraphRunner and the draft-extend runner pass their own buffers
-    (SGLang 0.5.8: int32; releases.runner_buffer_dtypes); the draft runner passes the
+    (SGLang 0.5.8: int32; req_pool_indices int64 from 0.5.10: releases.runner_buffer_dtypes); the draft runner passes the
     ScheduleBatch's own int64 tensors when it does not pad; the draft-extend runner passes the
     batch's accept counts when it does not pad (int32; EAGLE v1: int64 once a request finished
     in verify), its int32 buffer when it does."""
@@ -76,9 +80,8 @@ def server_inputs(mode: str, padded: bool, device: str) -> list[dict]:
     if mode == "single/draft_extend":
         v1 = not releases.draft_extend_v2(RELEASE)
         accept = ["int32"] if padded or not v1 else ["int32", "int64"]
-        name = "spec_info." + ("accept_length" if not releases.dsa_named(RELEASE)
-                               else "num_accept_tokens")
-        return [{**buffers, name: f"{a}@{device}"} for a in accept]
+        # recorded under 0.5.8's name (nsa_scenarios.backend_inputs)
+        return [{**buffers, "spec_info.accept_length": f"{a}@{device}"} for a in accept]
     return [buffers]
 
 
@@ -106,10 +109,10 @@ def assert_server_inputs(dump, modes, device="cpu"):
 @pytest.mark.parametrize("env,fast", [pytest.param({}, "triton", marks=pytest.mark.quick),
                                       (FLAGS_OFF, None)], ids=["flags-default", "flags-off"])
 def test_single_backend_replay_parity(pristine_template, patched_template, env, fast):
-    expected = pristine(pristine_template, "single", NSA_SINGLE_CPU)
+    expected = pristine(pristine_template, "single", SINGLE_CPU)
     assert_meaningful(expected, MODES)
     assert_server_inputs(expected, MODES)
-    actual = run_suite(patched_template, "nsa", NSA_SINGLE_CPU,
+    actual = run_suite(patched_template, "nsa", SINGLE_CPU,
                        env={**env, "NSA_FASTPATH_SUMMARY_EVERY": str(SUMMARY_EVERY)})
     check_patched(expected, actual, strict=fast is None, every=SUMMARY_EVERY,
                   served=expected_served(actual["_meta/replays"], fast or "upstream"))
@@ -120,10 +123,10 @@ def test_single_backend_replay_parity(pristine_template, patched_template, env, 
                          ids=["flags-default", "flags-off"])
 def test_multi_step_replay_parity(pristine_template, patched_template, precompute, env, fast):
     mtp = {"SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA": precompute}
-    expected = pristine(pristine_template, "multi", NSA_MULTI_CPU, env=mtp)
-    assert_meaningful(expected, MULTI)
-    assert_server_inputs(expected, MULTI)
-    actual = run_suite(patched_template, "nsa", NSA_MULTI_CPU, env={**mtp, **env})
+    expected = pristine(pristine_template, "multi", MULTI_CPU, env=mtp)
+    assert_meaningful(expected, MULTI_CPU_MODES)
+    assert_server_inputs(expected, MULTI_CPU_MODES)
+    actual = run_suite(patched_template, "nsa", MULTI_CPU, env={**mtp, **env})
     check_patched(expected, actual, strict=fast is None,
                   served=expected_served(actual["_meta/replays"], fast or "upstream",
                                          precompute=precompute == "1"))
@@ -136,7 +139,7 @@ def test_fast_path_failure_falls_back_to_sglang(pristine_template, patched_templ
     shutil.copytree(patched_template, broken, symlinks=True)
     kernel = broken / "sglang/srt/layers/attention/nsa/triton_metadata_kernel.py"
     kernel.write_text('raise ImportError("simulated: Triton kernels unavailable")\n')
-    configs = NSA_SINGLE_CPU[:1]
+    configs = SINGLE_CPU[:1]
     actual = run_suite(broken, "nsa", configs)
     assert "simulated" in actual["_meta/nsa_failed"]["triton"], actual["_meta/nsa_failed"]
     # what the operator reads: the WARNING once, and the summary at exit naming the disabled path

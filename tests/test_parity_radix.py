@@ -1,14 +1,15 @@
-"""Pristine SGLang 0.5.8 vs the patched tree: RadixCache results, tree shape and evictions.
+"""Pristine SGLang vs the patched tree: RadixCache results, tree shape and evictions.
 
-Three suites (tests/harness/radix_scenarios.py), each run once on pristine SGLang and once per
-matcher on the patched tree, compared exactly:
-- ``workload`` (parity_configs.RADIX): 1000 requests a config, page 1/16/64, EAGLE keys on/off,
+Three suites (tests/harness/radix_scenarios.py, configs in parity_configs.py: smaller workloads
+on releases other than 0.5.8), each run once on pristine SGLang and once per matcher on the
+patched tree, compared exactly:
+- ``workload`` (RADIX): 1000 requests a config, page 1/16/64, EAGLE keys on/off,
   extra keys, locks, inserts, LRU evictions under a budget;
-- ``scheduler`` (SCHEDULER below): SGLang's own Req.init_next_round_input,
+- ``scheduler`` (SCHEDULER): SGLang's own Req.init_next_round_input,
   SchedulePolicy("lpm").calc_priority, cache_unfinished_req and cache_finished_req make the
   calls; waiting requests are matched again each round with a new list of their same ints
   (the re-match cache's case), thousands of matches a config;
-- ``rematch`` (REMATCH below): waiting requests matched again and again while inserts split their
+- ``rematch`` (REMATCH): waiting requests matched again and again while inserts split their
   paths, evictions remove them, locks, resets and growing requests change the tree under them.
 
 Matchers: ``compiled`` (the default: C++ helper, re-match cache), ``python`` (the pure-Python
@@ -17,10 +18,11 @@ must also have been served by the matcher it names (the runner records radix_mat
 silent fallback cannot pass for the fast path.
 """
 import pytest
+from conftest import RELEASE
 from harness import releases
 from harness.parity import compare, run_suite
 from harness.radix_build import helper_build_env
-from parity_configs import FLAGS_OFF, RADIX
+from parity_configs import FLAGS_OFF, radix_cpu
 
 # From 0.5.13 the release set leaves RadixCache as SGLang ships it (harness/releases.py
 # radix_replaced; test_radix_cache.py checks that the patched tree's is SGLang's own).
@@ -28,16 +30,7 @@ pytestmark = pytest.mark.skipif(
     not releases.radix_replaced(releases.release()),
     reason=f"SGLang {releases.release()}'s RadixCache is not replaced by nsa-fastpath")
 
-SCHEDULER = [
-    {"scenario": "scheduler", "page_size": ps, "bigram": bigram, "n_requests": 200,
-     "max_prefix": 8192, "budget_tokens": 12_000}
-    for ps, bigram in ((1, False), (16, False), (64, False), (1, True), (16, True), (64, True))
-]
-REMATCH = [
-    {"scenario": "rematch", "page_size": ps, "bigram": bigram, "n_ops": 700, "max_prefix": 6000}
-    for ps, bigram in ((1, False), (64, False), (1, True), (16, True), (64, True))
-]
-SUITES = {"workload": RADIX, "scheduler": SCHEDULER, "rematch": REMATCH}
+SUITES, LEAST = radix_cpu(RELEASE)  # smaller workloads on releases other than the base one
 MATCHERS = {
     "compiled": {},
     "python": {"SGLANG_RADIX_COMPILED_MATCH": "0"},
@@ -68,13 +61,15 @@ def _served(result: dict) -> dict:
 def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factory, suite,
                             matcher):
     expected = _pristine(pristine_template, suite)
+    hits, least_served, least_rematch = LEAST[suite]
     logs = [v for k, v in expected.items() if k.endswith("/log")]
     assert len(logs) == len(SUITES[suite])
     assert all(any(e[0] == "evict" for e in log) for log in logs), "workload never evicted"
     if suite == "scheduler":
-        assert all(sum(e[0] == "mp" and e[6] > 0 for e in log) > 300 for log in logs), "few hits"
+        assert all(sum(e[0] == "mp" and e[6] > 0 for e in log) > hits for log in logs), "few hits"
     else:
-        assert all(sum(e[2] > 0 for e in log if e[0] == "match") > 50 for log in logs), "few hits"
+        assert all(sum(e[2] > 0 for e in log if e[0] == "match") > hits for log in logs), \
+            "few hits"
     env = dict(MATCHERS[matcher], **helper_build_env(tmp_path_factory))
     actual = run_suite(patched_template, "radix", SUITES[suite], env=env)
     problems = compare(expected, actual)
@@ -85,13 +80,12 @@ def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factor
     if matcher == "flags-off":
         assert not served, f"a fast path ran with every flag off: {served}"
         return
-    assert served.get(matcher, 0) > 1000, served
+    assert served.get(matcher, 0) > least_served, served
     other = "python" if matcher == "compiled" else "compiled"
     assert served.get(other, 0) == 0, served
     assert served.get("upstream", 0) == 0, served  # every query took the fast walk
-    if suite != "workload" and matcher == "compiled":
-        least = {"scheduler": 100, "rematch": 50}[suite]  # rematch: its tree keeps changing
-        assert served.get("rematch", 0) > least, f"too few re-match hits: {served}"
+    if suite != "workload" and matcher == "compiled":  # rematch: its tree keeps changing
+        assert served.get("rematch", 0) > least_rematch, f"too few re-match hits: {served}"
 
 
 # A parity suite that passes whether or not the code is right proves nothing: plant one-line bugs
@@ -100,10 +94,15 @@ def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factor
 SMALL = [{"scenario": "rematch", "page_size": 1, "bigram": True, "n_ops": 500,
           "max_prefix": 6000}]
 HELPER = "sglang/srt/mem_cache/radix_match_ext.cpp"
+# the EAGLE comparison of the walk this release takes: bigram tuples, or from 0.5.11 RadixKey
+# views compared in place (releases.bigram_view_keys)
+EAGLE_PAIRS = ("        p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // as above: ints [0, j), "
+               "pairs [0, j - 1)\n" if releases.bigram_view_keys(RELEASE) else
+               "      p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // ints [0, j) equal: pairs "
+               "[0, j - 1)\n")
 HELPER_BUGS = [
-    pytest.param("      p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // ints [0, j) equal: pairs "
-                 "[0, j - 1)\n",
-                 "      p = j < 0 ? j : (j > m ? m : j);\n", id="eagle-pairs-off-by-one"),
+    pytest.param(EAGLE_PAIRS, EAGLE_PAIRS.replace("(j ? j - 1 : 0)", "j"),
+                 id="eagle-pairs-off-by-one"),
     pytest.param("    if (r == 0) Py_RETURN_NONE;\n    PyObject* key = PyObject_GetAttr(child, s_key);\n",
                  "    (void)r;\n    PyObject* key = PyObject_GetAttr(child, s_key);\n",
                  id="rematch-path-membership-unchecked"),

@@ -30,6 +30,9 @@ from harness import releases
 from harness.radix_build import helper_build_env
 
 ROOT = Path(__file__).resolve().parent.parent
+# RadixKey views (SGLang 0.5.11 on): nothing cached on keys, the triton opt-in declines (the
+# compiled matcher serves, one WARNING)
+VIEW_KEYS = releases.bigram_view_keys(releases.release())
 WORKER_CONFIGS = [(1, False), (2, False), (16, False), (64, False), (1, True), (16, True),
                   (64, True)]
 TAGS = {  # patched runs: flags per tag
@@ -51,10 +54,9 @@ def _match(rc, cache, tokens, extra):
 def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
     kind = rng.randrange(9)
     if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
-        keys = rc.convert_to_bigram_key(toks) if eagle else toks
-        vals = torch.arange(slot, slot + len(keys), dtype=torch.int64)
-        slot += len(keys)
-        key = rc.RadixKey(keys, extra, is_bigram=eagle)
+        key = releases.bigram_key(rc, toks, extra, eagle)
+        vals = torch.arange(slot, slot + len(key), dtype=torch.int64)
+        slot += len(key)
         log.append(("ins", i, releases.radix_insert(cache, key, vals)))
     elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
         vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
@@ -65,7 +67,7 @@ def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
         r = releases.radix_match(cache, rc.RadixKey(tuple(toks), extra))
         log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 3 and eagle:  # already-bigram query
-        key = rc.RadixKey(rc.convert_to_bigram_key(toks), extra, is_bigram=True)
+        key = releases.bigram_key(rc, toks, extra)
         r = releases.radix_match(cache, key)
         log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 4 and eagle:  # the query key afterwards: copied, pickled, an unknown attribute
@@ -139,12 +141,11 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                 slot = _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log)
             except Exception as e:
                 log.append(("exception", i, type(e).__name__, str(e)))
-        # key_match_fn directly, extra keys that differ
+        # key_match_fn directly (RadixKey.match from 0.5.11), extra keys that differ
         for a, b in ((prompts[3], prompts[3]), ([], [])):
-            if eagle:
-                a, b = rc.convert_to_bigram_key(a), rc.convert_to_bigram_key(b)
+            ka, kb = releases.bigram_key(rc, a, "x", eagle), releases.bigram_key(rc, b, "y", eagle)
             try:
-                log.append(("kmf", cache.key_match_fn(rc.RadixKey(a, "x"), rc.RadixKey(b, "y"))))
+                log.append(("kmf", releases.key_match(cache, ka, kb)))
             except ValueError as e:
                 log.append(("kmf-error", str(e)))
         empty = releases.radix_match(cache, rc.RadixKey([], None))
@@ -185,14 +186,16 @@ def _alias_run(rc, out: dict, tag: str, copied: bool = False) -> None:
         for slot, (step, matches_before) in enumerate((("before", 0), ("after-match", 1),
                                                        ("after-rematch", 3))):
             t = [rng.randrange(300, 90_000) for _ in range(n)]
-            keys = rc.convert_to_bigram_key(t) if eagle else t
-            key = rc.RadixKey(list(keys) if copied else keys, step, is_bigram=eagle)
-            releases.radix_insert(cache, key, torch.arange(slot * n, slot * n + len(keys),
+            key = releases.bigram_key(rc, t, step, eagle)
+            keys = key.token_ids  # the list the caller edits: its tokens, or its bigram tuples
+            if copied:
+                key.token_ids = list(keys)
+            releases.radix_insert(cache, key, torch.arange(slot * n, slot * n + len(key),
                                                            dtype=torch.int64))
             res = [_match(rc, cache, list(t), step)
                    for _ in range(matches_before)]
             k = n // 2 + 3  # inside a page
-            keys[k] = (keys[k][0], -1) if eagle else -1
+            keys[k] = (keys[k][0], -1) if isinstance(keys[k], tuple) else -1
             res += [_match(rc, cache, list(t), step) for _ in range(2)]
             log.append(("tree-key-edited", step, res))
         # (b): the query's own list edited after the call, then its key read
@@ -224,7 +227,7 @@ def _census(rc, allowed: set, eagle: bool):
     for obj in gc.get_objects():
         if not isinstance(obj, rc.RadixKey):
             continue
-        d = obj.__dict__
+        d = getattr(obj, "__dict__", {})  # RadixKey has __slots__ from 0.5.11 (nothing cached)
         if d.get("_nsa_ints") is not None and d["_nsa_ints"][2] is not None:
             b = d["_nsa_ints"][2]
             assert id(obj) in allowed, "packed ids cached on a key that is not in the tree"
@@ -253,7 +256,6 @@ def _memory_run(rc, out: dict, tag: str) -> None:
 
     from radix_scenarios import CountingClock, RecordingAllocator, make_workload
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-    from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
     for ps, eagle in ((1, False), (64, False), (1, True), (64, True)):
@@ -271,11 +273,10 @@ def _memory_run(rc, out: dict, tag: str) -> None:
                 releases.radix_match(cache, rc.RadixKey(list(tokens), extra))
             assert len(rm.entries) <= rm.max_entries and rm.tokens <= rm.max_tokens
             assert rm.tokens == sum(len(e[2]) for e in rm.entries.values() if e is not None)
-            keys = convert_to_bigram_key(list(tokens)) if eagle else list(tokens)
-            keys = keys[: len(keys) // ps * ps]
-            releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=eagle),
-                                  torch.arange(slot, slot + len(keys), dtype=torch.int64))
-            slot += len(keys)
+            key = releases.insert_key(rc, tokens, extra, eagle, ps)
+            releases.radix_insert(cache, key,
+                                  torch.arange(slot, slot + len(key), dtype=torch.int64))
+            slot += len(key)
             if cache.evictable_size() > 30_000:
                 releases.radix_evict(cache, cache.evictable_size() - 15_000)
         node_keys, tree_tokens = _tree_keys(cache)
@@ -394,7 +395,8 @@ def test_edge_cases_match_sglang(worker_results, tag):
     if tag == "off":
         assert not stats, stats
     else:
-        served = {"nocache": "compiled"}.get(tag, tag)
+        served = {"nocache": "compiled", "triton": "compiled" if VIEW_KEYS else "triton"}.get(
+            tag, tag)
         assert stats.get(served, 0) > 300, stats
         if tag == "nocache":
             assert "rematch" not in stats, stats
@@ -413,8 +415,9 @@ def test_edited_caller_lists(worker_results, tag):
     aliased = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-pristine/")}
     copied = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-copied/")}
     assert aliased and aliased.keys() == copied.keys()
-    for k in aliased:  # the edits change 0.5.8's tree: the case is live
-        if k.endswith("/log"):
+    for k in aliased:  # the edits change SGLang's tree: the case is live (from 0.5.11 only at
+        # page size 1: insert page-aligns a key by slicing it, which copies the caller's list)
+        if k.endswith("/log") and (not VIEW_KEYS or k.startswith("1/")):
             assert [e for e in aliased[k] if e[0] == "tree-key-edited"] != \
                 [e for e in copied[k] if e[0] == "tree-key-edited"], k
             assert [e for e in aliased[k] if e[0] == "query-edited"] == \
@@ -443,17 +446,20 @@ def test_caches_are_bounded(worker_results):
             assert r["rematch_entries"] <= 24 and r["rematch_tokens"] <= 30_000
             assert r["rematch_hits"] > 0
             assert res[f"mem-{tag}/{ps}/{eagle}/after-evict"] == 0
+            if VIEW_KEYS:  # tree keys are compared in place: nothing cached on them
+                assert r["packed_bytes"] == r["tensor_bytes"] == 0, r
             lines.append(f"{tag} ps={ps} eagle={eagle}: tree {r['tree_tokens']} tokens, packed "
                          f"{r['packed_bytes']} B on {r['packed_tokens']} tokens "
                          f"({per_token:.2f} B/token), tensors {r['tensor_bytes']} B, re-match "
                          f"{r['rematch_entries']} entries / {r['rematch_tokens']} tokens, "
                          f"{r['rematch_hits']} hits")
-        if tag == "compiled":
+        if tag == "compiled" and not VIEW_KEYS:
             assert all(res[f"mem-compiled/{ps}/{e}"]["packed_tokens"] > 0
                        for ps, e in ((1, False), (64, True)))
             assert all(res[f"mem-compiled/{ps}/{e}"]["tensor_bytes"] == 0
                        for ps, e in ((1, False), (64, True)))
-    assert res["mem-triton/1/False"]["tensor_bytes"] > 0, "triton path never ran"
+    if not VIEW_KEYS:
+        assert res["mem-triton/1/False"]["tensor_bytes"] > 0, "triton path never ran"
     print("\n".join(lines))
 
 
@@ -462,7 +468,9 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
     log = worker_results["patched"]["log"]
     lines = [m for _, m in log]
     assert len(lines) == len(set(lines)), lines
-    assert all(level == "INFO" for level, _ in log), log
+    declined = ("nsa-fastpath: the radix triton matcher compares bigram tuples, which SGLang's "
+                "RadixKey no longer builds: the compiled matcher serves")
+    assert [m for level, m in log if level != "INFO"] == ([declined] if VIEW_KEYS else []), log
     for want in ("nsa-fastpath: radix prefix matcher: compiled (page_size=1, token keys; "
                  "re-match cache on)",
                  "nsa-fastpath: radix prefix matcher: compiled (page_size=64, EAGLE bigram keys; "
@@ -474,8 +482,9 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
                  "nsa-fastpath: radix prefix matcher: upstream (SGLANG_RADIX_FAST_MATCH=0: "
                  "SGLang's own prefix matching)"):
         assert want in lines, (want, lines)
-    assert any(m.startswith("nsa-fastpath: radix prefix matcher: triton (page_size=1, token keys;"
-                            " triton on") for m in lines), lines
+    if not VIEW_KEYS:
+        assert any(m.startswith("nsa-fastpath: radix prefix matcher: triton (page_size=1, token "
+                                "keys; triton on") for m in lines), lines
     assert not worker_results["pristine"]["log"]
 
 
@@ -500,8 +509,8 @@ class A:
 c = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
                                token_to_kv_pool_allocator=A(), page_size=64, is_eagle=True))
 ids = list(range(1000, 1300))
-releases.radix_insert(c, RadixKey(list(zip(ids, ids[1:]))[:256], None, is_bigram=True),
-                      torch.arange(256))
+from sglang.srt.mem_cache import radix_cache
+releases.radix_insert(c, releases.insert_key(radix_cache, ids, None, True, 64), torch.arange(256))
 r = releases.radix_match(c, RadixKey(list(ids)))
 print(len(r.device_indices), radix_match.last_served(), radix_match.describe())
 """

@@ -327,6 +327,114 @@ def test_walk_matches_sglang_loop(pristine_template, tmp_path_factory, tmp_path)
     assert checked["split"] > 100 and checked["done"] > 100 and checked["bail"] > 5, checked
 
 
+VIEW_RELEASE = "0.5.12.post1"  # RadixKey views (SGLang 0.5.11 on): the walk's third key kind
+
+
+def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
+    """The walk over RadixKey views (keys=2: tree keys' lists compared in place; EAGLE keys their
+    raw ints) against 0.5.12.post1's own _match_prefix_helper loop, odd tokens included."""
+    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"),
+                    str(ROOT / "tests" / "standins"), str(ROOT / "tests")]
+    os.environ["NSA_FASTPATH_BUILD_DIR"] = build_dir
+    import torch
+
+    from harness.radix_build import load_native
+    from sglang.srt.mem_cache import radix_cache as rc
+    from sglang.srt.mem_cache.base_prefix_cache import InsertParams
+    from sglang.srt.mem_cache.cache_init_params import CacheInitParams
+
+    ext = load_native().load(allow_build=False)
+    assert ext is not None
+    INTS, CHAIN, VIEW = 0, 1, 2
+    checked = {"done": 0, "split": 0, "bail": 0}
+
+    class Alloc:
+        device = torch.device("cpu")
+
+        def free(self, x):
+            pass
+
+    rng = random.Random(12)
+    extras = [None, "lora-a", 7, ("x", 1)]
+    for ps in (1, 16, 64):
+        for eagle in (False, True):
+            cache = rc.RadixCache(CacheInitParams(
+                disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=Alloc(),
+                page_size=ps, is_eagle=eagle, eviction_policy="lru"))
+            stems = [[rng.randrange(300, 10 ** 6) for _ in range(rng.randrange(1, 4 * ps + 200))]
+                     for _ in range(6)]
+            odd = [1.0, True, BIG, 2 ** 70, -3, "t"]
+            seqs = []
+            for i in range(160):
+                s = list(rng.choice(stems))
+                cut = rng.randrange(len(s) + 1)
+                s = s[:cut] + [rng.randrange(300, 10 ** 6) for _ in range(rng.randrange(ps + 3))]
+                if i % 17 == 0 and s:
+                    s[rng.randrange(len(s))] = rng.choice(odd)
+                if len(s) < 2:
+                    s += [5, 6]
+                seqs.append((s, rng.choice(extras)))
+            slot = 0
+            for s, extra in seqs:
+                key = rc.RadixKey(list(s), extra, is_bigram=eagle).page_aligned(ps)
+                cache.insert(InsertParams(key=key, value=torch.arange(slot, slot + len(key))))
+                slot += len(key)
+            for s, extra in seqs + [(list(s[:-1]) + [9], e) for s, e in seqs[:40]]:
+                q = pickle.loads(pickle.dumps(s))
+                key = rc.RadixKey(q, extra, is_bigram=eagle).page_aligned(ps)
+                n = len(key)
+                if n == 0:
+                    continue
+                for scan in (0, 1 << 30):
+                    value = []
+                    node, off, outcome, p, ck = ext.walk(
+                        cache.root_node, key.token_ids, 0, n, CHAIN if eagle else INTS, ps,
+                        -1.0, value, [], extra, VIEW, scan)
+                    # 0.5.12.post1's loop, without splitting
+                    want_nodes, cur, k = [], cache.root_node, key
+                    stop = ("done", cur, 0)
+                    while len(k) and k.child_key(ps) in cur.children:
+                        child = cur.children[k.child_key(ps)]
+                        plen = child.key.match(k, page_size=ps)
+                        if plen < len(child.key):
+                            stop = ("split", child, plen)
+                            break
+                        want_nodes.append(child)
+                        cur, k = child, k[plen:]
+                        stop = ("done", cur, 0)
+                    got_values = [v.tolist() for v in value]
+                    want_values = [c.value.tolist() for c in want_nodes]
+                    if outcome == ext.BAIL:
+                        checked["bail"] += 1
+                        assert got_values == want_values[: len(got_values)]
+                        continue
+                    assert got_values == want_values, (ps, eagle, scan)
+                    name = "done" if outcome == ext.DONE else "split"
+                    checked[name] += 1
+                    assert (name, node, p) == stop, (ps, eagle, scan, outcome)
+    with open(out, "w") as f:
+        json.dump(checked, f)
+
+
+def test_walk_over_radix_key_views_matches_sglang_loop(tmp_path_factory, tmp_path):
+    """The same on SGLang 0.5.12.post1's own tree, whatever release the session tests."""
+    site = tmp_path / "site"
+    wheel = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), VIEW_RELEASE],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--no-compile", "--disable-pip-version-check", "--target", str(site), wheel],
+                   check=True)
+    env = dict(os.environ, **helper_build_env(tmp_path_factory))
+    out = tmp_path / "walk.json"
+    proc = subprocess.run([sys.executable, __file__, "--view-walk-worker", str(site),
+                           env["NSA_FASTPATH_BUILD_DIR"], str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    checked = json.loads(out.read_text())
+    print(checked)
+    assert checked["split"] > 100 and checked["done"] > 100 and checked["bail"] > 5, checked
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. build and describe()
 # ------------------------------------------------------------------------------------------------
@@ -465,6 +573,9 @@ def test_describe(case, tmp_path, tmp_path_factory, patched_template):
     elif case != "flags-off":
         assert line.endswith("; re-match cache on"), line
 
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--view-walk-worker":
+    _view_walk_worker(*sys.argv[2:])
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--walk-worker":
     _walk_worker(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -67,9 +67,9 @@ def backend_inputs(driver) -> dict[str, torch.Tensor]:
     names = ("req_pool_indices", "seq_lens", "seq_lens_cpu")
     inputs = {n: getattr(batch, n) if batch is not None else args[n] for n in names}
     if driver.mode == "draft_extend":
-        field = releases.spec_info_field("accept_length")
         spec_info = batch.spec_info if batch is not None else args["spec_info"]
-        inputs[f"spec_info.{field}"] = getattr(spec_info, field)
+        # recorded under 0.5.8's name (releases.accept_field: the release's)
+        inputs["spec_info.accept_length"] = getattr(spec_info, releases.accept_field())
     return inputs
 
 
@@ -81,7 +81,7 @@ def seen_by_backend(driver, bs: int):
         n = num_draft_tokens()
         return seq + n, torch.full_like(seq, n)
     if driver.mode == "draft_extend":
-        accept = inputs[f"spec_info.{releases.spec_info_field('accept_length')}"]
+        accept = inputs["spec_info.accept_length"]
         return seq, accept[:bs].cpu().long()
     return seq, torch.ones_like(seq)
 
@@ -272,10 +272,12 @@ def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
 
 
 def run(out: dict, device: str, seed: int, configs: list[dict]) -> None:
-    replays: Counter = Counter()
-    for cfg in configs:
-        cfg = dict(cfg)
-        scenario = {"single": run_single_backend, "multi": run_multi_step,
-                    "bad_input": run_bad_input}[cfg.pop("kind")]
-        scenario(out, replays, device, seed, **cfg)
-    out["_meta/replays"] = dict(replays)
+    replays: Counter = Counter(out.get("_meta/replays", {}))  # the runner calls it per config
+    try:
+        for cfg in configs:
+            cfg = dict(cfg)
+            scenario = {"single": run_single_backend, "multi": run_multi_step,
+                        "bad_input": run_bad_input}[cfg.pop("kind")]
+            scenario(out, replays, device, seed, **cfg)
+    finally:  # also what a scenario that raised (runner --keep-going) replayed before
+        out["_meta/replays"] = dict(replays)

@@ -103,7 +103,6 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
                  n_requests: int, max_prefix: int, budget_tokens: int) -> None:
     from sglang.srt.mem_cache import radix_cache as rc
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-    from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic,
                               perf_counter=lambda: 0.0)
@@ -122,28 +121,27 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
         node = m.last_device_node
         log.append(("match", i, len(m.device_indices), node.id, len(node.key)))
         out[f"{prefix}/match{i}.indices"] = m.device_indices.clone()
-        log.append(("inc", i, cache.inc_lock_ref(node), cache.evictable_size(),
-                     cache.protected_size()))
+        log.append(("inc", i, releases.lock_delta(cache.inc_lock_ref(node)),
+                    cache.evictable_size(), cache.protected_size()))
         locked.append(node)
 
         # Insert the whole request as cache_finished_req does: bigram keys for EAGLE, page-aligned,
         # its KV slots fresh indices.
-        keys = convert_to_bigram_key(list(tokens)) if bigram else list(tokens)
-        keys = keys[: len(keys) // page_size * page_size]
-        values = torch.arange(next_slot, next_slot + len(keys), dtype=torch.int64)
-        next_slot += len(keys)
-        inserted = releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=bigram), values)
+        key = releases.insert_key(rc, tokens, extra, bigram, page_size)
+        values = torch.arange(next_slot, next_slot + len(key), dtype=torch.int64)
+        next_slot += len(key)
+        inserted = releases.radix_insert(cache, key, values)
         log.append(("insert", i, inserted, cache.evictable_size(), cache.protected_size()))
 
         if len(locked) > 8 or rng.random() < 0.3:
             victim = locked.pop(rng.randrange(len(locked)))
-            log.append(("dec", i, cache.dec_lock_ref(victim), cache.evictable_size(),
-                        cache.protected_size()))
+            log.append(("dec", i, releases.lock_delta(cache.dec_lock_ref(victim)),
+                        cache.evictable_size(), cache.protected_size()))
         if cache.evictable_size() > budget_tokens:
             releases.radix_evict(cache, cache.evictable_size() - budget_tokens // 2)
             log.append(("evict", i, cache.evictable_size(), cache.total_size()))
     for node in locked:
-        log.append(("dec-final", cache.dec_lock_ref(node)))
+        log.append(("dec-final", releases.lock_delta(cache.dec_lock_ref(node))))
     out[f"{prefix}/log"] = log
     out[f"{prefix}/freed"] = torch.cat(allocator.freed) if allocator.freed else torch.empty(0)
     out[f"{prefix}/tree"] = tree_shape(cache)
@@ -229,8 +227,8 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
                 continue
             capacity -= 1
             waiting.remove(req)
-            log.append(("inc", req.rid, cache.inc_lock_ref(req.last_node), cache.evictable_size(),
-                        cache.protected_size()))
+            log.append(("inc", req.rid, releases.lock_delta(cache.inc_lock_ref(req.last_node)),
+                        cache.evictable_size(), cache.protected_size()))
             req.req_pool_idx = releases.req_pool_alloc(pool, req)
             n_pre, n_fill = len(req.prefix_indices), len(req.fill_ids)
             row = pool.req_to_token[req.req_pool_idx]
@@ -272,7 +270,6 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
     their paths, evictions that remove them, locks, resets, requests growing by a token."""
     from sglang.srt.mem_cache import radix_cache as rc
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-    from sglang.srt.mem_cache.utils import convert_to_bigram_key
 
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic, perf_counter=lambda: 0.0)
     rc.TreeNode.counter = 0
@@ -288,11 +285,10 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
 
     def insert(tokens, extra):
         nonlocal slot
-        keys = convert_to_bigram_key(list(tokens)) if bigram else list(tokens)
-        keys = keys[: len(keys) // page_size * page_size]
-        values = torch.arange(slot, slot + len(keys), dtype=torch.int64)
-        slot += len(keys)
-        return releases.radix_insert(cache, rc.RadixKey(keys, extra, is_bigram=bigram), values)
+        key = releases.insert_key(rc, tokens, extra, bigram, page_size)
+        values = torch.arange(slot, slot + len(key), dtype=torch.int64)
+        slot += len(key)
+        return releases.radix_insert(cache, key, values)
 
     for i in range(n_ops):
         op = rng.choice(("new", "match", "match", "match", "match", "insert", "split", "evict",
@@ -326,9 +322,10 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
             ids, extra = rng.choice(waiting)
             r = releases.radix_match(cache, rc.RadixKey(list(ids), extra))
             locked.append(r.last_device_node)
-            log.append(("lock", i, cache.inc_lock_ref(r.last_device_node)))
+            log.append(("lock", i, releases.lock_delta(cache.inc_lock_ref(r.last_device_node))))
         elif op == "unlock" and locked:
-            log.append(("unlock", i, cache.dec_lock_ref(locked.pop(rng.randrange(len(locked))))))
+            victim = locked.pop(rng.randrange(len(locked)))
+            log.append(("unlock", i, releases.lock_delta(cache.dec_lock_ref(victim))))
         elif op == "grow":  # a waiting request that got an output token: a longer list
             ids, extra = rng.choice(waiting)
             ids.append(rng.randrange(1, 50_000))

@@ -25,6 +25,21 @@ the runners, buffers and spec-info classes are each release's own):
   Its import chain reaches ``fastapi`` (``utils/common.py``: pure Python, in
   requirements-cpu.txt) and, on a machine without CUDA only, ``vllm``'s layernorm
   (``layers/layernorm.py``'s fallback: the stand-in ``standins/cpu-0.5.7``).
+- 0.5.10: ``utils/common.py`` imports ``torchvision.io`` (the CPU stand-in has
+  ``decode_jpeg``); the runners' ``req_pool_indices`` buffers are int64
+  (``runner_buffer_dtypes``); the backend's replay expands seqlens with ``seqlens_expand_triton``,
+  which asserts CUDA tensors (``_cpu_seqlens_expand``); ``inc_lock_ref`` / ``dec_lock_ref`` return
+  result objects (``lock_delta``); the runners read ``hisparse_coordinator`` and
+  ``use_ngram_embedding`` off the ModelRunner (the stub has them for every release).
+- 0.5.11: RadixKey is a view (``bigram_view_keys``: an EAGLE key keeps its raw ints,
+  ``insert_key``, ``bigram_key``, ``key_match``); ``retrive_*`` spec-info fields are
+  ``retrieve_*`` and EAGLE's accept counts ``num_accepted_tokens`` / ``num_accepted_drafts``
+  (``spec_info_field``, ``accept_fields``, ``accept_field``); the runners read
+  ``device_timer`` and ``is_hybrid_swa``.
+- 0.5.12: the draft-extend forward's spec info is ``EagleDraftExtendInput``
+  (``draft_extend_input_class``) with ``num_correct_drafts`` / ``num_accept_tokens``;
+  ``verified_id`` is ``bonus_tokens``; the draft-extend runner asks the EAGLE worker for
+  ``speculative_num_steps`` and the target worker's model config (the stub has them).
 """
 from __future__ import annotations
 
@@ -37,6 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "tests" / "standins"
 DEFAULT_RELEASE = "0.5.8"
 ENV = "NSA_FASTPATH_TEST_RELEASE"
+
+
+# Releases whose parity runs stand for another's (.ci/run runs the key's suites on the value's
+# trees only): their wheels hold the same code where the harness goes (tests/test_shared_runs.py
+# checks it in the value's session) and this module sets them up alike.
+SHARED_RUNS = {"0.5.10.post1": "0.5.10"}
 
 
 def release() -> str:
@@ -100,7 +121,7 @@ def runner_backends(rel: str) -> bool:
 # 0.5.12 EAGLE v1's int64 ones once a request finished in verify.)
 RUNNER_BUFFER_DTYPES = (
     ("0.5.14", ("int64", "int64", "int64")),
-    ("0.5.13", ("int64", "int32", "int32")),
+    ("0.5.10", ("int64", "int32", "int32")),
     ("0.5.7", ("int32", "int32", "int32")),
 )
 
@@ -177,51 +198,103 @@ def prepare_process(rel: str, device: str = "cpu") -> None:
 
 
 def _cpu_seqlens_expand() -> None:
-    """CPU stand-in for SGLang's `seqlens_expand_triton` (attention/triton_ops/pad.py, called by
-    the NSA/DSA backend's replay from 0.5.10): the same launch of SGLang's own
-    `seqlens_expand_kernel`, without its two `assert ....is_cuda` (the Triton interpreter runs
-    the kernel on CPU tensors). Bound wherever SGLang imported the name; both trees get it."""
+    """CPU stand-in for SGLang's ``seqlens_expand_triton`` (layers/attention/utils.py, from 0.5.13
+    triton_ops/pad.py), which the NSA/DSA backend's replay calls from 0.5.10 and which asserts CUDA
+    tensors before launching its Triton kernel: that very function recompiled from its own source
+    minus its asserts (the same kernel launch, under the Triton interpreter), bound wherever
+    SGLang imported the name (the backend module first). Both trees get it."""
+    import importlib
     import sys
 
-    import torch
-
-    try:
-        from sglang.srt.layers.attention.triton_ops import pad
-    except ImportError:
+    original = None
+    for name in ("sglang.srt.layers.attention.triton_ops.pad", "sglang.srt.layers.attention.utils"):
+        try:
+            original = getattr(importlib.import_module(name), "seqlens_expand_triton", None)
+        except ImportError:
+            continue
+        if original is not None:
+            break
+    if original is None or getattr(original, "_nsa_fastpath_cpu", False):
         return
-    if not hasattr(pad, "seqlens_expand_triton"):
-        return
-    original = pad.seqlens_expand_triton
-
-    def seqlens_expand_triton(extend_seq_lens, seq_lens, total_len, max_q_len):
-        import triton
-
-        n = extend_seq_lens.numel()
-        offsets = torch.zeros(n + 1, device=extend_seq_lens.device, dtype=torch.int32)
-        offsets[1:] = torch.cumsum(extend_seq_lens, dim=0)
-        output = torch.empty(total_len, device=extend_seq_lens.device, dtype=torch.int32)
-        pad.seqlens_expand_kernel[(n,)](extend_seq_lens, seq_lens, offsets, output, n,
-                                        BLOCK=triton.next_power_of_2(max_q_len))
-        return output
-
+    backend = "dsa_backend" if dsa_named(imported_release()) else "nsa_backend"
+    importlib.import_module(f"sglang.srt.layers.attention.{backend}")
+    cpu = _without_asserts(original)
     for module in list(sys.modules.values()):
         if module is not None and module.__name__.startswith("sglang.") and \
                 getattr(module, "seqlens_expand_triton", None) is original:
-            module.seqlens_expand_triton = seqlens_expand_triton
+            module.seqlens_expand_triton = cpu
+
+
+def _without_asserts(fn):
+    """``fn`` recompiled from its own source minus its ``assert`` statements, in its module."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    func = tree.body[0]
+    func.body = [s for s in func.body if not isinstance(s, ast.Assert)]
+    func.decorator_list = []
+    namespace = dict(fn.__globals__)
+    exec(compile(tree, inspect.getsourcefile(fn), "exec"), namespace)
+    out = namespace[fn.__name__]
+    out._nsa_fastpath_cpu = True
+    return out
+
+
+# ---- EAGLE's spec-info objects as the worker hands them to the runners (the harness writes
+# 0.5.8's field names; sglang_runners builds the objects through these) ------------------------
+_SPEC_INFO_RENAMES = (  # (from release, 0.5.8's name or prefix, the release's)
+    ("0.5.9", "num_tokens_per_batch", "num_tokens_per_req"),
+    ("0.5.9", "num_tokens_for_logprob_per_batch", "num_tokens_for_logprob_per_req"),
+    ("0.5.11", "retrive_", "retrieve_"),  # EagleVerifyInput.retrieve_index, ...
+    ("0.5.12", "verified_id", "bonus_tokens"),  # EagleDraftInput
+)
 
 
 def spec_info_field(name: str) -> str:
     """A spec-info field's name in the imported release (the harness writes 0.5.8's)."""
     rel = _key(imported_release())
-    if rel >= _key("0.5.12") and name == "accept_length":
-        return "num_accept_tokens"  # EagleDraftInput / EagleDraftExtendInput
-    if rel >= _key("0.5.12") and name == "verified_id":
-        return "bonus_tokens"  # EagleDraftInput
-    if rel >= _key("0.5.11") and name.startswith("retrive_"):
-        return name.replace("retrive_", "retrieve_")  # EagleVerifyInput's spelling fixed
-    if rel >= _key("0.5.9"):
-        return name.replace("_per_batch", "_per_req")  # EagleDraftInput.num_tokens_per_req
+    for since, old, new in _SPEC_INFO_RENAMES:
+        if rel >= _key(since) and name.startswith(old):
+            name = new + name[len(old):]
     return name
+
+
+def accept_field() -> str:
+    """The draft-extend spec-info tensor of tokens each request extends by (accepted drafts + 1),
+    which the runner pads and the backend's replay reads: ``accept_length`` to 0.5.10,
+    ``num_accepted_tokens`` in 0.5.11, ``num_accept_tokens`` from 0.5.12."""
+    rel = _key(imported_release())
+    if rel >= _key("0.5.12"):
+        return "num_accept_tokens"
+    return "num_accepted_tokens" if rel >= _key("0.5.11") else "accept_length"
+
+
+def accept_fields(tokens, dtype) -> dict:
+    """The draft-extend spec-info fields EAGLE's verify step leaves for ``tokens`` (int64, per
+    request: accepted drafts + 1), their tensors in ``dtype`` (int32; int64 once a request
+    finished in that step): 0.5.8's ``accept_length`` (after prepare_extend_after_decode's
+    ``add_(1)``) and ``accept_length_cpu`` (the drafts); 0.5.11's ``num_accepted_*`` and 0.5.12's
+    ``num_correct_drafts`` / ``num_accept_tokens`` pairs (both counts, and their lists)."""
+    drafts = tokens - 1
+    rel = _key(imported_release())
+    if rel >= _key("0.5.12"):
+        return dict(num_correct_drafts=drafts.to(dtype), num_accept_tokens=tokens.to(dtype),
+                    num_accept_tokens_cpu=tokens.tolist())
+    if rel >= _key("0.5.11"):
+        return dict(num_accepted_drafts=drafts.to(dtype), num_accepted_tokens=tokens.to(dtype),
+                    num_accepted_drafts_cpu=drafts.tolist(),
+                    num_accepted_tokens_cpu=tokens.tolist())
+    return dict(accept_length=tokens.to(dtype), accept_length_cpu=drafts.tolist())
+
+
+def draft_extend_input_class():
+    """The spec-info class of a draft-extend forward: EagleDraftInput, from 0.5.12 its own
+    EagleDraftExtendInput (hidden states and accept counts only: no top-k, no verified ids)."""
+    from sglang.srt.speculative import eagle_info
+
+    return getattr(eagle_info, "EagleDraftExtendInput", eagle_info.EagleDraftInput)
 
 
 def draft_steps(rel: str) -> tuple:
@@ -272,6 +345,49 @@ def radix_evict(cache, num_tokens: int) -> None:
         cache.evict(EvictParams(num_tokens=num_tokens))
     else:
         cache.evict(num_tokens)
+
+
+def bigram_view_keys(rel: str | None = None) -> bool:
+    """RadixKey is a view from 0.5.11 on: an EAGLE key keeps its raw ints, ``is_bigram`` makes
+    its positions the pairs (to 0.5.10: a list of bigram tuples, convert_to_bigram_key); the
+    fast walk then caches nothing on keys and the opt-in triton matcher declines. ``rel``:
+    default the imported release."""
+    return _key(rel or imported_release()) >= _key("0.5.11")
+
+
+def bigram_key(rc, tokens: list, extra, bigram: bool = True):
+    """An ``is_bigram`` RadixKey of ``tokens`` (``bigram`` False: a plain one), the caller's
+    list itself where the release keeps it (a view, 0.5.11 on), else its bigram tuples."""
+    if bigram_view_keys() or not bigram:
+        return rc.RadixKey(tokens, extra, is_bigram=bigram)
+    from sglang.srt.mem_cache.utils import convert_to_bigram_key
+
+    return rc.RadixKey(convert_to_bigram_key(tokens), extra, is_bigram=True)
+
+
+def insert_key(rc, tokens: list, extra, bigram: bool, page_size: int):
+    """The page-aligned RadixKey a request's tokens go into the cache under, as
+    cache_finished_req makes it (EAGLE: bigram keys); ``len()`` is its length in positions."""
+    key = bigram_key(rc, list(tokens), extra, bigram)
+    if bigram_view_keys():
+        return key.page_aligned(page_size)
+    key.token_ids = key.token_ids[: len(key) // page_size * page_size]
+    return key
+
+
+def key_match(cache, key0, key1) -> int:
+    """SGLang's comparison of two keys as insert runs it: the cache's key_match_fn (the patched
+    tree's drop-in matcher), ``RadixKey.match`` from 0.5.11 on (SGLang's own in both trees)."""
+    if bigram_view_keys():
+        return key0.match(key1, page_size=cache.page_size)
+    return cache.key_match_fn(key0, key1)
+
+
+def lock_delta(result) -> int:
+    """What ``inc_lock_ref`` / ``dec_lock_ref`` returned, as the int 0.5.8 returns (from 0.5.10
+    an IncLockRefResult / DecLockRefResult holding it: recorded as the int, so that a dump
+    unpickles without SGLang)."""
+    return getattr(result, "delta", result)
 
 
 def match_call_key(*args, **kwargs):

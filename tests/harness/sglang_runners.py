@@ -123,7 +123,8 @@ def make_model_runner(device: str, server_args, page_size: int, topk: int, req_t
             dtype=torch.bfloat16,
             # DeepSeek-V3.2's MLA dims (0.5.9's backend __init__ reads them)
             qk_nope_head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
-            spec_hidden_size=HIDDEN_SIZE, hc_hidden_size=None,  # ModelConfig's (0.5.13 reads)
+            spec_hidden_size=HIDDEN_SIZE,  # the draft's hidden states (0.5.12's runners)
+            hc_hidden_size=None,  # ModelConfig's (0.5.13 reads it)
         ),
         dtype=torch.bfloat16,
         kv_cache_dtype=torch.bfloat16,  # ModelRunner's with --kv-cache-dtype auto (0.5.9 reads it)
@@ -134,12 +135,14 @@ def make_model_runner(device: str, server_args, page_size: int, topk: int, req_t
         tp_group=SimpleNamespace(barrier=lambda: None),  # single rank: nothing to wait for
         tp_size=1,
         dp_size=1,
-        # what a ModelRunner without HiSparse, KV canaries, a device timer, n-gram embeddings
-        # or pipeline parallelism holds (read from 0.5.13)
+        # what later releases' runners also read, as a DeepSeek-V3.2 server has it: no HiSparse
+        # coordinator, no n-gram embedding (0.5.10 on), no device timer, no hybrid SWA (0.5.11
+        # on), no KV canaries, no pipeline parallelism (0.5.13 on)
         hisparse_coordinator=None,
-        canary_manager=None,
-        device_timer=None,
         use_ngram_embedding=False,
+        device_timer=None,
+        is_hybrid_swa=False,
+        canary_manager=None,
         gpu_id=0,
         get_pp_proxy_topk_size=lambda: None,
     )
@@ -229,14 +232,15 @@ class StubEagleWorker:
 
         if releases.dsa_named(releases.imported_release()):
             self.draft_runner = model_runner
-            # the target model's runner: the hidden size the draft runners size buffers by
-            self.target_worker = SimpleNamespace(model_runner=model_runner)
         else:
             self.model_runner = model_runner
         self.draft_extend_attn_backend = draft_extend_attn_backend
         self.speculative_algorithm = SpeculativeAlgorithm.EAGLE
-        self.speculative_num_steps = model_runner.server_args.speculative_num_steps
         self.eagle_use_aux_hidden_state = False
+        self.speculative_num_steps = model_runner.server_args.speculative_num_steps
+        # the target model's worker: 0.5.12's draft-extend runner sizes its hidden-state buffer
+        # from its model config (the stub shares the draft's: same sizes)
+        self.target_worker = SimpleNamespace(model_runner=model_runner)
 
     def draft_forward(self, forward_batch):
         """(parent_list, top_scores_index, draft_tokens), bs rows each, as EAGLEWorker returns
@@ -569,7 +573,7 @@ def _draft_fields(driver, seq, seq_cpu, *_):
 
     raw_bs = seq.shape[0]
     positions = seq.repeat_interleave(1)  # EAGLEWorker: seq_lens.repeat_interleave(topk)
-    spec_info = draft_input(raw_bs, seq.device, positions, num_tokens_per_batch=1)
+    spec_info = draft_input(raw_bs, seq.device, positions)
     return dict(forward_mode=ForwardMode.DECODE, input_ids=None,
                 out_cache_loc=_ids(raw_bs * driver.num_steps, seq.device), positions=positions,
                 spec_info=spec_info, capture_hidden_mode=CaptureHiddenMode.LAST)
@@ -585,10 +589,8 @@ def _draft_extend_fields(driver, seq, seq_cpu, accept_lengths, accept_length_dty
     tokens = int(accept.sum())
     positions = torch.cat([torch.arange(s - a, s) for s, a in zip(seq_cpu, accept)])
     positions = positions.to(seq.device)
-    spec_info = draft_input(seq.shape[0], seq.device, positions, hidden_tokens=tokens,
-                            accept_length=accept.to(accept_length_dtype).to(seq.device),
-                            accept_length_cpu=(accept - 1).tolist(),
-                            num_tokens_per_batch=num_draft_tokens())
+    spec_info = draft_extend_input(seq.device, positions, tokens,
+                                   accept.to(seq.device), accept_length_dtype)
     return dict(forward_mode=ForwardMode.DRAFT_EXTEND,
                 input_ids=_ids(tokens, seq.device, torch.int32),  # the verified ids (int32)
                 out_cache_loc=_ids(tokens, seq.device), positions=positions,
@@ -621,23 +623,49 @@ def _draft_extend_v2_fields(driver, seq, seq_cpu, accept_lengths):
                 spec_info=spec_info, capture_hidden_mode=CaptureHiddenMode.FULL)
 
 
-def draft_input(raw_bs: int, device: str, positions, hidden_tokens: int | None = None,
-                **fields):
-    """SGLang's EagleDraftInput as the eagle worker hands it on (topk 1)."""
+def _fields(**fields) -> dict:
+    return {releases.spec_info_field(name): value for name, value in fields.items()}
+
+
+def draft_input(raw_bs: int, device: str, positions):
+    """SGLang's EagleDraftInput as the eagle worker hands it to the draft runner (topk 1)."""
     from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
     from sglang.srt.speculative.eagle_info import EagleDraftInput
 
-    spec_info = EagleDraftInput(
+    spec_info = EagleDraftInput(**_fields(
         topk_p=torch.ones((raw_bs, 1), dtype=torch.float32, device=device),
         topk_index=torch.zeros((raw_bs, 1), dtype=torch.int64, device=device),
-        hidden_states=torch.zeros((hidden_tokens or raw_bs, HIDDEN_SIZE), dtype=torch.bfloat16,
-                                  device=device),
+        hidden_states=torch.zeros((raw_bs, HIDDEN_SIZE), dtype=torch.bfloat16, device=device),
+        verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
         capture_hidden_mode=CaptureHiddenMode.LAST,
-        **{releases.spec_info_field(name): value for name, value in dict(
-            verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
-            **fields).items()},
-    )
+        num_tokens_per_batch=1,
+    ))
     spec_info.positions = positions  # set by the worker, not a dataclass field
+    return spec_info
+
+
+def draft_extend_input(device: str, positions, tokens: int, accept, accept_dtype):
+    """The spec info of a draft-extend forward as EAGLE's verify step leaves it: its hidden
+    states and accept counts (`accept`: tokens per request, harness/releases.accept_fields), and
+    0.5.8's EagleDraftInput fields the draft-extend runner reads (releases.draft_extend_input_class)."""
+    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
+    from sglang.srt.speculative.eagle_info import EagleDraftInput
+
+    cls = releases.draft_extend_input_class()
+    raw_bs = accept.shape[0]
+    fields = _fields(
+        hidden_states=torch.zeros((tokens, HIDDEN_SIZE), dtype=torch.bfloat16, device=device),
+        capture_hidden_mode=CaptureHiddenMode.LAST,
+        num_tokens_per_batch=num_draft_tokens(),
+    )
+    if cls is EagleDraftInput:
+        fields.update(_fields(
+            topk_p=torch.ones((raw_bs, 1), dtype=torch.float32, device=device),
+            topk_index=torch.zeros((raw_bs, 1), dtype=torch.int64, device=device),
+            verified_id=torch.zeros((raw_bs,), dtype=torch.int32, device=device),
+        ))
+    spec_info = cls(**fields, **releases.accept_fields(accept, accept_dtype))
+    spec_info.positions = positions  # set by the worker (prepare_extend_after_decode)
     return spec_info
 
 
@@ -649,17 +677,16 @@ def verify_input(raw_bs: int, positions, seq_lens_cpu):
     n = num_draft_tokens()
     device = positions.device
     chain = torch.arange(n, dtype=torch.int64, device=device)
-    retrive = {
-        "retrive_index": chain + n * torch.arange(raw_bs, device=device)[:, None],
-        "retrive_next_token": torch.where(chain + 1 < n, chain + 1, -1).repeat(raw_bs, 1),
-        "retrive_next_sibling": torch.full((raw_bs, n), -1, dtype=torch.int64, device=device),
-        "retrive_cum_len": None,
-    }
     return EagleVerifyInput(
         draft_token=torch.zeros(raw_bs * n, dtype=torch.int64, device=device),
         custom_mask=torch.ones(raw_bs * n * n, dtype=torch.bool, device=device),
         positions=positions,
-        **{releases.spec_info_field(name): value for name, value in retrive.items()},
+        **_fields(
+            retrive_index=(chain + n * torch.arange(raw_bs, device=device)[:, None]),
+            retrive_next_token=torch.where(chain + 1 < n, chain + 1, -1).repeat(raw_bs, 1),
+            retrive_next_sibling=torch.full((raw_bs, n), -1, dtype=torch.int64, device=device),
+            retrive_cum_len=None,
+        ),
         spec_steps=MTP_STEPS,
         topk=1,
         draft_token_num=n,

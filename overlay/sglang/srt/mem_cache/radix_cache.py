@@ -55,6 +55,7 @@ from sglang.srt.mem_cache.radix_match import (
     NsaPrefixMatcher,
     Walker,
     bigram_pairs,
+    conversion_marks_bigram,
     convert_to_bigram_key_fast,
     log_once,
     make_walker,
@@ -354,7 +355,7 @@ class RadixCache(BasePrefixCache):
         else:
             self.key_match_fn = partial(_key_match_paged, page_size=self.page_size)
             self.get_child_key_fn = partial(get_child_key, page_size=self.page_size)
-        self._nsa_init_matcher(params)
+        self._nsa_init_matcher(params, _check_extra_key)
 
         if self.eviction_policy == "lru":
             self.eviction_strategy: EvictionStrategy = LRUStrategy()
@@ -713,9 +714,10 @@ class RadixCache(BasePrefixCache):
 
     _nsa_walker: Optional[Walker] = None
 
-    def _nsa_init_matcher(self, params: CacheInitParams) -> None:
+    def _nsa_init_matcher(self, params: CacheInitParams, check_extra_key) -> None:
         """Read the flags once, at construction (server start); this also loads the compiled
-        helper, building it if needed (logged). SGLANG_RADIX_FAST_MATCH=0: 0.5.8's matching."""
+        helper, building it if needed (logged). SGLANG_RADIX_FAST_MATCH=0: SGLang's matching.
+        check_extra_key: SGLang's own check of two keys' extra keys (it raises)."""
         self._nsa_walker = None
         triton_wanted = envs.SGLANG_RADIX_TRITON_MATCH.get() or bool(
             getattr(params, "enable_triton_kernels", False)
@@ -731,25 +733,36 @@ class RadixCache(BasePrefixCache):
             from sglang.srt.mem_cache.radix_cache_kernels import OptimizedRadixCacheOps
 
             ops = OptimizedRadixCacheOps(True, self.device)
-        self._nsa_walker = make_walker(self.page_size, self.is_eagle, _check_extra_key, ops)
-        # insert and subclasses compare through key_match_fn: the drop-in list matcher
-        self.key_match_fn = NsaPrefixMatcher(
-            self.page_size, self.is_eagle, _check_extra_key, ops
-        ).key_match
-        # The walk replaces only RadixCache's own helpers: a subclass that overrides them, or
-        # swaps key_match_fn / get_child_key_fn, keeps its code (0.5.8's match_prefix).
-        self._nsa_key_match_ref = self.key_match_fn
-        self._nsa_child_key_ref = self.get_child_key_fn
-        cls = type(self)
-        self._nsa_walk_ok = (
-            cls._match_prefix_helper is RadixCache._match_prefix_helper
-            and cls.maybe_bigram_convert is RadixCache.maybe_bigram_convert
+        marks_bigram = conversion_marks_bigram(self, RadixKey)  # SGLang's own conversion
+        self._nsa_walker = make_walker(
+            self.page_size,
+            self.is_eagle,
+            check_extra_key,
+            ops,
+            key_class=RadixKey,
+            marks_bigram=marks_bigram,
         )
-        self._nsa_announced = False
+        if hasattr(self, "key_match_fn"):  # RadixKey.match from 0.5.11 on
+            # insert and subclasses compare through key_match_fn: the drop-in list matcher
+            self.key_match_fn = NsaPrefixMatcher(
+                self.page_size, self.is_eagle, check_extra_key, ops
+            ).key_match
+        # The walk replaces only RadixCache's own helpers: a subclass that overrides them, or
+        # swaps key_match_fn / get_child_key_fn, keeps its code (SGLang's match_prefix).
+        self._nsa_key_match_ref = getattr(self, "key_match_fn", None)
+        self._nsa_child_key_ref = getattr(self, "get_child_key_fn", None)
+        cls = type(self)
+        self._nsa_walk_ok = cls._match_prefix_helper is RadixCache._match_prefix_helper and (
+            getattr(cls, "maybe_bigram_convert", None)
+            is getattr(RadixCache, "maybe_bigram_convert", None)
+        )
 
     def _nsa_match_prefix(self, key: RadixKey) -> Optional[MatchResult]:
         """match_prefix with 0.5.8's results, tree updates and clock reads, by radix_match's
-        walk; None where it does not apply (0.5.8's code runs)."""
+        walk; None where it does not apply (SGLang's code runs). RadixKey views (0.5.11 on):
+        None, the walk serves _match_prefix_helper (radix_match.Walker.match_helper)."""
+        if self._nsa_walker.view_keys:
+            return None
         raw = key.token_ids
         if not (
             self._nsa_walk_ok
@@ -768,9 +781,8 @@ class RadixCache(BasePrefixCache):
         else:  # a RadixKey subclass gets 0.5.8's conversion, then the pairs walk
             raw = key.token_ids = convert_to_bigram_key_fast(raw, convert_to_bigram_key)
             form, n = PAIRS, len(raw)
-        if not self._nsa_announced:
-            self._nsa_announced = True
-            log_once(f"nsa-fastpath: radix prefix matcher: {self._nsa_walker.describe()}")
+        if self.is_eagle and self._nsa_walker.marks_bigram:
+            key.is_bigram = True  # as SGLang's own conversion leaves the key
         if form == CHAIN:  # token_ids becomes 0.5.8's bigram list when read (RadixKey.__getattr__)
             d = key.__dict__
             del d["token_ids"]
@@ -809,6 +821,10 @@ class RadixCache(BasePrefixCache):
     ##### Internal Helper Functions #####
 
     def _match_prefix_helper(self, node: TreeNode, key: RadixKey):
+        if self._nsa_walker is not None:  # nsa-fastpath: RadixKey views (SGLang 0.5.11 on)
+            found = self._nsa_walker.match_helper(self, node, key, time.monotonic)
+            if found is not None:
+                return found
         access_time = time.monotonic()
         node.last_access_time = access_time
 

@@ -32,6 +32,12 @@ tree key's packed chain ints; child keys (one pair, or a page of pairs) are the 
 builds. The query RadixKey gets its bigram ``token_ids`` on first read afterwards (identical to
 0.5.8's; ``RadixKey.__getattr__`` in radix_cache.py).
 
+From SGLang 0.5.11 a RadixKey is a view (``maybe_to_bigram_view``): an EAGLE key keeps its raw
+ints and ``is_bigram``, and SGLang's own ``match_prefix`` only flips that flag. There the walk
+replaces ``_match_prefix_helper`` instead (``Walker.match_helper``: SGLang's match_prefix makes
+the query key, the result and the empty result), comparing tree keys' lists in place (nothing
+packed or cached; an EAGLE match ends on a whole page, as ``RadixKey.match`` rounds it).
+
 A waiting request matched again (same ints) is served by the re-match cache (radix_rematch.py,
 SGLANG_RADIX_REMATCH_CACHE=1), validated on every hit.
 
@@ -60,6 +66,7 @@ if __package__:
         bigram_pairs,
         bytes_prefix,
         convert_to_bigram_key_fast,
+        ints_prefix,
         node_ints,
         owned_key,
         paged_result,
@@ -80,6 +87,7 @@ else:  # loaded as a single file (tests, scripts): the sibling modules the same 
     NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
     bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
     node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
+    ints_prefix = _py.ints_prefix
     owned_key, bigram_pairs = _py.owned_key, _py.bigram_pairs
     RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
@@ -88,6 +96,10 @@ logger = logging.getLogger(__name__)
 # Query forms (fixed per call): the ids themselves; EAGLE ints whose bigram pairs SGLang would
 # build; EAGLE keys already given as pairs (cache_unfinished_req passes is_bigram keys).
 INTS, CHAIN, PAIRS = 0, 1, 2
+# Tree keys (per RadixCache): token ids and EAGLE bigram tuples (to SGLang 0.5.10), packed and
+# cached on the key; RadixKey views (0.5.11 on: RadixKey.maybe_to_bigram_view; an EAGLE key is the
+# list of raw ints its pairs are a view of), compared in place.
+KEYS_INTS, KEYS_PAIRS, KEYS_VIEW = 0, 1, 2
 
 NSA_TRITON_MIN = 512  # seed 004's threshold (tokens): the Triton kernel from this overlap
 # The re-match cache looks queries up, and remembers walks, from this many matched ints, per
@@ -215,19 +227,36 @@ class Walker:
 
     def __init__(self, cache_is_eagle: bool, page_size: int, check_extra_key: Callable,
                  kind: str, ext=None, triton_ops=None, rematch: Optional[RematchCache] = None,
-                 py_matcher: Optional[NsaPrefixMatcher] = None, triton_min: int = NSA_TRITON_MIN):
+                 py_matcher: Optional[NsaPrefixMatcher] = None, triton_min: int = NSA_TRITON_MIN,
+                 key_class=None, marks_bigram: bool = False):
         self.page_size = page_size
         self.pairs_keys = cache_is_eagle  # tree keys are bigram pairs
+        self.key_class = key_class  # SGLang's RadixKey (the walk takes queries of exactly it)
+        # RadixKey views (0.5.11 on): match_helper serves, _match_prefix_helper's place
+        self.view_keys = hasattr(key_class, "maybe_to_bigram_view")
+        self.keys = KEYS_VIEW if self.view_keys else (KEYS_PAIRS if cache_is_eagle else KEYS_INTS)
+        self._key_ext = 1 if self.view_keys and cache_is_eagle else 0  # raw ints past positions
+        # SGLang's conversion of an EAGLE query also sets is_bigram (0.5.10): the walk does too
+        self.marks_bigram = marks_bigram
         self.check_extra_key = check_extra_key
         self.ext = ext
         self.rematch = rematch
-        self.py = py_matcher or NsaPrefixMatcher(page_size, cache_is_eagle, check_extra_key)
+        self.py = py_matcher or NsaPrefixMatcher(
+            page_size, cache_is_eagle and not self.view_keys, check_extra_key)
+        if self.view_keys and triton_ops is not None and triton_ops.enabled:
+            log_once("nsa-fastpath: the radix triton matcher compares bigram tuples, which "
+                     "SGLang's RadixKey no longer builds: the "
+                     f"{kind} matcher serves", logging.WARNING)
+            triton_ops = None
         self.triton_ops = triton_ops if triton_ops is not None and triton_ops.enabled else None
         self.triton_min = triton_min
         self.kind = kind if self.triton_ops is None else "triton"
         self.base_kind = kind
         self._pack_query = ext.pack if kind == "compiled" else None
-        if kind == "compiled":
+        if self.view_keys:  # lists compared in place (the compiled walk does the same)
+            self._pack = None
+            cmps = (self._cmp_python_list, self._cmp_view_chain, self._cmp_python_list)
+        elif kind == "compiled":
             self._pack = ext.pack_pairs if cache_is_eagle else ext.pack
             cmps = (self._cmp_compiled_ints, self._cmp_compiled_chain, self._cmp_compiled_pairs)
         else:
@@ -237,6 +266,7 @@ class Walker:
             cmps = tuple(self._with_triton(c, form) for form, c in enumerate(cmps))
         self._cmps = cmps
         self._qi = None  # python CHAIN: the query's packed ints, per walk
+        self._announced = False  # the matcher's INFO line, at its first walk
         self.scan_max = tuple(scan_max(page_size, form) for form in (INTS, CHAIN, PAIRS))
         if self.kind == "compiled":
             self._walk = self._walk_compiled
@@ -336,6 +366,28 @@ class Walker:
     def _cmp_python_list(self, key0, key, q, off, n):
         return self.py.match_at(key0, key, q, off, n, None)
 
+    def _cmp_view_chain(self, key0, key, q, off, n):
+        """RadixKey.match of an EAGLE tree key (its raw ints) and the query's pairs [off, n):
+        pairs [0, p) are equal when ints [0, p + 1) are; whole pages. Tokens that are not both
+        plain lists: SGLang's own comparison."""
+        t0 = key0.token_ids
+        len0 = len(t0) - 1
+        rem = n - off
+        m = len0 if len0 < rem else rem
+        if key0.extra_key != key.extra_key or t0.__class__ is not list or m < 0:
+            return self._generic_view(key0, key, q, off, n, CHAIN)
+        j = ints_prefix(t0, q, off, m + 1)
+        p = m if j > m else (j - 1 if j else 0)
+        ps = self.page_size
+        return p if ps == 1 else p // ps * ps
+
+    def _generic_view(self, key0, key, q, off, n, form):
+        """SGLang's own RadixKey.match against the query window its walk would hold."""
+        stats["generic"] = stats.get("generic", 0) + 1
+        chain = form == CHAIN
+        window = self.key_class(q[off : n + chain], key.extra_key, is_bigram=chain)
+        return key0.match(window, page_size=self.page_size)
+
     def _cmp_python_chain(self, key0, key, q, off, n):
         t0 = key0.token_ids
         len0 = len(t0)
@@ -376,7 +428,28 @@ class Walker:
         return cmp
 
     # -- the walk --------------------------------------------------------------------------------
+    def match_helper(self, cache, node, key, clock):
+        """RadixKey views (0.5.11 on): ``_match_prefix_helper(node, key)``'s (value, last node)
+        for the query key SGLang's match_prefix made (page-aligned, EAGLE ones flipped to their
+        bigram view); None where the walk does not take it (SGLang's loop runs). Before 0.5.11
+        the walk serves match_prefix itself (None here)."""
+        if not self.view_keys:
+            return None
+        q = key.token_ids
+        if not (cache._nsa_walk_ok and node is cache.root_node and q.__class__ is list
+                and key.__class__ is self.key_class and key.is_bigram == self.pairs_keys):
+            served("upstream")
+            return None
+        n = len(q) - 1 if key.is_bigram else len(q)
+        if n <= 0:
+            served("upstream")
+            return None
+        return self.walk(cache, key, q, n, CHAIN if key.is_bigram else INTS, clock)
+
     def walk(self, cache, key, q: list, n: int, form: int, clock):
+        if not self._announced:
+            self._announced = True
+            log_once(f"nsa-fastpath: radix prefix matcher: {self.describe()}")
         root = cache.root_node
         extra_key = key.extra_key
         ext = 1 if form == CHAIN else 0
@@ -422,11 +495,11 @@ class Walker:
         helper = self.ext.walk
         ps = self.page_size
         extra_key = key.extra_key
-        pairs_keys = self.pairs_keys
+        keys = self.keys
         scan_max = self.scan_max[form]
         while True:
             node, off, outcome, prefix_len, child_key = helper(
-                node, q, off, n, form, ps, t, value, path, extra_key, pairs_keys, scan_max)
+                node, q, off, n, form, ps, t, value, path, extra_key, keys, scan_max)
             if outcome == 0:  # done
                 return node, off
             if outcome == 1:  # split node (the child) at prefix_len
@@ -468,7 +541,7 @@ class Walker:
             if key0.extra_key != extra_key:
                 self.check_extra_key(key0, key)
             prefix_len = cmp(key0, key, q, off, n)
-            if prefix_len < len(key0.token_ids):
+            if prefix_len < len(key0.token_ids) - self._key_ext:
                 new_node = cache._split_node(key0, child, prefix_len)
                 value.append(new_node.value)
                 if path is not None:
@@ -484,9 +557,12 @@ class Walker:
         return node, off, True
 
 
-def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, triton_ops=None):
+def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, triton_ops=None, *,
+                key_class=None, marks_bigram: bool = False):
     """The Walker a RadixCache gets: the flags are read here, once (server start). Loads the
-    compiled helper, building it if needed and allowed (logged)."""
+    compiled helper, building it if needed and allowed (logged). ``check_extra_key``: SGLang's
+    own check (it raises on differing extra keys), ``key_class``: its RadixKey,
+    ``marks_bigram``: conversion_marks_bigram()."""
     f = flags()
     ext = native.load() if f["SGLANG_RADIX_COMPILED_MATCH"] else None
     kind = "compiled" if ext is not None else "python"
@@ -502,7 +578,21 @@ def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, trito
             def replay(root, steps, stored, q, clock, value, _replay=ext.replay):
                 return _replay(root, steps, stored, q, clock, value, scan)
         rematch = RematchCache(replay, rematch_min(kind))
-    return Walker(is_eagle, page_size, check_extra_key, kind, ext, triton_ops, rematch)
+    return Walker(is_eagle, page_size, check_extra_key, kind, ext, triton_ops, rematch,
+                  key_class=key_class, marks_bigram=marks_bigram)
+
+
+def conversion_marks_bigram(cache, key_class) -> bool:
+    """Whether SGLang's own EAGLE conversion of a query key (RadixCache.maybe_bigram_convert, to
+    0.5.10) also sets its ``is_bigram`` (0.5.10 does, 0.5.8 does not), found by converting a
+    probe key with that code, so that the walk leaves a query key as SGLang's match_prefix does.
+    Run before the walk is attached (the conversion is then SGLang's own)."""
+    convert = getattr(cache, "maybe_bigram_convert", None)
+    if convert is None or not cache.is_eagle or hasattr(key_class, "maybe_to_bigram_view"):
+        return False
+    probe = key_class([1, 2])
+    convert(probe)
+    return bool(probe.is_bigram)
 
 
 def _main() -> int:

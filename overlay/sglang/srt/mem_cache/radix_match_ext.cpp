@@ -49,6 +49,11 @@ constexpr Py_ssize_t kPrefetch = 16;  // list items ahead (measured: 8-32 alike,
 // Query forms (radix_match.INTS / CHAIN / PAIRS): token ids; EAGLE ints whose bigram pairs
 // 0.5.8 would build; EAGLE keys given as pairs.
 constexpr int kInts = 0, kChain = 1, kPairs = 2;
+// Tree keys (walk's `keys`, radix_match.Walker.keys): token ids, packed; EAGLE bigram tuples,
+// packed as the ints they chain through (both cached on the key: _nsa_ints); RadixKey views
+// (SGLang 0.5.11 on: a list of token ids, for EAGLE the raw ints its pairs are a view of),
+// compared in place, nothing cached.
+constexpr int kKeysInts = 0, kKeysPairs = 1, kKeysView = 2;
 // walk() outcomes
 constexpr int kDone = 0, kSplit = 1, kBail = 2;
 
@@ -112,6 +117,36 @@ Py_ssize_t mismatch_ints(const char* base, PyObject** items, Py_ssize_t count, P
       return -1;
     }
     if (r == kTooBig || v != load64(base, i)) return i;
+  }
+  return count;
+}
+
+// a[i] vs b[i], two lists of ints read in place (tree key and query: kKeysView)
+Py_ssize_t mismatch_lists(PyObject** a, PyObject** b, Py_ssize_t count, Py_ssize_t* bad) {
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    if (i + kPrefetch < count) {
+      __builtin_prefetch(a[i + kPrefetch]);
+      __builtin_prefetch(b[i + kPrefetch]);
+    }
+    if (a[i] == b[i]) continue;
+    int64_t x, y;
+    int rx = read_int(a[i], &x), ry = read_int(b[i], &y);
+    if (rx == kNotInt || ry == kNotInt) {
+      *bad = i;
+      return -1;
+    }
+    if (rx == kOk && ry == kOk) {
+      if (x != y) return i;
+      continue;
+    }
+    if (rx != ry) return i;  // one beyond int64, one not: different values
+    int ne = PyObject_RichCompareBool(a[i], b[i], Py_NE);  // both beyond int64
+    if (ne < 0) {
+      PyErr_Clear();
+      *bad = i;
+      return -1;
+    }
+    if (ne) return i;
   }
   return count;
 }
@@ -388,7 +423,7 @@ PyObject* packed_key(PyObject* key0, PyObject* t0, bool pairs_keys) {
 // those very objects. If they are (identity), the key equals the query's page exactly when the
 // child's packed key does over that page: a memcmp-speed check instead of comparing every
 // token (or pair) of the page structurally. 1 equal, 0 different, 2 cannot tell this way.
-int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, bool pairs_keys) {
+int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, int keys) {
   int r = 1;
   PyObject* plain = plain_of(k, Q, &r);
   if (plain == nullptr) return r;
@@ -403,11 +438,22 @@ int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, bool pair
   r = 2;
   if (t0 == nullptr) {
     PyErr_Clear();
-  } else if (PyList_CheckExact(t0) && PyList_GET_SIZE(t0) >= Q.len) {
+  } else if (keys == kKeysView && Q.form == kInts && PyList_CheckExact(t0) &&
+             PyList_GET_SIZE(t0) >= Q.len) {  // the page's ints, in place
     bool same = true;
     for (Py_ssize_t i = 0; i < Q.len && same; ++i)
       same = PyTuple_GET_ITEM(plain, i) == PyList_GET_ITEM(t0, i);
-    if (same) b = packed_key(key0, t0, pairs_keys);
+    if (same) {
+      Py_ssize_t bad = 0;
+      Py_ssize_t j = mismatch_lists(reinterpret_cast<PyListObject*>(t0)->ob_item, Q.items,
+                                    Q.len, &bad);
+      r = j < 0 ? 2 : j == Q.len;
+    }
+  } else if (keys != kKeysView && PyList_CheckExact(t0) && PyList_GET_SIZE(t0) >= Q.len) {
+    bool same = true;
+    for (Py_ssize_t i = 0; i < Q.len && same; ++i)
+      same = PyTuple_GET_ITEM(plain, i) == PyList_GET_ITEM(t0, i);
+    if (same) b = packed_key(key0, t0, keys == kKeysPairs);
     if (b == nullptr) {
       PyErr_Clear();
     } else if (b != Py_None) {
@@ -434,7 +480,7 @@ int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, bool pair
 // that is 64 tuples per node); pages are first told apart by their last token, then checked
 // through the child's packed key (page_eq_via_child) or token by token; a scan that meets a key
 // it cannot judge, or more than two pages alike at the end, does the real lookup.
-int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, bool pairs_keys,
+int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, int keys,
                PyObject** child, PyObject** dkey) {
   Py_ssize_t size = PyDict_GET_SIZE(children);
   if (size == 0) return 0;
@@ -451,7 +497,7 @@ int find_child(PyObject* children, const QueryKey& Q, Py_ssize_t scan_max, bool 
           unsure = true;
           break;
         }
-        r = Q.ps > 1 ? page_eq_via_child(k, v, Q, pairs_keys) : 2;
+        r = Q.ps > 1 ? page_eq_via_child(k, v, Q, keys) : 2;
         if (r == 2) r = key_eq(k, Q);
       }
       if (r == 1) {
@@ -568,10 +614,11 @@ PyObject* same_prefix(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_TRUE;
 }
 
-// walk(node, q, off, n, form, ps, t, value, path, extra_key, pairs_keys, scan_max)
+// walk(node, q, off, n, form, ps, t, value, path, extra_key, keys, scan_max)
 //   -> (node, off, outcome, prefix_len, child_key)
 // 0.5.8's _match_prefix_helper loop from `node` at key position `off` of the query list `q`
-// (n key positions; EAGLE CHAIN: pair i is (q[i], q[i + 1])): each child found gets
+// (n key positions; EAGLE CHAIN: pair i is (q[i], q[i + 1])), over tree keys of kind `keys`
+// (0.5.11's for kKeysView: EAGLE matches are rounded down to whole pages): each child found gets
 // last_access_time = t, its value appended to `value` and, if `path` is a list, (child key,
 // child, child.key) appended to it. Outcomes: done (node, off: where the walk stops); split
 // (node: the child to split at prefix_len, child_key its key: the caller calls _split_node);
@@ -589,14 +636,14 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   PyObject* value = args[7];
   PyObject* path = args[8];
   PyObject* extra = args[9];
-  int pairs_keys = PyObject_IsTrue(args[10]);
+  long keys = PyLong_AsLong(args[10]);
   if (!get_ssize(args[2], &off, "off") || !get_ssize(args[3], &n, "n") ||
       !get_ssize(args[5], &ps, "ps") || !get_ssize(args[11], &scan_max, "scan_max") ||
-      pairs_keys < 0 || (form == -1 && PyErr_Occurred()))
+      (keys == -1 && PyErr_Occurred()) || (form == -1 && PyErr_Occurred()))
     return nullptr;
   if (!PyList_CheckExact(q) || !PyList_CheckExact(value) ||
       (path != Py_None && !PyList_CheckExact(path)) || form < kInts || form > kPairs ||
-      ps < 1) {
+      ps < 1 || keys < kKeysInts || keys > kKeysView || (keys == kKeysView && form == kPairs)) {
     PyErr_SetString(PyExc_TypeError, "walk: bad arguments");
     return nullptr;
   }
@@ -621,7 +668,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
     QueryKey Q{extra, static_cast<int>(form), ps, qi + off, (off + ps < n ? off + ps : n) - off};
     PyObject *child = nullptr, *dkey = nullptr;
-    int found = find_child(children, Q, scan_max, pairs_keys, &child, &dkey);
+    int found = find_child(children, Q, scan_max, static_cast<int>(keys), &child, &dkey);
     if (found < 0) {
       Py_DECREF(children);
       goto error;
@@ -650,13 +697,29 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     t0 = PyObject_GetAttr(key0, s_token_ids);
     if (t0 == nullptr) goto step_error;
     if (!PyList_CheckExact(t0)) goto step_bail;
-    b = packed_key(key0, t0, pairs_keys);
+    len0 = PyList_GET_SIZE(t0);
+    bad = 0;
+    if (keys == kKeysView) {  // the key's own list; an EAGLE key's positions are its pairs
+      PyObject** k0 = reinterpret_cast<PyListObject*>(t0)->ob_item;
+      if (form == kChain) len0 = len0 > 0 ? len0 - 1 : 0;
+      rem = n - off;
+      m = len0 < rem ? len0 : rem;
+      if (form == kInts) {
+        p = mismatch_lists(k0, qi + off, m, &bad);
+        if (p >= 0 && ps > 1) p = paged_result(p, m, len0, rem, ps);
+      } else {
+        j = mismatch_lists(k0, qi + off, m + 1, &bad);
+        p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // as above: ints [0, j), pairs [0, j - 1)
+        if (p >= 0 && ps > 1) p = p / ps * ps;  // RadixKey.match: whole pages of pairs
+      }
+      if (p < 0) goto step_bail;  // a token that is not an int: SGLang's comparison
+      goto compared;
+    }
+    b = packed_key(key0, t0, keys == kKeysPairs);
     if (b == nullptr) goto step_error;
     if (b == Py_None) goto step_bail;
-    len0 = PyList_GET_SIZE(t0);
     rem = n - off;
     m = len0 < rem ? len0 : rem;
-    bad = 0;
     if (form == kInts) {
       p = mismatch_ints(PyBytes_AS_STRING(b), qi + off, m, &bad);
     } else if (form == kChain) {
@@ -670,6 +733,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (ps > 1) p = paged_result(p, m, len0, rem, ps);
     Py_DECREF(b);
     b = nullptr;
+  compared:
     if (p < len0) {  // the caller splits the child
       Py_DECREF(node);
       node = child;
@@ -823,7 +887,7 @@ PyMethodDef kMethods[] = {
     {"same_prefix", NSA_FASTCALL(same_prefix), METH_FASTCALL,
      "same_prefix(stored, ints) -> ints starts with stored (identity or value)"},
     {"walk", NSA_FASTCALL(walk), METH_FASTCALL,
-     "walk(node, q, off, n, form, ps, t, value, path, extra_key, pairs_keys, scan_max)"},
+     "walk(node, q, off, n, form, ps, t, value, path, extra_key, keys, scan_max)"},
     {"replay", NSA_FASTCALL(replay), METH_FASTCALL,
      "replay(root, steps, stored, ints, clock, value, scan_max) -> t or None"},
     {nullptr, nullptr, 0, nullptr},
@@ -836,7 +900,7 @@ PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "nsa_radix_match_ext",
 }  // namespace
 
 // Bumped whenever the functions above change meaning; radix_match_native.py checks it.
-#define NSA_ABI_VERSION 2
+#define NSA_ABI_VERSION 3
 
 PyMODINIT_FUNC PyInit_nsa_radix_match_ext(void) {
   s_children = PyUnicode_InternFromString("children");

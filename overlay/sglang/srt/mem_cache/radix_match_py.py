@@ -172,6 +172,19 @@ def prefix_len_page1(t0: list, t1: list, off: int, m: int, diverged: bool) -> in
     return _gallop(t0, t1, off, i, m, True)
 
 
+def ints_prefix(t0: list, t1: list, off: int, k: int) -> int:
+    """First i in [0, k) with t0[i] != t1[off + i], or k: SGLang's one-by-one loop for short
+    spans, list slices (prefix_len_page1) from NSA_LONG_PAGE1 positions."""
+    if k >= NSA_LONG_PAGE1:
+        return prefix_len_page1(t0, t1, off, k, t0[k - 1] != t1[off + k - 1])
+    i = 0
+    for k0, k1 in zip(t0[:k], t1[off : off + k]):
+        if k0 != k1:
+            break
+        i += 1
+    return i
+
+
 def paged_result(p: int, m: int, len0: int, len1: int, page_size: int) -> int:
     """_key_match_paged's result, given p = the first differing position (or m = min_len)."""
     if p < m:
@@ -263,16 +276,23 @@ def owned_key(key):
     tree key's list to change only by reassignment; a caller editing, in place, the list it
     inserted would leave them stale. 0.5.8 already clones the inserted value for the same
     reason. Costs a list copy (about 1 ns a token) for a new child of the root only: every
-    other new node holds a slice the tree made."""
+    other new node holds a slice the tree made. RadixKey has ``__slots__`` from 0.5.11 on."""
     t = key.token_ids
     if t.__class__ is not list:
         return key  # a tuple cannot change; other sequences are matched by 0.5.8's code
-    own = object.__new__(key.__class__)
-    d = own.__dict__
-    d.update(key.__dict__)
-    d.pop("_nsa_ints", None)
-    d.pop("_tensor_cache", None)
-    d["token_ids"] = t[:]
+    cls = key.__class__
+    own = object.__new__(cls)
+    d = getattr(key, "__dict__", None)
+    if d is not None:
+        own.__dict__.update(d)
+        own.__dict__.pop("_nsa_ints", None)
+        own.__dict__.pop("_tensor_cache", None)
+    for klass in cls.__mro__:  # slotted attributes (0.5.11 on: token_ids, extra_key, is_bigram)
+        slots = klass.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and hasattr(key, name):
+                setattr(own, name, getattr(key, name))
+    own.token_ids = t[:]
     return own
 
 

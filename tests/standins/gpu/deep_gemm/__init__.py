@@ -52,10 +52,10 @@ def get_num_sms() -> int:
 
 
 def get_paged_mqa_logits_metadata(seqlens: torch.Tensor, block_kv: int, num_sms: int):
-    # 1-D per token (SGLang 0.5.8); from 0.5.13 the 2-D context lengths DeepGEMM takes there:
-    # [tokens, 1], or [bs, next_n] for target_verify on SM100 (each row's tokens in order)
-    assert seqlens.dtype == torch.int32 and seqlens.dim() in (1, 2) and \
-        seqlens.is_contiguous(), seqlens
+    # 1-D per token (to SGLang 0.5.11), or 2-D context lengths: (N, 1) from 0.5.12, and from
+    # 0.5.13 [bs, next_n] for target_verify on SM100; N * next_n query tokens, in order
+    assert seqlens.dtype == torch.int32 and seqlens.dim() in (1, 2) and seqlens.is_contiguous(), \
+        seqlens
     out = torch.empty((num_sms + 1, 2), dtype=torch.int32, device=seqlens.device)
     err = _launch(seqlens.data_ptr(), seqlens.numel(), block_kv, num_sms, out.data_ptr(),
                   torch._C._cuda_getCurrentRawStream(seqlens.device.index))

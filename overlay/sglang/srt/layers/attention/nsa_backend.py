@@ -927,7 +927,10 @@ class NativeSparseAttnBackend(
         )
         self.decode_cuda_graph_metadata[bs] = metadata
         self.forward_metadata = metadata
-        replay_fastpath.prepare([self], bs, self, forward_mode)  # nsa-fastpath
+        # nsa-fastpath: the replay plan (for the dtypes of the runner's buffers it got)
+        replay_fastpath.prepare(
+            [self], bs, self, forward_mode, req_pool_indices, seq_lens, spec_info
+        )
 
     def init_forward_metadata_replay_cuda_graph(
         self,
@@ -1062,7 +1065,7 @@ class NativeSparseAttnBackend(
                 nsa_cache_seqlens
             )
 
-        self._refresh_paged_mqa_schedule(metadata, forward_mode, seqlens_expanded)
+        self._refresh_paged_mqa_schedule(metadata, forward_mode, seqlens_expanded, bs)
         seqlens_expanded_size = seqlens_expanded.shape[0]
         assert (
             metadata.nsa_cache_seqlens_int32 is not None
@@ -1093,11 +1096,12 @@ class NativeSparseAttnBackend(
         metadata: NSAMetadata,
         forward_mode: ForwardMode,
         seqlens_expanded: torch.Tensor,
+        bs: int,
     ):
         """Update DeepGEMM paged MQA schedule metadata outside the captured graph.
 
-        nsa-fastpath: factored out of init_forward_metadata_replay_cuda_graph (unchanged) so
-        the fast replay paths share it.
+        nsa-fastpath: factored out of init_forward_metadata_replay_cuda_graph (unchanged, with
+        the replay's bs as SGLang's code has it in scope) so the fast replay paths run it too.
         """
         if is_cuda() and (
             forward_mode.is_decode_or_idle()
@@ -1916,7 +1920,12 @@ class NativeSparseAttnMultiStepBackend:
             )
         # nsa-fastpath: one replay launch can then fill every step backend
         replay_fastpath.prepare(
-            self.attn_backends, forward_batch.batch_size, self, ForwardMode.DECODE
+            self.attn_backends,
+            forward_batch.batch_size,
+            self,
+            ForwardMode.DECODE,
+            forward_batch.req_pool_indices,
+            forward_batch.seq_lens,
         )
 
     def init_forward_metadata_replay_cuda_graph(

@@ -30,14 +30,18 @@ logged every NSA_FASTPATH_SUMMARY_EVERY replays (default 10000, 0 = never) and a
 process exit, so an operator sees in the server log which path is serving.
 
 The one host value the fast path needs is draft_extend's token count, for slicing the seqlens
-handed to DeepGEMM (and FlashMLA). SGLang 0.5.8 gets it with `accept_length.tolist()`, a sync.
+handed to DeepGEMM (and FlashMLA). SGLang gets it with `accept_length.tolist()`, a sync (the
+tensor is `num_accepted_tokens` in 0.5.11, `num_accept_tokens` from 0.5.12: _accept_counts).
 We use `spec_info.extend_seq_lens_cpu`, which EAGLEDraftExtendCudaGraphRunner.replay sets right
-before calling us: for DRAFT_EXTEND (EAGLE v1) it equals accept_length element for element
-(eagle_info.prepare_extend_after_decode sets `extend_lens = accept_length_cpu + 1` and
-`accept_length.add_(1)`, where `accept_length_cpu = accept_length.cpu()` in verify; the
-runner pads both with num_tokens_per_bs). DRAFT_EXTEND_V2 gives no such guarantee, and
-SGLang 0.5.8 never refreshes the DeepGEMM schedule there, so it needs the count only for
-FlashMLA: that combination (and a missing hint) declines to SGLang's own path.
+before calling us: for DRAFT_EXTEND (EAGLE v1) it equals that tensor element for element
+(0.5.8: eagle_info.prepare_extend_after_decode sets `extend_lens = accept_length_cpu + 1` and
+`accept_length.add_(1)`, where `accept_length_cpu = accept_length.cpu()` in verify; from 0.5.12
+verify makes `num_accept_tokens` and its list `num_accept_tokens_cpu`, which becomes
+`extend_lens`; the runner pads both with num_tokens_per_bs). DRAFT_EXTEND_V2 gives no such
+guarantee: it declines to SGLang's own path where anything needs the count (FlashMLA, or
+DeepGEMM's schedule, which SGLang refreshes for V2 from 0.5.12), as does a missing hint.
+The DeepGEMM schedule itself is refreshed by SGLang's own code (the fork's
+`_refresh_paged_mqa_schedule`), so which modes refresh it and what DeepGEMM gets are the release's.
 """
 from __future__ import annotations
 
@@ -227,13 +231,14 @@ def _mode_of(forward_mode) -> int | None:
 
 
 # ------------------------------------------------------------------ capture time
-def prepare(backends, bs: int, owner, forward_mode, inputs=None) -> None:
+def prepare(backends, bs: int, owner, forward_mode, req_pool_indices=None, seq_lens=None,
+            spec_info=None) -> None:
     """At capture time: the replay plan of `owner` for `bs` (see the module docstring).
 
     `owner` (the backend, or the multi-step backend for all its step backends) keeps the plan.
-    `inputs`: (req_pool_indices, seq_lens, spec_info) as the runner passed them to the capture
-    (the forks from 0.5.13 pass them: its runners' buffers, whose dtypes its replays bring).
-    A plan that can't be built is logged and SGLang's own replay code serves that bs.
+    `req_pool_indices`, `seq_lens`, `spec_info`: what the runner's capture passed (its own
+    buffers, whose dtypes its replays bring: _input_dtypes). A plan that can't be built is
+    logged and SGLang's own replay code serves that bs.
     """
     plans = owner.__dict__.setdefault("_nsa_fastpath_plans", {})
     plans.pop(bs, None)
@@ -246,39 +251,37 @@ def prepare(backends, bs: int, owner, forward_mode, inputs=None) -> None:
         return
     try:
         plans[bs] = _Plan(backends, bs, mode, forward_mode, multi=owner is not backends[0],
-                          inputs=inputs)
+                          captured=(req_pool_indices, seq_lens, spec_info))
     except Exception as e:
         logger.warning("nsa-fastpath: no fast replay for bs=%d: %s: %s", bs, type(e).__name__, e)
 
 
-def _input_dtypes(mode: int, multi: bool, inputs=None):
+def _input_dtypes(mode: int, multi: bool, captured):
     """The input dtypes (req_pool_indices, seq_lens, accept_length) a replay of this plan can
     bring from SGLang's runners, each a Triton variant compiled at capture (one compile per
-    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). Given the capture's `inputs`
-    (from 0.5.13), their dtypes: the runners replay with the same buffers. Otherwise SGLang
-    0.5.8's: CudaGraphRunner and the draft-extend runner pass their int32 buffers
-    (input_buffers.py; accept_length is the runner's int32 buffer or eagle_info's int32 tensor).
-    EAGLEDraftCudaGraphRunner, which calls the multi-step backend, passes its buffers when it
-    pads and the batch's own int64 tensors when it doesn't (bs == raw_bs). Anything else (e.g. a
-    step backend replayed on its own, which happens only when the multi-step fill declined) is
-    still served: through Triton's dispatch, which compiles it on that replay, logged once."""
+    dtype set, constexprs and BLOCK_BS: ~0.27 s each on an H200). The runners pass their own
+    buffers, those the capture got (`captured`: int32 to SGLang 0.5.9, req_pool_indices int64
+    from 0.5.10, both int64 in 0.5.14; accept_length the draft-extend runner's int32 buffer or
+    eagle_info's int32 tensor). EAGLEDraftCudaGraphRunner, which calls the multi-step backend,
+    passes its buffers when it pads and the batch's own int64 tensors when it doesn't
+    (bs == raw_bs). Anything else (e.g. a step backend replayed on its own, which happens only
+    when the multi-step fill declined) is still served: through Triton's dispatch, which
+    compiles it on that replay, logged once."""
     i32, i64 = INDEX_DTYPES
-    accept = i32 if mode == MODE_DRAFT_EXTEND else None
-    if inputs is None:
-        captured = (i32, i32, accept)
-    else:
-        req_pool_indices, seq_lens, spec_info = inputs
-        if mode == MODE_DRAFT_EXTEND:
-            accept = _accept_counts(spec_info).dtype
-        captured = (req_pool_indices.dtype, seq_lens.dtype, accept)
+    req_pool_indices, seq_lens, spec_info = captured
+    accept = None
+    if mode == MODE_DRAFT_EXTEND:
+        counts = _accept_counts(spec_info) if spec_info is not None else None
+        accept = getattr(counts, "dtype", i32)
+    own = (getattr(req_pool_indices, "dtype", i32), getattr(seq_lens, "dtype", i32), accept)
     unpadded = (i64, i64, accept)
-    return [captured] + ([unpadded] if multi and unpadded != captured else [])
+    return [own] + ([unpadded] if multi and unpadded != own else [])
 
 
 class _Plan:
     """Everything one captured (backends, bs) replay needs, resolved at capture time."""
 
-    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool, inputs=None):
+    def __init__(self, backends, bs: int, mode: int, forward_mode, multi: bool, captured):
         first = backends[0]
         self.names = _Names(first)
         self.backends = backends
@@ -288,7 +291,7 @@ class _Plan:
         self.metadata = self.metadatas[0]
         self.pairs = list(zip(backends, self.graph_metadatas))
         self.multi = multi  # a multi-step backend's plan: see replay_multi
-        self.input_dtypes = _input_dtypes(mode, multi, inputs)
+        self.input_dtypes = _input_dtypes(mode, multi, captured)
         self.n_draft = first.speculative_num_draft_tokens or 0
         self.rows = self.metadata.page_table_1.shape[0]
         self.n_tokens = {MODE_DECODE: bs, MODE_TARGET_VERIFY: bs * self.n_draft}.get(mode)
@@ -297,7 +300,7 @@ class _Plan:
         self.table = plan_table(
             self.metadatas, req_to_token=first.req_to_token, bs=bs,
             topk=getattr(first, self.names.topk), n_draft=self.n_draft, device=first.device)
-        self._schedule_init(forward_mode)
+        self._schedule_init()
         self.verify_copy = envs.SGLANG_NSA_BATCHED_COPY_VERIFY.get()
         self.copy_on = batched_copy_on()
         self.launchers = []  # [name, fill, copy_schedule or None]: the first one serves
@@ -367,38 +370,32 @@ class _Plan:
             _disable("batched-copy", e)
 
     # -------------------------------------------------------------- DeepGEMM schedule
-    def _schedule_init(self, forward_mode) -> None:
-        """Resolve SGLang 0.5.8's `_refresh_paged_mqa_schedule` once: None = nothing to do;
-        otherwise DeepGEMM's function and the captured buffers it refreshes. From 0.5.13 the
-        backend's own refresh runs instead (dsa_schedule, see _refresh_schedule)."""
-        self.schedule_fn = self.num_sms_fn = self.schedules = None
-        self.dsa_schedule = False
+    def _schedule_init(self) -> None:
+        """On CUDA a replay refreshes DeepGEMM's paged-MQA schedule with SGLang's own code, the
+        fork's `_refresh_paged_mqa_schedule` (which modes, which seqlens and in which shape are
+        the release's), for the first backend; with several step backends that schedule is then
+        copied into the others (they replay the same seqlens), and from 0.5.13 the 2-D context
+        lengths it keeps beside it too. `schedules`: their captured buffers (None: no DeepGEMM
+        here, each backend's own call then does what SGLang does)."""
+        self.refresh_schedule = is_cuda()
+        self.schedules = self.ctx_lens = None
         self._seqlens_views: dict = {}
-        if self.names.dsa:
-            self.dsa_schedule = is_cuda()  # it refreshes nothing off CUDA
-            if self.dsa_schedule and len(self.graph_metadatas) > 1:
-                self._schedule_copies = [
-                    (m.paged_mqa_schedule_metadata, m.paged_mqa_ctx_lens_2d)
-                    for m in self.graph_metadatas]
-                if any(t is None for pair in self._schedule_copies for t in pair):
-                    raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
+        if not self.refresh_schedule:
             return
-        if not (is_cuda() and (forward_mode.is_decode_or_idle() or forward_mode.is_target_verify()
-                               or _is_draft_extend_v1(forward_mode))):
-            return  # 0.5.8 refreshes nothing here
         try:
-            import deep_gemm
+            import deep_gemm  # noqa: F401
         except (ImportError, ModuleNotFoundError):
-            self.schedules = []  # 0.5.8 sets the schedule to None on every replay
             return
-        self.schedule_fn = deep_gemm.get_paged_mqa_logits_metadata
-        self.num_sms_fn = deep_gemm.get_num_sms
-        self.schedules = [m.paged_mqa_schedule_metadata for m in self.metadatas]
+        self.schedules = [m.paged_mqa_schedule_metadata for m in self.graph_metadatas]
         if any(s is None for s in self.schedules):
             raise ValueError("nsa-fastpath: no DeepGEMM schedule buffer was captured")
+        if len(self.schedules) > 1 and self.names.dsa:
+            self.ctx_lens = [m.paged_mqa_ctx_lens_2d for m in self.graph_metadatas]
+            if any(c is None for c in self.ctx_lens):
+                raise ValueError("nsa-fastpath: no DeepGEMM context-length buffer was captured")
         if len(self.schedules) > 1:  # load torch's multi-tensor copy now, not on a replay
             src = self.schedules[0].clone()  # the step backends captured equal schedules
-            torch._foreach_copy_(self.schedules, [src] * len(self.schedules))
+            torch._foreach_copy_(self.schedules[1:], [src] * (len(self.schedules) - 1))
 
     def _seqlens_for_schedule(self, n: int) -> torch.Tensor:
         view = self._seqlens_views.get(n)
@@ -409,34 +406,24 @@ class _Plan:
         return view
 
     def _refresh_schedule(self, n: int, copy_schedule) -> None:
-        if self.dsa_schedule:
-            self._refresh_dsa_schedule(n)
+        if not self.refresh_schedule:
             return
-        if self.schedule_fn is None:
-            if self.schedules is not None:  # deep_gemm not importable
-                for m in self.metadatas:
-                    m.paged_mqa_schedule_metadata = None
+        seqlens = self._seqlens_for_schedule(n)
+        if self.schedules is None:  # no DeepGEMM: what SGLang's replay of each backend does
+            for b, m in self.pairs:
+                b._refresh_paged_mqa_schedule(m, self.forward_mode, seqlens, self.bs)
             return
-        new = self.schedule_fn(self._seqlens_for_schedule(n), 64, self.num_sms_fn())
-        if copy_schedule is not None:
-            copy_schedule(new)
-        elif len(self.schedules) == 1:
-            self.schedules[0].copy_(new)
-        else:
-            torch._foreach_copy_(self.schedules, [new] * len(self.schedules))
-
-    def _refresh_dsa_schedule(self, n: int) -> None:
-        """0.5.13 on: the first backend's own refresh (the fork's _refresh_paged_mqa_schedule,
-        SGLang's code), its schedule and 2-D context lengths copied into the other step
-        backends' (SGLang's per-backend replays compute the same for each)."""
-        first, m = self.backends[0], self.graph_metadatas[0]
-        first._refresh_paged_mqa_schedule(m, self.forward_mode, self._seqlens_for_schedule(n),
-                                          self.bs)
-        if len(self.graph_metadatas) > 1:
-            schedule, ctx_lens = self._schedule_copies[0]
-            others = self._schedule_copies[1:]
-            torch._foreach_copy_([s for s, _ in others] + [c for _, c in others],
-                                 [schedule] * len(others) + [ctx_lens] * len(others))
+        self.backends[0]._refresh_paged_mqa_schedule(
+            self.graph_metadatas[0], self.forward_mode, seqlens, self.bs)
+        if len(self.schedules) > 1:
+            first = self.schedules[0]
+            if copy_schedule is not None:
+                copy_schedule(first)  # into every step backend's (its own: the same values)
+            else:
+                torch._foreach_copy_(self.schedules[1:], [first] * (len(self.schedules) - 1))
+            if self.ctx_lens is not None:  # 0.5.13 on: DeepGEMM's 2-D context lengths too
+                torch._foreach_copy_(self.ctx_lens[1:],
+                                     [self.ctx_lens[0]] * (len(self.ctx_lens) - 1))
 
     def _refresh_flashmla(self, n: int) -> None:
         first, m = self.backends[0], self.metadata
@@ -487,14 +474,12 @@ class _Plan:
 
     def _draft_extend_tokens(self, spec_info) -> int | None:
         """Host token count for draft_extend, or None when it can't be had without a sync."""
-        # 0.5.8 sizes DeepGEMM's schedule input by it for DRAFT_EXTEND; 0.5.13's takes the whole
-        # captured buffer
-        needs_count = self.flashmla or (
-            _is_draft_extend_v1(self.forward_mode) and not self.names.dsa)
-        if not needs_count:
-            return 0  # DRAFT_EXTEND_V2 without FlashMLA: nothing on the host needs the count
         if self.forward_mode.is_draft_extend_v2():
-            return None
+            # no host count without a sync: only where nothing needs one: no FlashMLA, and no
+            # DeepGEMM schedule sized by it (SGLang refreshes it for V2 replays from 0.5.12; from
+            # 0.5.13 that refresh reads the whole captured seqlens buffer)
+            needs = self.flashmla or (self.schedules is not None and not self.names.dsa)
+            return None if needs else 0
         hint = getattr(spec_info, "extend_seq_lens_cpu", None)
         if hint is None or len(hint) < self.bs:
             return None
