@@ -258,7 +258,9 @@ def run_bad_input(out: dict, replays: Counter, device: str, seed: int) -> None:
     seq_lens, reqs, _ = random_values(gen, "draft_extend", 4, 128)
     too_many = num_draft_tokens() + 1
     batch = raw_batch(driver, seq_lens.clamp(min=too_many), reqs, [too_many] * 4)
-    replays["rejected"] += 1
+    # DRAFT_EXTEND_V2 (from 0.5.13) has no host count to check without a sync: the fast path
+    # serves it within the captured rows (docs/DIFFERENCES.md), so it counts as a replay there
+    replays["single" if releases.draft_extend_v2(releases.imported_release()) else "rejected"] += 1
     backend = driver.backends[0]
     poison(backend)
     try:
