@@ -61,7 +61,6 @@ def measure(tree: Path, variant: str, device: str, capture_bs: list, page_size: 
     setup_paths(tree, device)
     import torch
     import triton
-    import triton.language as tl
 
     import nsa_scenarios as sc
     import sglang_runners as sr
@@ -85,11 +84,11 @@ def measure(tree: Path, variant: str, device: str, capture_bs: list, page_size: 
         return statistics.median(samples)
 
     @triton.jit
-    def _empty(x, BLOCK: tl.constexpr):
+    def _empty(x):  # no constexpr: Triton resolves annotations in the module's globals
         pass
 
     dummy = torch.zeros(1, device=device)
-    floors = {"triton_empty_launch_us": median_us(lambda: _empty[(1,)](dummy, BLOCK=1)),
+    floors = {"triton_empty_launch_us": median_us(lambda: _empty[(1,)](dummy)),
               "torch_op_us": median_us(lambda: dummy.add_(0))}
     if patched and device == "cuda" and variant == "cuda":
         from sglang.srt.layers.attention.nsa import cuda_metadata_wrapper as cw
