@@ -76,6 +76,18 @@ def wheel(rel: str) -> Path:
     return regen.default_wheel(rel)
 
 
+def has_set(rel: str) -> bool:
+    """Whether nsa-fastpath has a release set for `rel` (scripts/regen.py SUPPORTED). A release
+    pinned without one (0.5.15 on) runs through the harness as its own code only: the pristine
+    tree (harness/smoke.py, bench/bench_release.py --own-only)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import regen
+
+    return rel in regen.SUPPORTED
+
+
 def tree_release(tree: Path) -> str:
     """The release of an installed SGLang tree, from its _version.py (the build writes it; its
     version.py falls back to a placeholder without it) or version.py; nothing imported."""
@@ -131,6 +143,14 @@ def runner_buffer_dtypes(rel: str) -> dict[str, str]:
     return dict(zip(("req_pool_indices", "seq_lens", "seq_lens_cpu"), dtypes))
 
 
+def shared_graph_output(rel: str) -> bool:
+    """From 0.5.15 the decode runners ask the ModelRunner for their tokens per bs
+    (``decode_num_tokens_per_bs``) and take their logits buffer from the process's
+    ``GraphSharedOutput`` (``model_runner.graph_shared_output``), which ModelRunner makes before
+    capturing; the stub gets ModelRunner's own methods and that object (sglang_runners)."""
+    return _key(rel) >= _key("0.5.15")
+
+
 def radix_replaced(rel: str) -> bool:
     """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
     array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
@@ -179,7 +199,23 @@ def standin_dirs(rel: str, device: str = "cpu") -> list[Path]:
     """Extra stand-in directories a release's imports need (after the tree on sys.path)."""
     if device == "cpu" and _key(rel) < _key("0.5.8"):
         return [STANDINS / "cpu-0.5.7"]  # vllm's layernorm (layers/layernorm.py without CUDA)
-    return []
+    dirs = []
+    if _key(rel) >= _key("0.5.15"):
+        # the DSA import chain reaches the CuTe DSL kernels of sglang.jit_kernel.dsa (SM100),
+        # which import cutlass and cuda.bindings at module level: stand-ins where not installed
+        for module, standin in (("cutlass", "cutlass-dsl"), ("cuda.bindings", "cuda-python")):
+            if not _installed(module):
+                dirs.append(STANDINS / standin)
+    return dirs
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        return False
 
 
 def prepare_process(rel: str, device: str = "cpu") -> None:
@@ -187,6 +223,12 @@ def prepare_process(rel: str, device: str = "cpu") -> None:
     (sglang_runners.prepare_process sets up what every release reads)."""
     if device == "cpu":
         _cpu_seqlens_expand()
+        if _key(rel) >= _key("0.5.15"):
+            # the DSA top-k v2 plan (SGLANG_OPT_USE_TOPK_V2, on by default) is a CUDA kernel
+            # JIT-built through tvm-ffi: off, as ServerArgs sets it where that kernel can't run
+            from sglang.srt.environ import envs
+
+            envs.SGLANG_OPT_USE_TOPK_V2.set(False)
     if _key(rel) >= _key("0.5.9"):
         from sglang.srt.distributed import parallel_state
 
