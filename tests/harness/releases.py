@@ -151,6 +151,31 @@ def shared_graph_output(rel: str) -> bool:
     return _key(rel) >= _key("0.5.15")
 
 
+# Where SGLang's own fused replay-metadata kernels live (fused_dsa_{decode,target_verify,
+# draft_extend}_metadata, Triton): from 0.5.15 its DSA backend's replay and MTP precompute call
+# them on CUDA (SGLang's own answer to the per-replay loops and syncs nsa-fastpath removes);
+# newest range first. 0.5.23's backend binds them at __init__ (_fused_decode_metadata, ...).
+OWN_FUSED_METADATA = (
+    ("0.5.23", "sglang.kernels.ops.attention.dsa.metadata"),
+    ("0.5.16", "sglang.kernels.ops.attention.dsa_metadata"),
+    ("0.5.15", "sglang.srt.layers.attention.triton_ops.dsa_metadata"),
+)
+OWN_FUSED_NAMES = ("fused_dsa_decode_metadata", "fused_dsa_target_verify_metadata",
+                   "fused_dsa_draft_extend_metadata")
+
+
+def own_fused_metadata(rel: str) -> str | None:
+    """The module of the release's own fused replay-metadata kernels, or None (to 0.5.14)."""
+    return next((module for low, module in OWN_FUSED_METADATA if _key(rel) >= _key(low)), None)
+
+
+def mtp_precompute_switch(rel: str) -> bool:
+    """Whether the multi-step backend's precomputed replay can be switched off
+    (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA, from 0.5.13 SGLANG_DSA_* with the NSA name as an
+    alias): 0.5.8 to 0.5.14. 0.5.7 has a module constant; from 0.5.15 it always precomputes."""
+    return _key("0.5.8") <= _key(rel) < _key("0.5.15")
+
+
 def radix_replaced(rel: str) -> bool:
     """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
     array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
