@@ -208,10 +208,17 @@ def release_deps(rel: str) -> tuple[Path, tuple[str, ...]] | None:
                  if _key(rel) >= _key(low)), None)
 
 
+# NSA_FASTPATH_RELEASE_DEPS=python: the Python's own packages serve every release (none from
+# RELEASE_DEPS): the GPU tier's `measure` stage, whose image has transformers 5.17.0,
+# huggingface-hub 1.33.0 and tokenizers 0.23.2, which import for 0.5.13 to 0.5.15 as SGLang's
+# pins do (checked on the CPU: the smoke of each release with them; docs/GPU_TIER.md).
+DEPS_ENV = "NSA_FASTPATH_RELEASE_DEPS"
+
+
 def deps_dirs(rel: str) -> list[Path]:
     """The release's own packages (scripts/release_deps.sh made them), to put on sys.path."""
     deps = release_deps(rel)
-    if deps is None:
+    if deps is None or os.environ.get(DEPS_ENV) == "python":
         return []
     if not (deps[0] / ".pins").is_file() or (deps[0] / ".pins").read_text().split() != \
             list(deps[1]):

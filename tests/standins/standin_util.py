@@ -102,7 +102,16 @@ class _AnyDecoratorModule(_AnyNameModule):
 
 
 class _AnyTypeModule(_AnyNameModule):
+    """Names in lower case are submodules (`cuda.bindings.driver`, also when reached as
+    `from cuda.bindings import driver`), the others empty classes (`driver.CUstream`)."""
     _kind = staticmethod(_any_type)
+
+    def __getattr__(self, name):
+        if name[:1].islower():
+            import importlib
+
+            return importlib.import_module(f"{self.__name__}.{name}")
+        return super().__getattr__(name)
 
 
 class _SubmoduleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
