@@ -13,6 +13,9 @@ matrix (tests/README.md, "One release per session").
 
 `--device cuda` (a GPU machine set up as scripts/gpu_tier.sh does: its Python dependencies on
 PYTHONPATH) runs the same on CUDA tensors with real CUDA graphs, the CUDA path serving.
+
+A release nsa-fastpath has no set for (releases.has_set; 0.5.15 on) runs its pristine tree only,
+the NSA scenarios: its own replay code through its own runners, every problem listed.
 """
 from __future__ import annotations
 
