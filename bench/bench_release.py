@@ -97,7 +97,7 @@ def spy_own_fused(driver, rel: str):
         return spy
 
     holders = [m for m in list(sys.modules.values())
-               if m is not None and m.__name__.startswith("sglang")] + list(driver.backends)
+               if isinstance(getattr(m, "__name__", None), str) and m.__name__.startswith("sglang")] + list(driver.backends)
     for holder in holders:
         for attr, value in list(vars(holder).items()):
             if id(value) in by_id:
