@@ -306,13 +306,14 @@ def test_release_with_fused_replay_metadata_refused(release_trees, tmp_path):
     p = run_apply("apply", "--target", str(site), check=False)
     assert p.returncode == 4, out(p)
     assert (f"SGLang {BUILT_IN} computes this replay metadata itself (fused Triton kernels, from "
-            f"{BUILT_IN}): nsa-fastpath supports {supported[0]} to {supported[-1]} "
-            "(docs/BENCHMARKS.md: measured). Nothing changed.") in p.stderr, out(p)
+            f"{BUILT_IN}): nsa-fastpath supports {supported[0]} to {supported[-1]} and has no "
+            f"set for {BUILT_IN} or later. Nothing changed.") in p.stderr, out(p)
     assert "--port" not in p.stderr, out(p)
     r = run_apply("revert", "--target", str(site), check=False)
     assert r.returncode == 0 and "already pristine" in r.stdout, out(r)
     st = status(["--target", str(site)])
     assert st.returncode == 4 and "overall: unsupported" in st.stdout, out(st)
+    assert f"SGLang {BUILT_IN} computes this replay metadata itself" in st.stdout, out(st)
     assert tree_map(site) == before and not (site / "sglang" / ".nsa_fastpath").exists()
 
     repo = checkout_copy(tmp_path)  # the switch flipped: port advice

@@ -43,9 +43,9 @@ def port_command(release: str) -> str:
 
 
 # From this release on SGLang computes the CUDA-graph replay metadata itself, by fused Triton
-# kernels without host syncs (fused_dsa_*_metadata): a release from it that has no set is refused
-# with that reason instead of the advice to port (docs/BENCHMARKS.md has the measurement that
-# decides). None: such a release is told to port, like any other.
+# kernels (fused_dsa_*_metadata): a release from it that has no set is refused with that reason
+# instead of the advice to port, which would only pay with a side-by-side GPU measurement against
+# those kernels. None: such a release is told to port, like any other.
 BUILT_IN_FROM: str | None = "0.5.15"
 
 
@@ -57,8 +57,8 @@ def built_in_line(version: str | None, sets) -> str | None:
         return None
     names = sorted((rs.name for rs in sets), key=version_key)
     return (f"SGLang {version} computes this replay metadata itself (fused Triton kernels, from "
-            f"{BUILT_IN_FROM}): nsa-fastpath supports {names[0]} to {names[-1]} "
-            "(docs/BENCHMARKS.md: measured).")
+            f"{BUILT_IN_FROM}): nsa-fastpath supports {names[0]} to {names[-1]} and has no set "
+            f"for {BUILT_IN_FROM} or later.")
 
 
 @dataclass(frozen=True)

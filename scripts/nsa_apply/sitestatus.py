@@ -13,7 +13,7 @@ from .lock import held_by_other
 from .manifest import STATE_REL, Manifest
 from .preflight import announce, announce_target, way_out
 from .sitepkgs import left_line, no_set_lines
-from .releases import supported
+from .releases import built_in_line, supported
 from .survey import Survey, survey
 from .tree import (Scan, Target, owner_of, read_journal, resolve, scan, source_checkout,
                    staged_leftovers, state_unreadable)
@@ -82,6 +82,9 @@ def _report(ctx: Context, sv: Survey, blocked: Path | None) -> tuple[str, int, s
         ctx.say(f"SGLang {t.version} is installed here, a release nsa-fastpath has no set for "
                 f"(supported: {supported(ctx.release_sets())}); its "
                 "files are its own (their sha256 as in its RECORD)")
+        built_in = built_in_line(t.version, ctx.release_sets())
+        if built_in is not None:
+            ctx.say(built_in)
         if not sv.left and not t.state.exists():
             return ("unsupported", E.REFUSED, f"SGLang {t.version}'s own code; nothing of "
                     "nsa-fastpath's is here")
