@@ -163,6 +163,8 @@ def do_apply(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fal
         remove_ours(ctx, t, rel, txn, act, of)
     prune_backup(ctx, t, m, s, txn, act, everything=old is not None)
     removed_dirs = remove_created_dirs(ctx, t, txn, act, keep=m) if left else []
+    if left or old is not None:
+        remove_emptied_dirs(t, txn, act, keep=m)
     # 1. the originals into backup/ (hard links: no copy, nothing to run out of space for)
     for row in s.rows_in(m, "pristine"):
         if row.kind != "replace":
@@ -316,6 +318,8 @@ def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fa
     for rel in left:
         remove_ours(ctx, t, rel, txn, act, f" (left from the {old} set)" if old
                     else " (left from another set)")
+    if left or old is not None:
+        remove_emptied_dirs(t, txn, act, keep=m)
     # 2. the originals back: renamed from backup/, with pip's bytecode of them (for a row
     #    that is already SGLang's -- an interrupted apply, a pip reinstall -- only into free
     #    slots: bytecode pip wrote since is newer)
@@ -356,6 +360,36 @@ def do_revert(ctx: Context, t: Target, m: Manifest, s: Scan, txn, dry: bool = Fa
     remove_created_dirs(ctx, t, txn, act)
     act("", f"would remove the state directory {STATE_REL}")
     txn.sync()
+
+
+def remove_emptied_dirs(t: Target, txn, act, keep: Manifest) -> None:
+    """Empty directories in SGLang's tree after another release's files went (pip's uninstall
+    of that release, our files of its set). pip moves a directory away whole only when every
+    file under it is in its record; our files under sglang/ are not, so pip removes the old
+    release's files one directory at a time and leaves the directories that held them. A wheel
+    has no empty directory: a clean install of this release has none of them. A directory a
+    file of `keep` goes in stays (with its __pycache__); the state directory is not looked in."""
+    needed = {str(Path(r.rel).parent) for r in keep.rows}
+
+    def prune(p: Path) -> bool:
+        """True if p is gone (removed now, or by this transaction before)."""
+        rest = []
+        for name in sorted(os.listdir(p)):
+            c = p / name
+            if c in txn.gone or (c != t.state and c.is_dir() and not c.is_symlink()
+                                 and prune(c)):
+                continue
+            rest.append(c)
+        d = t.rel(p)
+        of = d[:-len("/__pycache__")] if d.endswith("/__pycache__") else d  # kept with its dir
+        if rest or p == t / "sglang" or any(n == of or n.startswith(d + "/") for n in needed):
+            return False
+        txn.remove(p)
+        act(f"removed the empty directory {d}", f"would remove the empty directory {d}")
+        return True
+
+    if (t / "sglang").is_dir():
+        prune(t / "sglang")
 
 
 def prune_empty_dirs(top: Path) -> None:
