@@ -135,14 +135,6 @@ def runner_buffer_dtypes(rel: str) -> dict[str, str]:
     return dict(zip(("req_pool_indices", "seq_lens", "seq_lens_cpu"), dtypes))
 
 
-def radix_replaced(rel: str) -> bool:
-    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
-    array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
-    a match of ours); there SGLang's radix_cache.py stays and none of our mem_cache modules is
-    installed (scripts/regen.py SHARED_WITH_FORK)."""
-    return not dsa_named(rel)
-
-
 def draft_extend_v2(rel: str) -> bool:
     """From 0.5.13 only EAGLE's overlap worker exists: the draft-extend runner replays
     DRAFT_EXTEND_V2 (every request the whole tree width, accept counts <= num_draft_tokens).
