@@ -101,7 +101,8 @@ PORTS = {
     "0.5.11": (BASE, NSA_FORKS),
     "0.5.12": (BASE, NSA_FORKS),
     # 0.5.13 renames the backend and its CUDA-graph entry points: our hooks were written at the
-    # new call sites by hand; 0.5.14's fork is 0.5.13's merged onto it.
+    # new call sites by hand (radix_cache.py: 0.5.12's fork's hooks on 0.5.13's array-id
+    # RadixCache); 0.5.14's fork is 0.5.13's merged onto it.
     "0.5.13": (None, DSA_FORKS),
     "0.5.14": ("0.5.13", DSA_FORKS),
 }
