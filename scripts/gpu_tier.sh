@@ -4,6 +4,9 @@
 # needed here):
 #   bash scripts/gpu_tier.sh all     # tests, then multi, then bench
 #   bash scripts/gpu_tier.sh tests|multi|bench|build [pytest or benchmark args]
+#   bash scripts/gpu_tier.sh measure [bench_release.py args]   # SGLang's own fused replay
+#       metadata (0.5.15 on) beside 0.5.14's own code and ours on it, one table
+#       (NSA_FASTPATH_MEASURE_RELEASES, default 0.5.14,0.5.15; docs/GPU_TIER.md)
 # `tests`: pre-builds the CUDA kernel with the operator's command (for this GPU), its build tests
 # (test_cuda_build.py), the Triton kernel tests compiled for the GPU, then the gpu-marked tests
 # but the multi-step ones (parity with CUDA-graph capture/replay, CUDA C++ kernel tests, first
@@ -24,9 +27,9 @@ set -uo pipefail
 stage=${1:-tests}
 shift || true
 case "$stage" in
-tests | multi | bench | build) ;;
+tests | multi | bench | build | measure) ;;
 all) [ $# -eq 0 ] || { echo "gpu_tier.sh all takes no extra arguments" >&2; exit 2; } ;;
-*) echo "usage: gpu_tier.sh all|tests|multi|bench|build [args]" >&2; exit 2 ;;
+*) echo "usage: gpu_tier.sh all|tests|multi|bench|build|measure [args]" >&2; exit 2 ;;
 esac
 out=${OUT:-/tmp/nsa-fastpath-gpu}
 mkdir -p "$out"
@@ -53,6 +56,15 @@ export NSA_FASTPATH_BENCH_DIR=${NSA_FASTPATH_BENCH_DIR:-/tmp/nsa-fastpath-trees-
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
     nvcc --version | tail -1
 } 2>&1 | tee "$out/env_$stage.txt"
+if [ "$stage" = measure ]; then  # each release's trees and own packages: bench_release.py
+    start=$(date +%s)
+    python3 bench/bench_release.py --release "${NSA_FASTPATH_MEASURE_RELEASES:-0.5.14,0.5.15}" \
+        --out "$out" "$@" 2>&1 | tee "$out/bench_measure.log"
+    status=${PIPESTATUS[0]}
+    echo "gpu_tier.sh measure: $(( $(date +%s) - start )) s" | tee -a "$out/durations.txt"
+    echo "gpu_tier.sh measure: $([ "$status" = 0 ] && echo passed || echo FAILED); logs in $out"
+    exit "$status"
+fi
 # the release's own packages first on every process's path (the prebuild imports SGLang too)
 deps=$(PYTHON=python3 bash scripts/release_deps.sh "$NSA_FASTPATH_TEST_RELEASE") || exit 1
 [ -z "$deps" ] || export PYTHONPATH=$deps:$PYTHONPATH

@@ -9,9 +9,11 @@
 # Installs with $PYTHON (default: .venv's, made if needed); from the wheels in
 # $NSA_FASTPATH_DEPS_WHEELS without network when set (the GPU tier: scripts/fetch_gpu_wheels.sh
 # puts them in .whl/release-deps/).
+# NSA_FASTPATH_RELEASE_DEPS=python: the Python's own packages serve (prints '', installs nothing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 release=${1:?usage: release_deps.sh RELEASE}
+[ "${NSA_FASTPATH_RELEASE_DEPS:-}" != python ] || { echo ""; exit 0; }
 py=${PYTHON:-$(bash "$root/scripts/make_venv.sh")}
 source=()
 [ -z "${NSA_FASTPATH_DEPS_WHEELS:-}" ] || source=(--no-index --find-links "$NSA_FASTPATH_DEPS_WHEELS")

@@ -48,7 +48,7 @@ def pip_install_sglang(target: Path) -> Path:
                    stdout=subprocess.DEVNULL)  # fetches it if missing; checks its sha256
     # the packages this release imports at other versions than the venv's (harness/releases.py)
     subprocess.run(["bash", str(ROOT / "scripts" / "release_deps.sh"), RELEASE], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable})
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
          "--disable-pip-version-check", "--target", str(target), str(WHEEL)],

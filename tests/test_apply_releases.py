@@ -285,6 +285,50 @@ def test_refuses_a_release_without_a_set(release, release_trees, tmp_path):
     assert tree_map(site) == before and not (site / "sglang" / ".nsa_fastpath").exists()
 
 
+# The first pinned release whose own replay metadata is fused (nsa_apply.releases.BUILT_IN_FROM).
+BUILT_IN = next((r for r in sorted(regen.WHEELS, key=releases._key)
+                 if releases.own_fused_metadata(r) and not releases.has_set(r)), None)
+
+
+@pytest.mark.skipif(BUILT_IN is None, reason="no pinned release computes its own fused metadata")
+def test_release_with_fused_replay_metadata_refused(release_trees, tmp_path):
+    """A release that computes the replay metadata itself (0.5.15 on): apply refuses saying so
+    and naming the supported range, nothing changed; revert has nothing to do, status says
+    unsupported. With BUILT_IN_FROM flipped to None (the lead's switch) the same tree gets the
+    advice to port, as any other release without a set."""
+    from nsa_apply import releases as apply_releases
+
+    assert apply_releases.BUILT_IN_FROM == BUILT_IN, "BUILT_IN_FROM names the first such release"
+    template, _ = release_trees(BUILT_IN)
+    site = link_tree(template, tmp_path / "site")
+    before = tree_map(site)
+    supported = sorted(OTHERS + [regen.BASE], key=releases._key)
+    p = run_apply("apply", "--target", str(site), check=False)
+    assert p.returncode == 4, out(p)
+    assert (f"SGLang {BUILT_IN} computes this replay metadata itself (fused Triton kernels, from "
+            f"{BUILT_IN}): nsa-fastpath supports {supported[0]} to {supported[-1]} "
+            "(docs/BENCHMARKS.md: measured). Nothing changed.") in p.stderr, out(p)
+    assert "--port" not in p.stderr, out(p)
+    r = run_apply("revert", "--target", str(site), check=False)
+    assert r.returncode == 0 and "already pristine" in r.stdout, out(r)
+    st = status(["--target", str(site)])
+    assert st.returncode == 4 and "overall: unsupported" in st.stdout, out(st)
+    assert tree_map(site) == before and not (site / "sglang" / ".nsa_fastpath").exists()
+
+    repo = checkout_copy(tmp_path)  # the switch flipped: port advice
+    module = repo / "scripts" / "nsa_apply" / "releases.py"
+    text = module.read_text()
+    assert text.count(f'BUILT_IN_FROM: str | None = "{BUILT_IN}"') == 1
+    module.write_text(text.replace(f'BUILT_IN_FROM: str | None = "{BUILT_IN}"',
+                                   "BUILT_IN_FROM: str | None = None"))
+    p = subprocess.run(["bash", str(repo / "scripts" / "apply.sh"), "apply", "--target",
+                        str(site)], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert p.returncode == 4 and f"regen.py --release {BUILT_IN} --port" in p.stderr, out(p)
+    assert "computes this replay metadata itself" not in p.stderr, out(p)
+    assert tree_map(site) == before
+
+
 def checkout_copy(tmp_path: Path) -> Path:
     """This nsa-fastpath checkout's scripts and stored files, copied (to be damaged)."""
     repo = tmp_path / "nsa-fastpath"

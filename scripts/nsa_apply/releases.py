@@ -42,6 +42,25 @@ def port_command(release: str) -> str:
     return PORT.replace(" X ", f" {release} ") if re.fullmatch(r"[\w.+-]+", release) else PORT
 
 
+# From this release on SGLang computes the CUDA-graph replay metadata itself, by fused Triton
+# kernels without host syncs (fused_dsa_*_metadata): a release from it that has no set is refused
+# with that reason instead of the advice to port (docs/BENCHMARKS.md has the measurement that
+# decides). None: such a release is told to port, like any other.
+BUILT_IN_FROM: str | None = "0.5.15"
+
+
+def built_in_line(version: str | None, sets) -> str | None:
+    """Why nsa-fastpath has no set for `version`, where SGLang has the change built in (None:
+    it has not, or BUILT_IN_FROM is None)."""
+    if BUILT_IN_FROM is None or version is None \
+            or version_key(version) < version_key(BUILT_IN_FROM):
+        return None
+    names = sorted((rs.name for rs in sets), key=version_key)
+    return (f"SGLang {version} computes this replay metadata itself (fused Triton kernels, from "
+            f"{BUILT_IN_FROM}): nsa-fastpath supports {names[0]} to {names[-1]} "
+            "(docs/BENCHMARKS.md: measured).")
+
+
 @dataclass(frozen=True)
 class ReleaseSet:
     name: str

@@ -16,7 +16,7 @@ from .manifest import STATE_REL
 from .preflight import (announce, announce_target, check_space, check_writable, clean_leftovers,
                         foreign_lines, lock_target, pip_reinstall, refuse_source_checkout,
                         reinstall_advice, uninstalled_fail)
-from .releases import diagnose, port_command, supported
+from .releases import built_in_line, diagnose, port_command, supported
 from .survey import Survey, empty_manifest, survey
 from .tree import (Scan, read_journal, record_hashes, require_readable,
                    require_state_readable, resolve, scan, staged_leftovers)
@@ -48,6 +48,9 @@ def no_set_lines(ctx: Context, sv: Survey, verb: str, then: str) -> list[str]:
         if sv.left or t.state.exists():
             lines.append(left_line(sv) + " Remove them with: "
                          + command("revert", "--target", t.root))
+        built_in = built_in_line(t.version, sets)
+        if built_in is not None:
+            return lines + [built_in + " Nothing changed."]
         return lines + [f"To support SGLang {t.version}, port the patch set to it: "
                         f"`{port_command(t.version)}` "
                         "(README: \"Supporting another SGLang release\"). Nothing changed."]

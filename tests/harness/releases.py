@@ -80,6 +80,18 @@ def wheel(rel: str) -> Path:
     return regen.default_wheel(rel)
 
 
+def has_set(rel: str) -> bool:
+    """Whether nsa-fastpath has a release set for `rel` (scripts/regen.py SUPPORTED). A release
+    pinned without one (0.5.15 on) runs through the harness as its own code only: the pristine
+    tree (harness/smoke.py, bench/bench_release.py --own-only)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import regen
+
+    return rel in regen.SUPPORTED
+
+
 def tree_release(tree: Path) -> str:
     """The release of an installed SGLang tree, from its _version.py (the build writes it; its
     version.py falls back to a placeholder without it) or version.py; nothing imported."""
@@ -135,6 +147,39 @@ def runner_buffer_dtypes(rel: str) -> dict[str, str]:
     return dict(zip(("req_pool_indices", "seq_lens", "seq_lens_cpu"), dtypes))
 
 
+def shared_graph_output(rel: str) -> bool:
+    """From 0.5.15 the decode runners ask the ModelRunner for their tokens per bs
+    (``decode_num_tokens_per_bs``) and take their logits buffer from the process's
+    ``GraphSharedOutput`` (``model_runner.graph_shared_output``), which ModelRunner makes before
+    capturing; the stub gets ModelRunner's own methods and that object (sglang_runners)."""
+    return _key(rel) >= _key("0.5.15")
+
+
+# Where SGLang's own fused replay-metadata kernels live (fused_dsa_{decode,target_verify,
+# draft_extend}_metadata, Triton): from 0.5.15 its DSA backend's replay and MTP precompute call
+# them on CUDA (SGLang's own answer to the per-replay loops and syncs nsa-fastpath removes);
+# newest range first. 0.5.23's backend binds them at __init__ (_fused_decode_metadata, ...).
+OWN_FUSED_METADATA = (
+    ("0.5.23", "sglang.kernels.ops.attention.dsa.metadata"),
+    ("0.5.16", "sglang.kernels.ops.attention.dsa_metadata"),
+    ("0.5.15", "sglang.srt.layers.attention.triton_ops.dsa_metadata"),
+)
+OWN_FUSED_NAMES = ("fused_dsa_decode_metadata", "fused_dsa_target_verify_metadata",
+                   "fused_dsa_draft_extend_metadata")
+
+
+def own_fused_metadata(rel: str) -> str | None:
+    """The module of the release's own fused replay-metadata kernels, or None (to 0.5.14)."""
+    return next((module for low, module in OWN_FUSED_METADATA if _key(rel) >= _key(low)), None)
+
+
+def mtp_precompute_switch(rel: str) -> bool:
+    """Whether the multi-step backend's precomputed replay can be switched off
+    (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA, from 0.5.13 SGLANG_DSA_* with the NSA name as an
+    alias): 0.5.8 to 0.5.14. 0.5.7 has a module constant; from 0.5.15 it always precomputes."""
+    return _key("0.5.8") <= _key(rel) < _key("0.5.15")
+
+
 def draft_extend_v2(rel: str) -> bool:
     """From 0.5.13 only EAGLE's overlap worker exists: the draft-extend runner replays
     DRAFT_EXTEND_V2 (every request the whole tree width, accept counts <= num_draft_tokens).
@@ -159,10 +204,17 @@ def release_deps(rel: str) -> tuple[Path, tuple[str, ...]] | None:
                  if _key(rel) >= _key(low)), None)
 
 
+# NSA_FASTPATH_RELEASE_DEPS=python: the Python's own packages serve every release (none from
+# RELEASE_DEPS): the GPU tier's `measure` stage, whose image has transformers 5.17.0,
+# huggingface-hub 1.33.0 and tokenizers 0.23.2, which import for 0.5.13 to 0.5.15 as SGLang's
+# pins do (checked on the CPU: the smoke of each release with them; docs/GPU_TIER.md).
+DEPS_ENV = "NSA_FASTPATH_RELEASE_DEPS"
+
+
 def deps_dirs(rel: str) -> list[Path]:
     """The release's own packages (scripts/release_deps.sh made them), to put on sys.path."""
     deps = release_deps(rel)
-    if deps is None:
+    if deps is None or os.environ.get(DEPS_ENV) == "python":
         return []
     if not (deps[0] / ".pins").is_file() or (deps[0] / ".pins").read_text().split() != \
             list(deps[1]):
@@ -175,7 +227,23 @@ def standin_dirs(rel: str, device: str = "cpu") -> list[Path]:
     """Extra stand-in directories a release's imports need (after the tree on sys.path)."""
     if device == "cpu" and _key(rel) < _key("0.5.8"):
         return [STANDINS / "cpu-0.5.7"]  # vllm's layernorm (layers/layernorm.py without CUDA)
-    return []
+    dirs = []
+    if _key(rel) >= _key("0.5.15"):
+        # the DSA import chain reaches the CuTe DSL kernels of sglang.jit_kernel.dsa (SM100),
+        # which import cutlass and cuda.bindings at module level: stand-ins where not installed
+        for module, standin in (("cutlass", "cutlass-dsl"), ("cuda.bindings", "cuda-python")):
+            if not _installed(module):
+                dirs.append(STANDINS / standin)
+    return dirs
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        return False
 
 
 def prepare_process(rel: str, device: str = "cpu") -> None:
@@ -183,6 +251,12 @@ def prepare_process(rel: str, device: str = "cpu") -> None:
     (sglang_runners.prepare_process sets up what every release reads)."""
     if device == "cpu":
         _cpu_seqlens_expand()
+        if _key(rel) >= _key("0.5.15"):
+            # the DSA top-k v2 plan (SGLANG_OPT_USE_TOPK_V2, on by default) is a CUDA kernel
+            # JIT-built through tvm-ffi: off, as ServerArgs sets it where that kernel can't run
+            from sglang.srt.environ import envs
+
+            envs.SGLANG_OPT_USE_TOPK_V2.set(False)
     if _key(rel) >= _key("0.5.9"):
         from sglang.srt.distributed import parallel_state
 

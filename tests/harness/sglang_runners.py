@@ -238,6 +238,11 @@ class StubEagleWorker:
         self.speculative_algorithm = SpeculativeAlgorithm.EAGLE
         self.eagle_use_aux_hidden_state = False
         self.speculative_num_steps = model_runner.server_args.speculative_num_steps
+        # EagleDraftWorker's DSA index sharing (0.5.15), off for DeepSeek-V3.2, whose config has
+        # no index_share_for_mtp_iteration: the runners allocate no seed top-k buffer
+        self.dsa_index_topk = model_runner.model_config.hf_config.index_topk
+        self.index_share_for_mtp_iteration = False
+        self.seed_dsa_topk_from_draft_extend = False
         # the target model's worker: 0.5.12's draft-extend runner sizes its hidden-state buffer
         # from its model config (the stub shares the draft's: same sizes)
         self.target_worker = SimpleNamespace(model_runner=model_runner)
@@ -500,6 +505,8 @@ def make_runner(mode: str, page_size: int, topk: int, capture_bs, device: str, *
     else:
         raise ValueError(f"unknown runner mode {mode!r}")
     model_runner.is_draft_worker = mode in ("draft", "draft_extend")
+    if releases.shared_graph_output(releases.imported_release()):
+        _model_runner_own(model_runner)
     body = GraphBody(backends, device)
     model_runner.model = StubModel(body)
     runner = _construct(cls, owner)
@@ -508,6 +515,20 @@ def make_runner(mode: str, page_size: int, topk: int, capture_bs, device: str, *
     driver = RunnerDriver(mode, device, runner, backends, target, body, model_runner)
     _spy_on_replay(driver, target)
     return driver
+
+
+def _model_runner_own(stub) -> None:
+    """What the runners ask the ModelRunner from 0.5.15 (releases.shared_graph_output):
+    ModelRunner's own methods bound to the stub, and the shared logits buffer made by SGLang's
+    own GraphSharedOutput.create_for_model_runner, as ModelRunner.init_cuda_graphs does."""
+    import types
+
+    from sglang.srt.model_executor.graph_shared_output import GraphSharedOutput
+    from sglang.srt.model_executor.model_runner import ModelRunner
+
+    for name in ("decode_num_tokens_per_bs", "max_decode_logits_rows"):
+        setattr(stub, name, types.MethodType(getattr(ModelRunner, name), stub))
+    stub.graph_shared_output = GraphSharedOutput.create_for_model_runner(stub)
 
 
 # ---------------------------------------------------------------- raw batches, as a server has them

@@ -48,7 +48,7 @@ def main() -> None:
         warmed.add(variant(self, dtypes))
         self.warmed = getattr(self, "warmed", set()) | {dtypes}
 
-    def counted_fill(self, rpi, seq, acc=None):
+    def counted_launch(self, rpi, seq, acc=None):  # what fill launches, after adapting inputs
         dtypes = (rpi.dtype, seq.dtype, None if acc is None else acc.dtype)
         launched_here, unwarmed_here = ((launched_finished, unwarmed_finished) if finished_now[0]
                                         else (launched, unwarmed))
@@ -56,7 +56,7 @@ def main() -> None:
         if dtypes not in getattr(self, "warmed", ()):
             unwarmed_here.add(variant(self, dtypes))
 
-    tk.FillPlan._warm, tk.FillPlan.fill = counted_warm, counted_fill
+    tk.FillPlan._warm, tk.FillPlan._launch = counted_warm, counted_launch
     gen = torch.Generator().manual_seed(0)
     for mode in MODES:
         driver = sr.make_runner(mode, 64, 128, CAPTURE_BS, "cpu")

@@ -1,15 +1,15 @@
 """GPU-tier stand-in for DeepGEMM (it ships inside the sgl_kernel wheel, which can't load here).
 
 SGLang 0.5.8's NSA replay calls `deep_gemm.get_paged_mqa_logits_metadata(seqlens, 64, num_sms)`
-(from 0.5.13 with 2-D context lengths, read here flattened) and stores the result in the
-metadata. The stand-in's schedule is a deterministic function of the seqlens it receives (so
-parity also checks what SGLang passes to DeepGEMM), and the call is shaped like the real one: a
-fresh [num_sms + 1, 2] int32 tensor and ONE kernel launch on the current stream, no host sync.
-The kernel is plain CUDA C (schedule.cu beside this file), built by nvcc into a small shared
-library on first import (a few seconds, cached by source hash under $NSA_FASTPATH_BUILD_DIR or
-/tmp) and called through ctypes, so its host cost is a launch, not a Triton dispatch. Per SM s:
-the first 64-token block it starts at, as (request index, block within it). Run with
-SGLANG_ENABLE_JIT_DEEPGEMM=0 so SGLang's GEMM wrapper does not import the rest.
+(from 0.5.13 with 2-D context lengths, read here flattened) and stores the result in the metadata.
+The stand-in's schedule is a deterministic function of the seqlens it receives (so parity also
+checks what SGLang passes to DeepGEMM), and the call is shaped like the real one: a fresh [num_sms
++ 1, 2] int32 tensor and ONE kernel launch on the current stream, no host sync. The kernel is
+plain CUDA C (schedule.cu beside this file), built by nvcc into a small shared library on first
+import (a few seconds, cached by source hash under the temp directory) and called through ctypes,
+so its host cost is a launch, not a Triton dispatch. Per SM s: the first 64-token block it starts
+at, as (request index, block within it). Run with SGLANG_ENABLE_JIT_DEEPGEMM=0 so SGLang's GEMM
+wrapper does not import the rest.
 """
 import ctypes
 import hashlib
@@ -25,7 +25,9 @@ _SOURCE = Path(__file__).with_name("schedule.cu")
 
 def _library() -> ctypes.CDLL:
     digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
-    root = Path(os.environ.get("NSA_FASTPATH_BUILD_DIR") or tempfile.gettempdir())
+    # its own place, not the operator's kernel cache: a test may run a process with an empty
+    # NSA_FASTPATH_BUILD_DIR and no nvcc, and the stand-in is not ours to rebuild there
+    root = Path(tempfile.gettempdir())
     lib = root / "deep_gemm_standin" / f"schedule_{digest}.so"
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)

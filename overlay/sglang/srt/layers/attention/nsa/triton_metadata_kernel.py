@@ -228,6 +228,7 @@ class FillPlan:
                            device=table.device)
         scratch_table = torch.cat([dests, table[n_dest * N_FIELDS:]])
         scratch_table[n_dest * N_FIELDS + PARAMS.index("max_cols")] = 0
+        self._warmed = set(input_dtypes)  # the dtype sets compiled at capture (on any device)
         for dtypes in dict.fromkeys(input_dtypes):
             self._warm(scratch_table, dtypes)
 
@@ -240,6 +241,17 @@ class FillPlan:
             self._compiled[dtypes] = compiled[self.grid]
 
     def fill(self, req_pool_indices, seq_lens, accept_length=None) -> None:
+        if accept_length is not None and accept_length.dtype == torch.int64:
+            own = (req_pool_indices.dtype, seq_lens.dtype)
+            if (*own, torch.int64) not in self._warmed and (*own, torch.int32) in self._warmed:
+                # EAGLE's draft extend right after a request finished in verify hands the batch's
+                # int64 accept counts (each at most num_draft_tokens): the int32 variant the
+                # capture compiled takes them after one small copy on the stream, where a launch
+                # of their own dtype would compile on this replay (~0.27 s on an H200)
+                accept_length = accept_length.to(torch.int32)
+        self._launch(req_pool_indices, seq_lens, accept_length)
+
+    def _launch(self, req_pool_indices, seq_lens, accept_length=None) -> None:
         acc = seq_lens if accept_length is None else accept_length
         if req_pool_indices.shape[0] < self.bs or seq_lens.shape[0] < self.bs or acc.shape[0] < self.bs:
             check_inputs(self.bs, req_pool_indices, seq_lens, accept_length)  # raises, names it
