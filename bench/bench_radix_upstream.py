@@ -1,31 +1,50 @@
 #!/usr/bin/env python3
-"""RadixCache prefix matching of a later SGLang release's own code, on bench_radix_match.py's
-workload: is our matcher worth offering there?
+"""RadixCache prefix matching on a later SGLang release: its own match_prefix beside ours on
+that release, side by side in one process.
 
-    python bench/bench_radix_upstream.py --release 0.5.13 [--lengths 1024,4096,32768] [--calls N]
+    python bench/bench_radix_upstream.py --release 0.5.13 [--lengths 16,64,...] [--calls N]
+                                         [--block N] [--configs 1:0,64:1]
 
-From 0.5.12 SGLang's RadixKey holds raw token ids (from 0.5.13 an `array('q')`, as the request's
-ids are), compares them by C-level slices (0.5.13: a galloping search), and views EAGLE keys as
-bigrams in O(1). This times that release's RadixCache.match_prefix, from its pristine wheel
-(installed --no-deps into a temp dir; its own packages from scripts/release_deps.sh), on the
-workload and calls of bench_radix_match.py's match tables: a system prompt of S tokens shared by
-64 conversations, split at 1/4, 1/2, 3/4, 16 other prompts, inserted as cache_finished_req does
-(page-aligned; EAGLE keys as bigram views); a request is the system prompt plus a new 64-token
-user turn, its ids built as the release's Req.init_next_round_input builds them
-(origin_input_ids + output_ids, all but the last), as a new `array('q')` (cold) or the same
-waiting request's again (re-matched). Thread CPU time per call, median of --calls, minus the
-timer's cost. Compare with bench_radix_match.py's columns from the same machine and load.
+From 0.5.11 SGLang's RadixKey is a view over the ids (EAGLE keys as bigrams in O(1)); from 0.5.13
+the ids are `array('q')`s, compared by C-level slices (a galloping search). The release's pinned
+wheel is installed --no-deps into a temp dir (its own packages from scripts/release_deps.sh) and
+patched by scripts/apply.sh in a copy; the patched tree is imported as sglang, the release's own
+radix_cache.py is read from the wheel and loaded under another module name (its imports resolve
+to the patched tree's modules: SGLang's own but environ.py, a superset). Variants: "sglang" (the
+release's own), "compiled" (ours, the default: C++ helper, re-match cache), "python" (the
+pure-Python matcher, SGLANG_RADIX_COMPILED_MATCH=0), each also with SGLANG_RADIX_REMATCH_CACHE=0
+("no cache"); "compiled, cache from 1k": the compiled walk consulting the re-match cache from
+1024 matched ints, as it does for lists (radix_match.NSA_REMATCH_MIN; for array ids it does not:
+NSA_REMATCH_MIN_ARRAY, decided by this column against "compiled").
+
+Workload (bench_radix_match.py's): a system prompt of S tokens shared by 64 conversations, split
+at 1/4, 1/2 and 3/4 by requests sharing part of it, 16 other prompts; inserted as
+cache_finished_req inserts (`RadixKey(ids, is_bigram=EAGLE).page_aligned(page)`). A request is
+the system prompt plus a new 64-token user turn, its key made as the release's
+Req.init_next_round_input makes it (origin_input_ids + output_ids, all but the last id: a new
+array sliced from it, or from 0.5.14 the request's own array capped by `limit`):
+- cold: a new request each call;
+- re-matched: one waiting request again each call (after two untimed rounds: the re-match cache
+  marks, remembers, then serves, where it is consulted).
+
+Timing (bench_radix_match.py's Clock and interleaving): each call alone in thread CPU time
+(time.thread_time_ns) minus the timer's cost, its result dropped after the clock stops; median of
+--calls per variant; variants alternating in blocks of --block calls (order rotated), gc off.
+x = sglang / variant. Every variant's matched lengths are checked equal and ours checked to have
+been served by the matcher they name.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import os
+import platform
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+import zipfile
 from array import array
 from pathlib import Path
 
@@ -33,93 +52,202 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "harness"))
 import releases  # noqa: E402
 
-from bench_radix_match import CONFIGS, USER_TURN, workload  # noqa: E402
+import bench_radix_match as brm  # noqa: E402
+
+RADIX_PATH = "sglang/srt/mem_cache/radix_cache.py"
+OWN_NAME = "nsa_bench_release_radix_cache"
+VARIANTS = {  # ours: flags at RadixCache construction
+    "compiled": {},
+    "compiled, cache from 1k": {},
+    "compiled, no cache": {"SGLANG_RADIX_REMATCH_CACHE": "0"},
+    "python": {"SGLANG_RADIX_COMPILED_MATCH": "0"},
+    "python, no cache": {"SGLANG_RADIX_COMPILED_MATCH": "0", "SGLANG_RADIX_REMATCH_CACHE": "0"},
+}
+SERVED = {"compiled": "compiled", "compiled, cache from 1k": "compiled",
+          "compiled, no cache": "compiled", "python": "python", "python, no cache": "python"}
 
 
-def install(release: str, where: Path) -> Path:
-    subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), release], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["bash", str(ROOT / "scripts" / "release_deps.sh"), release], check=True,
-                   stdout=subprocess.DEVNULL)
+def trees(release: str, tmp: Path) -> tuple[Path, Path]:
+    """(the release's wheel, a site-packages of it patched by apply.sh)."""
+    for script in ("fetch_wheel.sh", "release_deps.sh"):
+        subprocess.run(["bash", str(ROOT / "scripts" / script), release], check=True,
+                       stdout=subprocess.DEVNULL)
+    wheel, site = releases.wheel(release), tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-                    "--no-compile", "--disable-pip-version-check", "--target", str(where),
-                    str(releases.wheel(release))], check=True)
-    return where
+                    "--no-compile", "--disable-pip-version-check", "--target", str(site),
+                    str(wheel)], check=True)
+    subprocess.run(["bash", str(ROOT / "scripts" / "apply.sh"), "apply", "--target", str(site)],
+                   check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, PYTHON=sys.executable))
+    return wheel, site
 
 
-def timer_cost_ns() -> int:
-    samples = []
-    for _ in range(2001):
-        t0 = time.thread_time_ns()
-        samples.append(time.thread_time_ns() - t0)
-    return statistics.median(samples)
+def import_modules(release: str, wheel: Path, site: Path, tmp: Path):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    standins = ROOT / "tests" / "standins"
+    sys.path[:0] = [str(site), *map(str, releases.deps_dirs(release)), str(standins / "cpu"),
+                    str(standins)]
+    from sglang.srt.mem_cache import radix_cache as ours
+
+    if not hasattr(ours.RadixCache, "_nsa_init_matcher"):
+        sys.exit(f"{site}: RadixCache is not nsa-fastpath's")
+    src = tmp / "release_radix_cache.py"
+    with zipfile.ZipFile(wheel) as zf:
+        src.write_bytes(zf.read(RADIX_PATH))
+    spec = importlib.util.spec_from_file_location(OWN_NAME, src)
+    own = importlib.util.module_from_spec(spec)
+    sys.modules[OWN_NAME] = own
+    spec.loader.exec_module(own)
+    return own, ours
+
+
+def build(mod, ps: int, eagle: bool, inserts: list, flags: dict):
+    import torch
+
+    from sglang.srt.mem_cache.base_prefix_cache import InsertParams
+
+    cache = brm.make_cache(mod, ps, eagle, "cpu", flags)
+    slot = 0
+    for ids in inserts:
+        key = mod.RadixKey(array("q", ids), None, is_bigram=eagle).page_aligned(ps)
+        cache.insert(InsertParams(key=key, value=torch.arange(slot, slot + len(key),
+                                                              dtype=torch.int64)))
+        slot += len(key)
+    return cache
+
+
+def bench(own, ours, release: str, clock, lengths, calls, configs) -> list[dict]:
+    from sglang.srt.mem_cache import radix_match
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+
+    limit_keys = "limit" in getattr(own.RadixKey, "__slots__", ())  # 0.5.14's Req
+    rows = []
+    for ps, eagle in configs:
+        for S in lengths:
+            rng = random.Random(S * 7 + ps)
+            system, inserts = brm.workload(rng, S)
+            mods = {"sglang": own, **{v: ours for v in VARIANTS}}
+            caches = {v: build(mods[v], ps, eagle, inserts, VARIANTS.get(v, {})) for v in mods}
+            caches["compiled, cache from 1k"]._nsa_walker.rematch_min_array = \
+                radix_match.rematch_min("compiled")
+
+            def matcher(name):
+                cache, RK = caches[name], mods[name].RadixKey
+
+                def call(req):
+                    ids, limit = req
+                    key = RK(ids, None) if limit is None else RK(ids, None, limit=limit)
+                    return cache.match_prefix(MatchPrefixParams(key=key))
+                return call
+
+            fns = {name: matcher(name) for name in caches}
+            turn_rng = random.Random(S)
+
+            def next_round(full):  # Req.init_next_round_input's key of origin + output ids
+                n = len(full) - 1
+                return (full, n) if limit_keys else (full[:n], None)
+
+            def new_request(_i):
+                turn = [turn_rng.randrange(1000, 150_000) for _ in range(brm.USER_TURN)]
+                return next_round(array("q", system + turn) + array("q"))
+
+            matched, served = {}, {}
+            for name, fn in fns.items():
+                radix_match.reset_stats()
+                matched[name] = len(fn(new_request(0)).device_indices)
+                served[name] = radix_match.last_served()
+            assert len(set(matched.values())) == 1, f"results differ: {matched}"
+            for name in VARIANTS:
+                assert served[name] == SERVED[name], (name, served[name])
+            cold = brm.interleaved(clock, fns, {name: new_request for name in fns}, calls)
+
+            turn = [turn_rng.randrange(1000, 150_000) for _ in range(brm.USER_TURN)]
+            waiting = {name: array("q", system + turn) for name in fns}  # each its own request
+            again_args = {name: (lambda _i, w=waiting[name]: next_round(w + array("q"))
+                                 if not limit_keys else next_round(w)) for name in fns}
+            for name, fn in fns.items():
+                for _ in range(2):
+                    assert len(fn(again_args[name](0)).device_indices) == matched[name]
+                radix_match.reset_stats()
+                fn(again_args[name](0))
+                served[name] = radix_match.last_served()
+            for name in VARIANTS:
+                consulted = "no cache" not in name and matched["sglang"] + eagle >= \
+                    caches[name]._nsa_walker.rematch_min_array
+                assert served[name] == ("rematch" if consulted else SERVED[name]), \
+                    (name, served[name])
+            again = brm.interleaved(clock, fns, again_args, calls)
+            rows.append(dict(page_size=ps, eagle=eagle, S=S, matched=matched["sglang"],
+                             cold=cold, rematched=again))
+            print(f"  page {ps:2d} eagle {int(eagle)} S {S:5d}: sglang {cold['sglang']:.1f} us, "
+                  f"compiled {cold['compiled']:.1f} us cold / {again['compiled']:.1f} us again",
+                  file=sys.stderr, flush=True)
+    return rows
+
+
+def report(rows: list[dict], release: str) -> None:
+    names = list(VARIANTS)
+    for table, title in (("cold", "cold: a new request each call"),
+                         ("rematched", "re-matched: the same waiting request again")):
+        print(f"\n### {title}\n")
+        print(f"| page | EAGLE | S (shared) | matched | {release} us | "
+              + " | ".join(f"{v} us | {v} x" for v in names) + " |")
+        print("|---:|---|---:|---:|---:|" + "---:|---:|" * len(names))
+        for r in rows:
+            t = r[table]
+            cells = [f"{brm.fmt(t[v])} | {t['sglang'] / t[v]:.1f}" for v in names]
+            print(f"| {r['page_size']} | {'yes' if r['eagle'] else 'no'} | {r['S']} | "
+                  f"{r['matched']} | {brm.fmt(t['sglang'])} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--release", required=True)
-    ap.add_argument("--lengths", default="1024,4096,32768")
+    ap.add_argument("--release", required=True,
+                    help="a supported release whose ids are array('q')s (0.5.13 on)")
+    ap.add_argument("--lengths", default="16,64,256,1024,4096,8192,32768")
     ap.add_argument("--calls", type=int, default=21)
+    ap.add_argument("--block", type=int, default=8, help="calls of one variant in a row")
+    ap.add_argument("--configs", help="page:eagle pairs, e.g. 1:0,64:1 (default: page 1/16/64, "
+                    "EAGLE off and on)")
     args = ap.parse_args()
+    if not releases.array_ids(args.release):
+        ap.error(f"SGLang {args.release} matches lists of ids: bench/bench_radix_match.py "
+                 "measures those (against 0.5.8)")
+    brm.BLOCK = max(1, args.block)
     lengths = [int(x) for x in args.lengths.split(",")]
-    with tempfile.TemporaryDirectory(prefix="nsa-bench-radix-upstream-") as tmp:
-        tree = install(args.release, Path(tmp) / "site")
-        standins = ROOT / "tests" / "standins"
-        sys.path[:0] = [str(tree), *map(str, releases.deps_dirs(args.release)),
-                        str(standins / "cpu"), str(standins)]
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    configs = brm.CONFIGS if not args.configs else [
+        (int(p), e == "1") for p, e in (c.split(":") for c in args.configs.split(","))]
+    with tempfile.TemporaryDirectory(prefix="nsa-bench-radix-release-") as tmp:
+        tmp = Path(tmp)
+        wheel, site = trees(args.release, tmp)
+        own, ours = import_modules(args.release, wheel, site, tmp)
         import torch
-        from sglang.srt.mem_cache.base_prefix_cache import InsertParams, MatchPrefixParams
-        from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-        from sglang.srt.mem_cache.radix_cache import RadixCache, RadixKey
 
-        overhead = timer_cost_ns()
-        print(f"## SGLang {args.release}'s own RadixCache.match_prefix (bench_radix_match.py's "
-              f"workload)\n\n- command: python bench/bench_radix_upstream.py --release "
-              f"{args.release} --lengths {args.lengths} --calls {args.calls}\n- load average "
-              f"{os.getloadavg()[0]:.2f}; thread CPU time per call, us, median of {args.calls} "
-              f"(timer cost {overhead} ns subtracted)\n")
-        print("| page | EAGLE | S (shared) | matched | cold us | re-matched us |")
-        print("|---:|---|---:|---:|---:|---:|")
-        for ps, eagle in CONFIGS:
-            for S in lengths:
-                rng = random.Random(S * 7 + ps)
-                system, inserts = workload(rng, S)
-                cache = RadixCache(CacheInitParams(
-                    disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=None,
-                    page_size=ps, is_eagle=eagle, eviction_policy="lru"))
-                slot = 0
-                for fill_ids in inserts:
-                    key = RadixKey(array("q", fill_ids), None)
-                    key, _ = key.maybe_to_bigram_view(eagle)
-                    key = key.page_aligned(ps)
-                    cache.insert(InsertParams(key=key, value=torch.arange(
-                        slot, slot + len(key), dtype=torch.int64)))
-                    slot += len(key)
-                turn_rng = random.Random(S)
+        from sglang.srt.mem_cache import radix_match
 
-                def request_ids(turn=None):
-                    turn = turn or [turn_rng.randrange(1000, 150_000) for _ in range(USER_TURN)]
-                    fill = array("q", system + turn) + array("q")  # origin_input_ids + output_ids
-                    return fill[: len(fill) - 1]
-
-                def match(ids):
-                    return cache.match_prefix(MatchPrefixParams(key=RadixKey(ids, None)))
-
-                waiting = system + [turn_rng.randrange(1000, 150_000) for _ in range(USER_TURN)]
-                times = {"cold": [], "again": []}
-                matched = len(match(request_ids()).device_indices)
-                for _ in range(args.calls):
-                    for kind, ids in (("cold", request_ids()),
-                                      ("again", request_ids(waiting[S:]))):
-                        t0 = time.thread_time_ns()
-                        result = match(ids)
-                        t1 = time.thread_time_ns()
-                        del result
-                        times[kind].append(max(t1 - t0 - overhead, 0) / 1000)
-                print(f"| {ps} | {'yes' if eagle else 'no'} | {S} | {matched} | "
-                      f"{statistics.median(times['cold']):.1f} | "
-                      f"{statistics.median(times['again']):.1f} |", flush=True)
+        radix_match.native.load()  # build (if needed) before any timing
+        clock = brm.Clock("cpu")
+        model = platform.processor() or "?"
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "?"
+        print(f"## RadixCache prefix matching on SGLang {args.release}: its own vs nsa-fastpath\n")
+        print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+              f"commit {commit}")
+        print(f"- machine: {model}, {os.cpu_count()} cores; {platform.platform()}; load average "
+              f"{os.getloadavg()[0]:.2f} at start")
+        print(f"- python {platform.python_version()}, torch {torch.__version__}")
+        print(f"- matcher: {radix_match.describe()}")
+        print(f"- command: python bench/bench_radix_upstream.py {' '.join(sys.argv[1:])}".rstrip())
+        print(f"- times: median of {args.calls} calls each, thread CPU time per call, us (timer "
+              f"cost {clock.overhead_ns:.0f} ns subtracted), variants alternating every "
+              f"{brm.BLOCK} calls; x = {args.release} / variant")
+        sys.stdout.flush()
+        rows = bench(own, ours, args.release, clock, lengths, args.calls, configs)
+        report(rows, args.release)
+        print(f"\n(load average {os.getloadavg()[0]:.2f} at the end)")
 
 
 if __name__ == "__main__":

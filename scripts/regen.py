@@ -85,7 +85,7 @@ NSA_BACKEND = "sglang/srt/layers/attention/nsa_backend.py"
 RADIX_CACHE = "sglang/srt/mem_cache/radix_cache.py"
 DSA_BACKEND = "sglang/srt/layers/attention/dsa_backend.py"  # the backend from 0.5.13 (NSA -> DSA)
 NSA_FORKS = {ENVIRON: ENVIRON, NSA_BACKEND: NSA_BACKEND, RADIX_CACHE: RADIX_CACHE}
-DSA_FORKS = {ENVIRON: ENVIRON, DSA_BACKEND: DSA_BACKEND}
+DSA_FORKS = {ENVIRON: ENVIRON, DSA_BACKEND: DSA_BACKEND, RADIX_CACHE: RADIX_CACHE}
 # Every supported release: the release whose fork its port merges onto it (its merge base), and
 # the SGLang files it forks, each with that file's path in the merge base's release. A release
 # that renames a file names the old path, e.g. (the backend is dsa_backend.py from 0.5.13):
@@ -101,7 +101,8 @@ PORTS = {
     "0.5.11": (BASE, NSA_FORKS),
     "0.5.12": (BASE, NSA_FORKS),
     # 0.5.13 renames the backend and its CUDA-graph entry points: our hooks were written at the
-    # new call sites by hand; 0.5.14's fork is 0.5.13's merged onto it.
+    # new call sites by hand (radix_cache.py: 0.5.12's fork's hooks on 0.5.13's array-id
+    # RadixCache); 0.5.14's fork is 0.5.13's merged onto it.
     "0.5.13": (None, DSA_FORKS),
     "0.5.14": ("0.5.13", DSA_FORKS),
 }
@@ -211,8 +212,9 @@ def read_delta(release: str) -> tuple[list[str], dict[str, tuple]]:
         sys.exit(f"{path.relative_to(ROOT)}: {e}")
 
 
-def fork_texts(release: str) -> dict[str, bytes]:
-    """Our forks for the release: overlay/'s for BASE, else the release's files plus its delta."""
+def fork_texts(release: str, only: set[str] | None = None) -> dict[str, bytes]:
+    """Our forks for the release: overlay/'s for BASE, else the release's files plus its delta
+    (``only``: those of these files)."""
     if release == BASE:
         return {rel: (OVERLAY / rel).read_bytes() for rel in forks(release)}
     _, files = read_delta(release)
@@ -221,6 +223,8 @@ def fork_texts(release: str) -> dict[str, bytes]:
         sys.exit(f"patches/{release}.diff holds {', '.join(extra)}, which PORTS does not fork")
     out = {}
     for rel in forks(release):
+        if only is not None and rel not in only:
+            continue
         orig = pristine(release, rel)
         if rel not in files or orig is None:
             sys.exit(f"patches/{release}.diff has no diff for {rel}" if orig is not None else
@@ -439,12 +443,14 @@ def report_conflict(where: str, release: str, conflict: tuple) -> str:
 
 
 def stored_resolutions(release: str) -> dict[str, dict[str, list[str]]]:
-    """file -> conflict key -> the resolutions the release's delta holds for such a conflict."""
+    """file -> conflict key -> the resolutions the release's delta holds for such a conflict
+    (a file PORTS forks and the delta does not yet hold has none)."""
     if not delta_path(release).exists():
         return {}
-    fork = fork_texts(release)
+    records = stored_records(release)
+    fork = fork_texts(release, only={r[0] for r in records})
     out: dict[str, dict[str, list[str]]] = {}
-    for rel, line, n, k in stored_records(release):
+    for rel, line, n, k in records:
         lines = lines_of(fork[rel].decode())
         out.setdefault(rel, {}).setdefault(k, []).append("".join(lines[line - 1:line - 1 + n]))
     return out

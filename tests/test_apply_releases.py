@@ -114,13 +114,14 @@ def test_patched_files_compile(release, release_trees, tmp_path):
 IMPORTABLE = [r for r in OTHERS if r != "0.5.7"]
 IMPORT_CHECK = """
 import importlib, os, sys
-backend, radix_replaced = sys.argv[1], sys.argv[2] == "1"
-sys.path[:0] = sys.argv[3:]
+backend = sys.argv[1]
+sys.path[:0] = sys.argv[2:]
 nb = importlib.import_module(backend)
 import sglang.srt.mem_cache.radix_cache as rc
 from sglang.srt.layers.attention.nsa import replay_fastpath as rf
+from sglang.srt.mem_cache import radix_match
 assert nb.replay_fastpath is rf
-assert hasattr(rc.RadixCache, "_nsa_match_prefix") == radix_replaced
+assert rc.make_walker is radix_match.make_walker and hasattr(rc.RadixCache, "_nsa_init_matcher")
 # our batched copy vs SGLang's own fused one (0.5.9): the constant decides when both are on
 both = [rf.batched_copy_on()]
 rf.PREFER_UPSTREAM_FUSED_COPY = True
@@ -148,8 +149,7 @@ def test_patched_modules_import(release, release_trees, tmp_path):
                ("dsa_backend" if releases.dsa_named(release) else "nsa_backend"))
     paths = [str(site), *map(str, releases.deps_dirs(release)), str(standins / "cpu"),
              str(standins)]
-    p = subprocess.run([sys.executable, "-c", IMPORT_CHECK, backend,
-                        "1" if releases.radix_replaced(release) else "0", *paths],
+    p = subprocess.run([sys.executable, "-c", IMPORT_CHECK, backend, *paths],
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert p.returncode == 0, out(p)
     has_fused = subprocess.run(["grep", "-q", "SGLANG_USE_FUSED_METADATA_COPY",

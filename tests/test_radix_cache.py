@@ -1,5 +1,6 @@
-"""The real RadixCache, pristine SGLang 0.5.8 vs patched (one subprocess each), on edge cases the
-parity suites do not reach, under every matcher; and the patched caches' bounds.
+"""The real RadixCache, pristine SGLang vs patched (one subprocess each), on edge cases the
+parity suites do not reach, under every matcher; and the patched caches' bounds. Token ids are
+the release's own type (lists; ``array('q')`` from 0.5.13: ``releases.token_ids``).
 
 Edge cases, compared exactly with every matcher (compiled, python, compiled without the re-match
 cache, triton opt-in) and with every flag off: unaligned inserts hitting the paged partial-page
@@ -7,7 +8,8 @@ quirk, non-list and already-bigram queries, key_match_fn with differing extra ke
 a disabled cache; an EAGLE query key's token_ids as its caller reads them afterwards (0.5.8
 converts them in place; the patched walk converts on first read), also through copy and pickle;
 the re-match cache fed a query list changed in place after it was remembered, and a different
-query with the same fingerprint (length, extra key, the same objects at its end and middle).
+query with the same fingerprint (length, extra key, the same objects at its end and middle); a
+waiting request keyed as ``Req.init_next_round_input`` keys it (0.5.14: capped by ``limit``).
 
 Bounds, patched: the packed ids cached on RadixKeys sit on tree keys (or on keys a re-match entry
 pins) and are exact to their key (8 bytes a token, +8 for EAGLE); the re-match cache stays within
@@ -33,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # RadixKey views (SGLang 0.5.11 on): nothing cached on keys, the triton opt-in declines (the
 # compiled matcher serves, one WARNING)
 VIEW_KEYS = releases.bigram_view_keys(releases.release())
+# array('q') ids (0.5.13 on): the compiled walk does not consult the re-match cache there
+# (radix_match.NSA_REMATCH_MIN_ARRAY), the pure-Python one does
+ARRAY_IDS = releases.array_ids(releases.release())
 WORKER_CONFIGS = [(1, False), (2, False), (16, False), (64, False), (1, True), (16, True),
                   (64, True)]
 TAGS = {  # patched runs: flags per tag
@@ -47,31 +52,33 @@ FLAGS = ("SGLANG_RADIX_FAST_MATCH", "SGLANG_RADIX_COMPILED_MATCH", "SGLANG_RADIX
 
 
 def _match(rc, cache, tokens, extra):
+    """A match of ``tokens`` (the container itself: a list or an array)."""
     r = releases.radix_match(cache, rc.RadixKey(tokens, extra))
     return len(r.device_indices), r.device_indices[:3].tolist(), r.last_device_node.id
 
 
 def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
+    ids = releases.token_ids  # a new container of the release's id type
     kind = rng.randrange(9)
     if kind == 0:  # unaligned insert, no page alignment (the paged quirk)
-        key = releases.bigram_key(rc, toks, extra, eagle)
+        key = releases.bigram_key(rc, ids(toks), extra, eagle)
         vals = torch.arange(slot, slot + len(key), dtype=torch.int64)
         slot += len(key)
         log.append(("ins", i, releases.radix_insert(cache, key, vals)))
     elif kind == 1:  # insert raw ints (in eagle mode insert converts them)
         vals = torch.arange(slot, slot + len(toks), dtype=torch.int64)
         slot += len(toks)
-        log.append(("ins-raw", i, releases.radix_insert(cache, rc.RadixKey(list(toks), extra),
+        log.append(("ins-raw", i, releases.radix_insert(cache, rc.RadixKey(ids(toks), extra),
                                                         vals)))
     elif kind == 2:  # tuple token ids
         r = releases.radix_match(cache, rc.RadixKey(tuple(toks), extra))
         log.append(("m-tuple", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 3 and eagle:  # already-bigram query
-        key = releases.bigram_key(rc, toks, extra)
+        key = releases.bigram_key(rc, ids(toks), extra)
         r = releases.radix_match(cache, key)
         log.append(("m-bigram", i, r.device_indices.tolist(), r.last_device_node.id))
     elif kind == 4 and eagle:  # the query key afterwards: copied, pickled, an unknown attribute
-        key = rc.RadixKey(toks, extra)
+        key = rc.RadixKey(ids(toks), extra)
         r = releases.radix_match(cache, key)
         twin = copy.copy(key)
         frozen = pickle.loads(pickle.dumps(key))
@@ -83,8 +90,8 @@ def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
                     len(frozen.token_ids), frozen.token_ids[-2:], len(key), missing,
                     hasattr(key, "token_ids"), getattr(key, "nsa_other", "absent")))
     elif kind == 5:  # waiting: the same ints matched again in new lists, then changed in place
-        q = list(toks)
-        res = [_match(rc, cache, list(q), extra) for _ in range(3)]
+        q = ids(toks)
+        res = [_match(rc, cache, ids(q), extra) for _ in range(3)]
         res.append(_match(rc, cache, q, extra))
         res.append(_match(rc, cache, q, extra))
         if q:
@@ -92,16 +99,24 @@ def _edge_op(rc, cache, rng, toks, extra, eagle, slot, i, log) -> int:
         res.append(_match(rc, cache, q, extra))
         log.append(("m-again", i, res))
     elif kind == 6 and len(toks) > 4:  # another query with the same fingerprint
-        q = list(toks)
-        res = [_match(rc, cache, list(q), extra) for _ in range(3)]
-        other = pickle.loads(pickle.dumps(q))
+        q = ids(toks)
+        res = [_match(rc, cache, ids(q), extra) for _ in range(3)]
+        other = ids(pickle.loads(pickle.dumps(list(q))))
         other[-1], other[len(q) >> 1] = q[-1], q[len(q) >> 1]  # same objects there
         other[rng.choice([j for j in range(len(q) - 1) if j != len(q) >> 1])] = -5
         res.append(_match(rc, cache, other, extra))
-        res.append(_match(rc, cache, list(q), extra))
+        res.append(_match(rc, cache, ids(q), extra))
         log.append(("m-collide", i, res))
+    elif kind == 7:  # a waiting request keyed as Req.init_next_round_input keys it, 3 rounds
+        q = ids(toks)
+        res = []
+        for _ in range(3):
+            r = releases.radix_match(cache, releases.next_round_key(rc, q, extra))
+            res.append((len(r.device_indices), r.device_indices[:3].tolist(),
+                        r.last_device_node.id))
+        log.append(("m-round", i, res))
     else:
-        key = rc.RadixKey(toks, extra)
+        key = rc.RadixKey(ids(toks), extra)
         r = releases.radix_match(cache, key)
         log.append(("m", i, r.device_indices.tolist(), r.last_device_node.id,
                     key.token_ids[:4], len(key.token_ids)))
@@ -143,12 +158,13 @@ def _edge_run(rc, out: dict, tag: str) -> None:
                 log.append(("exception", i, type(e).__name__, str(e)))
         # key_match_fn directly (RadixKey.match from 0.5.11), extra keys that differ
         for a, b in ((prompts[3], prompts[3]), ([], [])):
-            ka, kb = releases.bigram_key(rc, a, "x", eagle), releases.bigram_key(rc, b, "y", eagle)
+            ka = releases.bigram_key(rc, releases.token_ids(a), "x", eagle)
+            kb = releases.bigram_key(rc, releases.token_ids(b), "y", eagle)
             try:
                 log.append(("kmf", releases.key_match(cache, ka, kb)))
             except ValueError as e:
                 log.append(("kmf-error", str(e)))
-        empty = releases.radix_match(cache, rc.RadixKey([], None))
+        empty = releases.radix_match(cache, rc.RadixKey(releases.token_ids([]), None))
         log.append(("empty", empty.device_indices.tolist(), empty.last_device_node.id))
         out[f"{tag}/{ps}/{eagle}/log"] = log
         out[f"{tag}/{ps}/{eagle}/tree"] = tree_shape(cache)
@@ -156,10 +172,10 @@ def _edge_run(rc, out: dict, tag: str) -> None:
     disabled = rc.RadixCache(CacheInitParams(disable=True, req_to_token_pool=None,
                                              token_to_kv_pool_allocator=RecordingAllocator(),
                                              page_size=1, is_eagle=True))
-    key = rc.RadixKey([1, 2, 3])
+    key = rc.RadixKey(releases.token_ids([1, 2, 3]))
     r = releases.radix_match(disabled, key)
-    out[f"{tag}/disabled"] = (r.device_indices.tolist(), key.token_ids,
-                              releases.radix_insert(disabled, rc.RadixKey([1, 2])))
+    out[f"{tag}/disabled"] = (r.device_indices.tolist(), key.token_ids, releases.radix_insert(
+        disabled, rc.RadixKey(releases.token_ids([1, 2]))))
 
 
 def _alias_run(rc, out: dict, tag: str, copied: bool = False) -> None:
@@ -186,20 +202,20 @@ def _alias_run(rc, out: dict, tag: str, copied: bool = False) -> None:
         for slot, (step, matches_before) in enumerate((("before", 0), ("after-match", 1),
                                                        ("after-rematch", 3))):
             t = [rng.randrange(300, 90_000) for _ in range(n)]
-            key = releases.bigram_key(rc, t, step, eagle)
-            keys = key.token_ids  # the list the caller edits: its tokens, or its bigram tuples
+            key = releases.bigram_key(rc, releases.token_ids(t), step, eagle)
+            keys = key.token_ids  # what the caller edits: its tokens, or its bigram tuples
             if copied:
-                key.token_ids = list(keys)
+                key.token_ids = keys[:]
             releases.radix_insert(cache, key, torch.arange(slot * n, slot * n + len(key),
                                                            dtype=torch.int64))
-            res = [_match(rc, cache, list(t), step)
+            res = [_match(rc, cache, releases.token_ids(t), step)
                    for _ in range(matches_before)]
             k = n // 2 + 3  # inside a page
             keys[k] = (keys[k][0], -1) if isinstance(keys[k], tuple) else -1
-            res += [_match(rc, cache, list(t), step) for _ in range(2)]
+            res += [_match(rc, cache, releases.token_ids(t), step) for _ in range(2)]
             log.append(("tree-key-edited", step, res))
         # (b): the query's own list edited after the call, then its key read
-        q = [rng.randrange(300, 90_000) for _ in range(n)]
+        q = releases.token_ids([rng.randrange(300, 90_000) for _ in range(n)])
         key = rc.RadixKey(q, "b")
         r = releases.radix_match(cache, key)
         q[5], q[-1] = -2, -3
@@ -264,13 +280,14 @@ def _memory_run(rc, out: dict, tag: str) -> None:
             disable=False, req_to_token_pool=None, token_to_kv_pool_allocator=RecordingAllocator(),
             page_size=ps, is_eagle=eagle, eviction_policy="lru"))
         rm = cache._nsa_walker.rematch
-        # small limits, to see them hold; every walk long enough to remember
+        # small limits, to see them hold; every walk long enough to remember (array ids too)
         rm.max_entries, rm.max_tokens, rm.min_len = 24, 30_000, 64
+        cache._nsa_walker.rematch_min_array = 64
         slot = 0
         requests = make_workload(rng, 150, 4096, eagle)
         for n, (tokens, extra) in enumerate(requests):
             for _ in range(3):  # matched three times, as a waiting request
-                releases.radix_match(cache, rc.RadixKey(list(tokens), extra))
+                releases.radix_match(cache, rc.RadixKey(releases.token_ids(tokens), extra))
             assert len(rm.entries) <= rm.max_entries and rm.tokens <= rm.max_tokens
             assert rm.tokens == sum(len(e[2]) for e in rm.entries.values() if e is not None)
             key = releases.insert_key(rc, tokens, extra, eagle, ps)
@@ -294,8 +311,10 @@ def _memory_run(rc, out: dict, tag: str) -> None:
 
 
 def worker(tree: str, out_path: str, patched: bool) -> None:
-    extra = [str(d) for d in releases.standin_dirs(releases.tree_release(Path(tree)))]
-    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"), *extra,
+    rel = releases.tree_release(Path(tree))
+    extra = [str(d) for d in releases.standin_dirs(rel)]
+    sys.path[:0] = [tree, *map(str, releases.deps_dirs(rel)),
+                    str(ROOT / "tests" / "standins" / "cpu"), *extra,
                     str(ROOT / "tests" / "standins"), str(ROOT / "tests" / "harness")]
     import logging
 
@@ -335,26 +354,14 @@ def worker(tree: str, out_path: str, patched: bool) -> None:
         pickle.dump(out, f)
 
 
-RADIX_REPLACED = releases.radix_replaced(releases.release())
-replaced_only = pytest.mark.skipif(
-    not RADIX_REPLACED, reason=f"SGLang {releases.release()}'s RadixCache is not replaced "
-    "(test_radix_cache_is_ours_only_where_replaced checks that)")
-
-
-def test_radix_cache_is_ours_only_where_replaced(pristine_template, patched_template):
-    """Where the release set replaces RadixCache, the patched radix_cache.py is our fork beside
-    our mem_cache modules; where it does not (0.5.13 on), it is SGLang's, byte for byte, and none
-    of our mem_cache modules is installed."""
+def test_patched_radix_cache_is_ours(pristine_template, patched_template):
+    """The patched radix_cache.py is our fork of the release's, beside our mem_cache modules."""
     rel = "sglang/srt/mem_cache/radix_cache.py"
     ours = (patched_template / rel).read_bytes()
     added = sorted(p.name for p in (patched_template / "sglang/srt/mem_cache").iterdir()
                    if not (pristine_template / "sglang/srt/mem_cache" / p.name).exists())
-    if RADIX_REPLACED:
-        assert ours != (pristine_template / rel).read_bytes() and b"nsa-fastpath" in ours
-        assert "radix_match.py" in added, added
-    else:
-        assert ours == (pristine_template / rel).read_bytes()
-        assert added == [], added
+    assert ours != (pristine_template / rel).read_bytes() and b"nsa-fastpath" in ours
+    assert {"radix_match.py", "radix_match_ext.cpp", "radix_rematch.py"} <= set(added), added
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +369,7 @@ def worker_results(pristine_template, patched_template, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("radix-cache")
     env = {k: v for k, v in os.environ.items() if k not in FLAGS}
     env.update(helper_build_env(tmp_path_factory), TRITON_INTERPRET="1")
+    releases.deps_dirs(releases.release())  # the release's own packages are there (conftest)
     procs = {}
     for name, tree in (("pristine", pristine_template), ("patched", patched_template)):
         out = tmp / f"{name}.pkl"
@@ -377,7 +385,6 @@ def worker_results(pristine_template, patched_template, tmp_path_factory):
     return results
 
 
-@replaced_only
 @pytest.mark.parametrize("tag", list(TAGS))
 def test_edge_cases_match_sglang(worker_results, tag):
     want = {k.split("/", 1)[1]: v for k, v in worker_results["pristine"].items()
@@ -387,9 +394,10 @@ def test_edge_cases_match_sglang(worker_results, tag):
            if k.startswith(f"edge-{tag}/")}
     assert got.keys() == want.keys()
     for k in want:
-        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
+        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang's own"
     logs = [v for k, v in want.items() if k.endswith("/log")]
-    for kind in ("kmf-error", "m-again", "m-collide", "m-key", "m-bigram", "m-tuple", "exception"):
+    for kind in ("kmf-error", "m-again", "m-collide", "m-round", "m-key", "m-bigram", "m-tuple",
+                 "exception"):
         assert any(e[0] == kind for log in logs for e in log), f"no {kind} case ran"
     stats = worker_results["patched"][f"stats-{tag}"]
     if tag == "off":
@@ -398,14 +406,13 @@ def test_edge_cases_match_sglang(worker_results, tag):
         served = {"nocache": "compiled", "triton": "compiled" if VIEW_KEYS else "triton"}.get(
             tag, tag)
         assert stats.get(served, 0) > 300, stats
-        if tag == "nocache":
+        if tag == "nocache" or (ARRAY_IDS and served == "compiled"):
             assert "rematch" not in stats, stats
         else:
             assert stats.get("rematch", 0) > 20, stats
         assert stats.get("upstream", 0) > 0  # the tuple queries took 0.5.8's walk
 
 
-@replaced_only
 @pytest.mark.parametrize("tag", list(TAGS))
 def test_edited_caller_lists(worker_results, tag):
     """Issue 13 item 6: with the fast matcher, a tree key is not the caller's list (0.5.8's
@@ -416,7 +423,7 @@ def test_edited_caller_lists(worker_results, tag):
     copied = {k.split("/", 1)[1]: v for k, v in pristine.items() if k.startswith("alias-copied/")}
     assert aliased and aliased.keys() == copied.keys()
     for k in aliased:  # the edits change SGLang's tree: the case is live (from 0.5.11 only at
-        # page size 1: insert page-aligns a key by slicing it, which copies the caller's list)
+        # page size 1: insert page-aligns a key by slicing it, which copies the caller's ids)
         if k.endswith("/log") and (not VIEW_KEYS or k.startswith("1/")):
             assert [e for e in aliased[k] if e[0] == "tree-key-edited"] != \
                 [e for e in copied[k] if e[0] == "tree-key-edited"], k
@@ -427,10 +434,9 @@ def test_edited_caller_lists(worker_results, tag):
            if k.startswith(f"alias-{tag}/")}
     assert got.keys() == want.keys()
     for k in want:
-        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang 0.5.8"
+        assert got[k] == want[k], f"flags {tag}: {k} differs from SGLang's own"
 
 
-@replaced_only
 def test_caches_are_bounded(worker_results):
     res = worker_results["patched"]
     lines = []
@@ -463,7 +469,6 @@ def test_caches_are_bounded(worker_results):
     print("\n".join(lines))
 
 
-@replaced_only
 def test_matcher_is_logged_once_per_configuration(worker_results):
     log = worker_results["patched"]["log"]
     lines = [m for _, m in log]
@@ -488,13 +493,14 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
     assert not worker_results["pristine"]["log"]
 
 
-@replaced_only
 def test_no_compiler_at_server_start(patched_template, tmp_path):
     """A RadixCache made where the helper cannot build: one WARNING, the pure-Python matcher
     serves, with 0.5.8's results (the parity suites check those in full)."""
     code = f"""
 import logging, sys
-sys.path[:0] = [{str(patched_template)!r}, {str(ROOT / 'tests' / 'standins' / 'cpu')!r},
+sys.path[:0] = [{str(patched_template)!r},
+                *{[str(d) for d in releases.deps_dirs(releases.tree_release(patched_template))]!r},
+                {str(ROOT / 'tests' / 'standins' / 'cpu')!r},
                 *{[str(d) for d in releases.standin_dirs(releases.tree_release(patched_template))]!r},
                 {str(ROOT / 'tests' / 'standins')!r}, {str(ROOT / 'tests' / 'harness')!r}]
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -511,7 +517,7 @@ c = RadixCache(CacheInitParams(disable=False, req_to_token_pool=None,
 ids = list(range(1000, 1300))
 from sglang.srt.mem_cache import radix_cache
 releases.radix_insert(c, releases.insert_key(radix_cache, ids, None, True, 64), torch.arange(256))
-r = releases.radix_match(c, RadixKey(list(ids)))
+r = releases.radix_match(c, RadixKey(releases.token_ids(ids)))
 print(len(r.device_indices), radix_match.last_served(), radix_match.describe())
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_RADIX_",

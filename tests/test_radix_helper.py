@@ -6,7 +6,9 @@
 2. Its walk against SGLang 0.5.8's own ``_match_prefix_helper`` (pristine tree, a subprocess)
    on trees built by 0.5.8's insert: page 1/16/64, EAGLE pairs and chains, extra keys of
    several types, children dicts small enough to scan and large enough to look up, siblings
-   sharing all but their last token, odd tokens (floats, bools, big ints).
+   sharing all but their last token, odd tokens (floats, bools, big ints); and over RadixKey
+   views against 0.5.12.post1's own loop (list ids) and 0.5.14's (``array('q')`` ids, keys
+   capped by ``limit``, arrays of another typecode).
 3. The build: one build for racing processes (the file lock), a stale torch lock left by a killed
    build, no compiler (a WARNING, the pure-Python matcher), the ``--build`` command, and
    ``describe()`` for each state without building or importing torch.
@@ -17,6 +19,7 @@ import json
 import os
 import pickle
 import random
+from array import array
 import struct
 import subprocess
 import sys
@@ -154,6 +157,39 @@ def test_same_prefix(ext):
     assert ext.same_prefix(odd, list(odd))  # the same objects
 
 
+def test_same_prefix_array_ids(ext):
+    """Two array('q')s (SGLang 0.5.13's ids): their int64 values, any length, any position."""
+    rng = random.Random(5)
+    for n in (0, 1, 63, 64, 65, 128, 1000, 4097):
+        a = array("q", [rng.randrange(-BIG, BIG) for _ in range(n)])
+        q = a + array("q", [7, 8])
+        assert ext.same_prefix(a, q) and ext.same_prefix(a, array("q", a))
+        assert ext.same_prefix(a[: n // 2], q) and not ext.same_prefix(q, a)
+        for i in {0, n // 2, n - 1} if n else ():
+            other = array("q", q)
+            other[i] ^= 1
+            assert not ext.same_prefix(a, other), (n, i)
+    for stored, ids in ((array("q", [1]), [1]), ([1], array("q", [1])),
+                        (array("i", [1]), array("i", [1])), (array("q", [1]), array("l", [1])),
+                        (array("q", [1]), (1,))):
+        with pytest.raises(TypeError):
+            ext.same_prefix(stored, ids)
+
+
+def test_walk_argument_checks_array_ids(ext):
+    """An array('q') query only with view keys; another typecode or container is refused
+    (radix_match.Walker hands those to SGLang before calling the helper)."""
+    root = _Node(_Key(array("q")), [])
+    q = array("q", [1, 2, 3])
+    assert ext.walk(root, q, 0, 3, 0, 1, 1.0, [], None, None, 3, 4)[:3] == (root, 0, ext.DONE)
+    assert ext.walk(root, q, 0, 2, 1, 1, 1.0, [], None, None, 2, 4)[:3] == (root, 0, ext.DONE)
+    for bad_q, keys in ((array("i", [1, 2, 3]), 3), (q, 0), (q, 1), ((1, 2, 3), 3)):
+        with pytest.raises(TypeError):
+            ext.walk(root, bad_q, 0, 3, 0, 1, 1.0, [], None, None, keys, 4)
+    with pytest.raises(IndexError):
+        ext.walk(root, q, 0, 3, 1, 1, 1.0, [], None, None, 3, 4)  # 3 pairs need 4 ints
+
+
 class _Node:
     def __init__(self, key, value):
         self.key, self.value, self.children, self.last_access_time = key, value, {}, 0.0
@@ -216,6 +252,26 @@ def test_replay_checks_everything_before_changing_anything(ext, n_children):
     broken(lambda r, a, b, s, q: a.children.pop(b.key.token_ids[0]))
     broken(lambda r, a, b, s, q: setattr(b, "key", _Key(list(b.key.token_ids))))  # re-keyed
     broken(lambda r, a, b, s, q: r.children.__setitem__(a.key.token_ids[0], _Node(a.key, "x")))
+
+
+def test_replay_array_ids(ext):
+    """The same for array('q') ids (SGLang 0.5.13): the remembered values against the query's."""
+    rng = random.Random(9)
+    root, a, b, steps, ints = _path(rng)
+    stored = array("q", ints)
+
+    def attempt(q):
+        value = []
+        return ext.replay(root, steps, stored, q, lambda: 7.0, value, 8), value
+
+    assert attempt(array("q", ints + [5])) == (7.0, ["va", "vb"])
+    for i in (0, 20, 39):
+        q = array("q", ints)
+        q[i] += 1
+        assert attempt(q) == (None, [])
+    assert attempt(array("q", ints[:-1])) == (None, [])
+    with pytest.raises(TypeError):
+        attempt(list(ints))  # remembered as an array, asked with a list
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,14 +383,23 @@ def test_walk_matches_sglang_loop(pristine_template, tmp_path_factory, tmp_path)
     assert checked["split"] > 100 and checked["done"] > 100 and checked["bail"] > 5, checked
 
 
-VIEW_RELEASE = "0.5.12.post1"  # RadixKey views (SGLang 0.5.11 on): the walk's third key kind
+# RadixKey views (SGLang 0.5.11 on): the walk's view key kinds. 0.5.12.post1: list ids, keys=2
+# (RadixKey.match counts an equal partial last page); 0.5.14: array('q') ids, keys=3 (whole
+# pages), keys capped by `limit`.
+VIEW_RELEASES = {"0.5.12.post1": 2, "0.5.14": 3}
 
 
-def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
-    """The walk over RadixKey views (keys=2: tree keys' lists compared in place; EAGLE keys their
-    raw ints) against 0.5.12.post1's own _match_prefix_helper loop, odd tokens included."""
-    sys.path[:0] = [tree, str(ROOT / "tests" / "standins" / "cpu"),
-                    str(ROOT / "tests" / "standins"), str(ROOT / "tests")]
+def _view_walk_worker(tree: str, build_dir: str, out: str, release: str) -> None:
+    """The walk over RadixKey views (tree keys' ids compared in place; EAGLE keys their raw
+    ints) against the release's own _match_prefix_helper loop, odd tokens included: for list
+    ids floats, bools, big ints, a str; for array ids int64 edges and tree keys held in arrays
+    of another typecode (SGLang compares their values; the helper leaves them to it)."""
+    sys.path.insert(0, str(ROOT / "tests" / "harness"))
+    import releases
+
+    sys.path[:0] = [tree, *map(str, releases.deps_dirs(release)),
+                    str(ROOT / "tests" / "standins" / "cpu"), str(ROOT / "tests" / "standins"),
+                    str(ROOT / "tests")]
     os.environ["NSA_FASTPATH_BUILD_DIR"] = build_dir
     import torch
 
@@ -345,7 +410,8 @@ def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
 
     ext = load_native().load(allow_build=False)
     assert ext is not None
-    INTS, CHAIN, VIEW = 0, 1, 2
+    INTS, CHAIN, VIEW = 0, 1, VIEW_RELEASES[release]
+    arrays = releases.array_ids(release)
     checked = {"done": 0, "split": 0, "bail": 0}
 
     class Alloc:
@@ -363,7 +429,7 @@ def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
                 page_size=ps, is_eagle=eagle, eviction_policy="lru"))
             stems = [[rng.randrange(300, 10 ** 6) for _ in range(rng.randrange(1, 4 * ps + 200))]
                      for _ in range(6)]
-            odd = [1.0, True, BIG, 2 ** 70, -3, "t"]
+            odd = [BIG - 1, -BIG, -3, 0] if arrays else [1.0, True, BIG, 2 ** 70, -3, "t"]
             seqs = []
             for i in range(160):
                 s = list(rng.choice(stems))
@@ -374,14 +440,24 @@ def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
                 if len(s) < 2:
                     s += [5, 6]
                 seqs.append((s, rng.choice(extras)))
+
+            def ids(s, i=0):
+                if not arrays:
+                    return pickle.loads(pickle.dumps(s))
+                # a tree key now and then in an array('l') (int64, another typecode)
+                return array("l" if i % 13 == 5 else "q", s)
+
             slot = 0
-            for s, extra in seqs:
-                key = rc.RadixKey(list(s), extra, is_bigram=eagle).page_aligned(ps)
+            for i, (s, extra) in enumerate(seqs):
+                key = rc.RadixKey(ids(s, i), extra, is_bigram=eagle).page_aligned(ps)
                 cache.insert(InsertParams(key=key, value=torch.arange(slot, slot + len(key))))
                 slot += len(key)
-            for s, extra in seqs + [(list(s[:-1]) + [9], e) for s, e in seqs[:40]]:
-                q = pickle.loads(pickle.dumps(s))
-                key = rc.RadixKey(q, extra, is_bigram=eagle).page_aligned(ps)
+            for i, (s, extra) in enumerate(seqs + [(list(s[:-1]) + [9], e) for s, e in seqs[:40]]):
+                if arrays and i % 3 == 1:  # 0.5.14's Req: its own ids, capped by limit
+                    key = rc.RadixKey(ids(s + [4, 5, 6]), extra, is_bigram=eagle, limit=len(s))
+                else:
+                    key = rc.RadixKey(ids(s), extra, is_bigram=eagle)
+                key = key.page_aligned(ps)
                 n = len(key)
                 if n == 0:
                     continue
@@ -416,18 +492,21 @@ def _view_walk_worker(tree: str, build_dir: str, out: str) -> None:
         json.dump(checked, f)
 
 
-def test_walk_over_radix_key_views_matches_sglang_loop(tmp_path_factory, tmp_path):
-    """The same on SGLang 0.5.12.post1's own tree, whatever release the session tests."""
+@pytest.mark.parametrize("release", list(VIEW_RELEASES))
+def test_walk_over_radix_key_views_matches_sglang_loop(tmp_path_factory, tmp_path, release):
+    """The same on that release's own tree, whatever release the session tests."""
     site = tmp_path / "site"
-    wheel = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), VIEW_RELEASE],
+    wheel = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), release],
                            check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["bash", str(ROOT / "scripts" / "release_deps.sh"), release], check=True,
+                   stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                     "--no-compile", "--disable-pip-version-check", "--target", str(site), wheel],
                    check=True)
     env = dict(os.environ, **helper_build_env(tmp_path_factory))
     out = tmp_path / "walk.json"
     proc = subprocess.run([sys.executable, __file__, "--view-walk-worker", str(site),
-                           env["NSA_FASTPATH_BUILD_DIR"], str(out)],
+                           env["NSA_FASTPATH_BUILD_DIR"], str(out), release],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     checked = json.loads(out.read_text())
@@ -574,7 +653,7 @@ def test_describe(case, tmp_path, tmp_path_factory, patched_template):
         assert line.endswith("; re-match cache on"), line
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--view-walk-worker":
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--view-walk-worker":
     _view_walk_worker(*sys.argv[2:])
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--walk-worker":

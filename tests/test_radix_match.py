@@ -10,6 +10,10 @@
 2. The seed's Triton kernel under TRITON_INTERPRET=1 on small CPU tensors (and on CUDA, marker
    gpu) against the Python loop, through token_match_fast and OptimizedRadixCacheOps, including
    the walk's query windows (first_mismatch_query).
+3. RadixKey views (SGLang 0.5.11 on): the pure-Python walk's comparisons (``Walker._cmps``)
+   against each view release's own ``RadixKey.match``, compiled from its pinned wheel's source:
+   0.5.12.post1 (list ids; an equal partial last page counts), 0.5.13 and 0.5.14 (``array('q')``
+   ids, whole pages; 0.5.14's ``limit``); ``partial_last_page`` tells them apart.
 
 The compiled helper: tests/test_radix_helper.py; the real RadixCache: tests/test_radix_cache.py
 and tests/test_parity_radix.py.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import __future__
 import ast
+import hashlib
 import importlib.util
 import os
 import pickle
@@ -25,6 +30,7 @@ import random
 import subprocess
 import sys
 import zipfile
+from array import array
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
@@ -431,3 +437,88 @@ def test_triton_kernel_cuda():
     if KERNELS.triton_interpreted():
         pytest.skip("TRITON_INTERPRET=1 set: the kernel would run interpreted")
     _check_kernel("cuda")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. RadixKey views: the walk's pure-Python comparisons against each release's RadixKey.match
+# ------------------------------------------------------------------------------------------------
+VIEW_RELEASES = ("0.5.12.post1", "0.5.13", "0.5.14")
+
+
+def _view_radix_key(release: str):
+    """The release's own RadixKey class, compiled from its pinned wheel's radix_cache.py."""
+    sys.path.insert(0, str(ROOT / "tests" / "harness"))
+    import releases
+
+    wheel = releases.wheel(release)
+    if not wheel.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_wheel.sh"), release], check=True,
+                       stdout=subprocess.DEVNULL)
+    with zipfile.ZipFile(wheel) as zf:
+        src = zf.read("sglang/srt/mem_cache/radix_cache.py").decode()
+    ns = dict(List=List, Optional=Optional, Iterator=Iterator, Union=Union, Tuple=Tuple,
+              array=array, torch=torch, hashlib=hashlib)
+    return _compile_defs(src, {"RadixKey"}, f"sglang-{release}/radix_cache.py", ns)["RadixKey"]
+
+
+@pytest.mark.parametrize("release", VIEW_RELEASES)
+def test_partial_last_page_probe(release):
+    RK = _view_radix_key(release)
+    assert RM.partial_last_page(RK) == (release == "0.5.12.post1")
+
+
+@pytest.mark.parametrize("bigram", [False, True], ids=["ints", "bigram"])
+@pytest.mark.parametrize("page_size", [1, 2, 16, 64])
+@pytest.mark.parametrize("release", VIEW_RELEASES)
+def test_view_comparisons_match_radix_key_match(release, page_size, bigram):
+    """Walker's comparison of a tree key with the query's positions [off, n) (the pure-Python
+    matcher; the compiled walk's bails land here too) against ``key0.match(key[off:])``, the
+    window SGLang's own loop holds: ids of the release's type (arrays from 0.5.13, also queries
+    capped by 0.5.14's ``limit``), differing extra keys and mixed id types raise as SGLang does."""
+    RK = _view_radix_key(release)
+    arrays = release != "0.5.12.post1"
+    ids = (lambda t: array("q", t)) if arrays else (lambda t: pickle.loads(pickle.dumps(t)))
+    walker = RM.Walker(bigram, page_size, RK._check_compatible, "python", key_class=RK)
+    cmp = walker._cmps[RM.CHAIN if bigram else RM.INTS]
+    rng = random.Random(VIEW_RELEASES.index(release) * 1000 + page_size * 7 + bigram)
+    checked = 0
+    for length in _lengths(rng, 200):
+        a, b = key_pair(rng, length)
+        if len(a) < 1 + bigram:
+            continue
+        prefix = [_tok(rng, False) for _ in range(page_size * rng.randrange(0, 4))]
+        q_ints = prefix + b
+        limit = None
+        if release == "0.5.14" and rng.random() < 0.4:  # the request's ids, capped
+            limit = rng.randrange(len(prefix), len(q_ints) + 1)
+        extra = rng.choice((None, "lora-x"))
+        key0 = RK(ids(a), extra, is_bigram=bigram).page_aligned(page_size)
+        if len(key0) == 0:
+            continue
+        key = RK(ids(q_ints), extra, is_bigram=bigram) if limit is None else \
+            RK(ids(q_ints), extra, is_bigram=bigram, limit=limit)
+        n = len(key) // page_size * page_size  # the walk's positions (match_prefix aligns)
+        off = len(prefix)
+        if off >= n:
+            continue
+        want = key0.match(key[:n][off:], page_size=page_size)
+        got = cmp(key0, key, key.token_ids, off, n)
+        assert got == want, (release, page_size, bigram, len(a), len(b), off, n, limit)
+        checked += 1
+    assert checked > 50, checked
+    # SGLang's own errors: differing extra keys; from 0.5.13 ids of two types
+    key0, key = RK(ids([5, 6, 7, 8]), "x", is_bigram=bigram), RK(ids([5, 6, 7, 8]), "y",
+                                                                 is_bigram=bigram)
+    with pytest.raises(ValueError) as want:
+        key0.match(key, page_size=page_size)
+    with pytest.raises(ValueError) as got:
+        cmp(key0, key, key.token_ids, 0, len(key))
+    assert str(got.value) == str(want.value)
+    if arrays:
+        key = RK([5, 6, 7, 8], None, is_bigram=bigram)
+        key0 = RK(array("q", [5, 6, 7, 8]), None, is_bigram=bigram)
+        with pytest.raises(AssertionError):
+            key0.match(key, page_size=page_size)
+        with pytest.raises(AssertionError):
+            cmp(key0, key, key.token_ids, 0, len(key))
+

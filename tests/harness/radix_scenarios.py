@@ -117,7 +117,7 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
     locked = []  # nodes held by "running" requests, released later in random order
     log = []
     for i, (tokens, extra) in enumerate(make_workload(rng, n_requests, max_prefix, bigram)):
-        m = releases.radix_match(cache, rc.RadixKey(list(tokens), extra))
+        m = releases.radix_match(cache, rc.RadixKey(releases.token_ids(tokens), extra))
         node = m.last_device_node
         log.append(("match", i, len(m.device_indices), node.id, len(node.key)))
         out[f"{prefix}/match{i}.indices"] = m.device_indices.clone()
@@ -209,7 +209,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
                 break
             ids = pickle.loads(pickle.dumps(rng.choice(prompts)))
             ids += [rng.randrange(1, 50_000) for _ in range(rng.choice((1, 5, 40)))]
-            req = Req(f"r{created}", "", ids, SamplingParams(max_new_tokens=8),
+            req = Req(f"r{created}", "", releases.token_ids(ids), SamplingParams(max_new_tokens=8),
                       extra_key=rng.choice((None, None, None, "lora-a")))
             req.nsa_decode = rng.randrange(1, 6)
             created += 1
@@ -230,7 +230,7 @@ def run_scheduler(out: dict, prefix: str, seed: int, page_size: int, bigram: boo
             log.append(("inc", req.rid, releases.lock_delta(cache.inc_lock_ref(req.last_node)),
                         cache.evictable_size(), cache.protected_size()))
             req.req_pool_idx = releases.req_pool_alloc(pool, req)
-            n_pre, n_fill = len(req.prefix_indices), len(req.fill_ids)
+            n_pre, n_fill = len(req.prefix_indices), releases.admit(req)
             row = pool.req_to_token[req.req_pool_idx]
             row[:n_pre] = req.prefix_indices
             row[n_pre:n_fill] = torch.arange(next_slot, next_slot + n_fill - n_pre)
@@ -297,15 +297,14 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
             base = rng.choice(systems)
             ids = pickle.loads(pickle.dumps(base[: rng.randrange(len(base) // 2, len(base) + 1)]))
             ids += [rng.randrange(1, 50_000) for _ in range(rng.choice((1, 9, 70)))]
-            waiting.append((ids, rng.choice((None, None, "lora-a"))))
+            waiting.append((releases.token_ids(ids), rng.choice((None, None, "lora-a"))))
             if len(waiting) > 12:
                 waiting.pop(rng.randrange(len(waiting)))
             if rng.random() < 0.5:
                 insert(*waiting[-1])
         elif op == "match":
             ids, extra = rng.choice(waiting)
-            token_ids = (ids + [])[: max(len(ids) - 1, 0)]  # fill_ids[:max_prefix_len]
-            key = rc.RadixKey(token_ids=token_ids, extra_key=extra)
+            key = releases.next_round_key(rc, ids, extra)  # fill_ids[:max_prefix_len]
             r = releases.radix_match(cache, key)
             log.append(("match", i, len(r.device_indices), _digest(r.device_indices),
                         r.last_device_node.id, len(key.token_ids)))
@@ -314,13 +313,14 @@ def run_rematch(out: dict, prefix: str, seed: int, page_size: int, bigram: bool,
         elif op == "split":  # a request sharing part of a waiting one's path, then diverging
             ids, extra = rng.choice(waiting)
             cut = rng.randrange(1, len(ids))
-            log.append(("split", i, insert(ids[:cut] + [rng.randrange(50_000, 60_000)], extra)))
+            log.append(("split", i, insert(list(ids[:cut]) + [rng.randrange(50_000, 60_000)],
+                                           extra)))
         elif op == "evict":
             releases.radix_evict(cache, rng.choice((64, 1024, 10 ** 9)))
             log.append(("evict", i, cache.evictable_size(), cache.total_size()))
         elif op == "lock":
             ids, extra = rng.choice(waiting)
-            r = releases.radix_match(cache, rc.RadixKey(list(ids), extra))
+            r = releases.radix_match(cache, rc.RadixKey(releases.token_ids(ids), extra))
             locked.append(r.last_device_node)
             log.append(("lock", i, releases.lock_delta(cache.inc_lock_ref(r.last_device_node))))
         elif op == "unlock" and locked:

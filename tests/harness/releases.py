@@ -40,6 +40,10 @@ the runners, buffers and spec-info classes are each release's own):
   (``draft_extend_input_class``) with ``num_correct_drafts`` / ``num_accept_tokens``;
   ``verified_id`` is ``bonus_tokens``; the draft-extend runner asks the EAGLE worker for
   ``speculative_num_steps`` and the target worker's model config (the stub has them).
+- 0.5.13: token ids are ``array('q')``s (``array_ids``, ``token_ids``: requests, radix keys);
+  the PrefillAdder sets an admitted request's ``fill_len`` (``admit``). 0.5.14:
+  ``init_next_round_input`` matches the request's own ids capped by ``RadixKey.limit``
+  (``next_round_key``).
 """
 from __future__ import annotations
 
@@ -174,14 +178,6 @@ def mtp_precompute_switch(rel: str) -> bool:
     (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA, from 0.5.13 SGLANG_DSA_* with the NSA name as an
     alias): 0.5.8 to 0.5.14. 0.5.7 has a module constant; from 0.5.15 it always precomputes."""
     return _key("0.5.8") <= _key(rel) < _key("0.5.15")
-
-
-def radix_replaced(rel: str) -> bool:
-    """Whether the release set replaces RadixCache: not from 0.5.13, whose own matcher compares
-    array token ids in C and views EAGLE bigrams in O(1) (docs/BENCHMARKS.md: within 10 to 70 us
-    a match of ours); there SGLang's radix_cache.py stays and none of our mem_cache modules is
-    installed (scripts/regen.py SHARED_WITH_FORK)."""
-    return not dsa_named(rel)
 
 
 def draft_extend_v2(rel: str) -> bool:
@@ -421,6 +417,44 @@ def radix_evict(cache, num_tokens: int) -> None:
         cache.evict(num_tokens)
 
 
+def array_ids(rel: str | None = None) -> bool:
+    """From 0.5.13 token ids are ``array('q')``s: a request's ``origin_input_ids`` (the tokenizer
+    manager makes them) and ``output_ids``, the keys ``Req.init_next_round_input`` and
+    ``cache_*_req`` make, and so the tree's keys; ``RadixKey.match`` asserts both keys' ids are
+    of one type. ``rel``: default the imported release."""
+    return _key(rel or imported_release()) >= _key("0.5.13")
+
+
+def token_ids(tokens):
+    """A request's token ids as the imported release holds them: a list, or (0.5.13 on) an
+    ``array('q')`` (a new container either way)."""
+    if array_ids():
+        from array import array
+
+        return array("q", tokens)
+    return list(tokens)
+
+
+def next_round_key(rc, ids, extra):
+    """The RadixKey ``Req.init_next_round_input`` matches for a waiting request whose
+    ``origin_input_ids + output_ids`` are ``ids`` (its prefix without the last token): a new
+    list / array of those ids each round; from 0.5.14 the request's own array (the same object
+    every round) capped by ``limit``."""
+    n = max(len(ids) - 1, 0)
+    if _key(imported_release()) >= _key("0.5.14"):
+        return rc.RadixKey(token_ids=ids, extra_key=extra, limit=n)
+    return rc.RadixKey(token_ids=(ids + ids[:0])[:n], extra_key=extra)
+
+
+def admit(req) -> int:
+    """What the PrefillAdder does to a waiting request it schedules whole (no chunking); its
+    fill length (0.5.13: the ids it commits, ``fill_len``; before, ``fill_ids``)."""
+    if hasattr(req, "fill_len") and hasattr(req, "full_untruncated_fill_ids"):
+        req.fill_len = len(req.full_untruncated_fill_ids)
+        return req.fill_len
+    return len(req.fill_ids)
+
+
 def bigram_view_keys(rel: str | None = None) -> bool:
     """RadixKey is a view from 0.5.11 on: an EAGLE key keeps its raw ints, ``is_bigram`` makes
     its positions the pairs (to 0.5.10: a list of bigram tuples, convert_to_bigram_key); the
@@ -429,9 +463,10 @@ def bigram_view_keys(rel: str | None = None) -> bool:
     return _key(rel or imported_release()) >= _key("0.5.11")
 
 
-def bigram_key(rc, tokens: list, extra, bigram: bool = True):
+def bigram_key(rc, tokens, extra, bigram: bool = True):
     """An ``is_bigram`` RadixKey of ``tokens`` (``bigram`` False: a plain one), the caller's
-    list itself where the release keeps it (a view, 0.5.11 on), else its bigram tuples."""
+    list (or array) itself where the release keeps it (a view, 0.5.11 on), else its bigram
+    tuples."""
     if bigram_view_keys() or not bigram:
         return rc.RadixKey(tokens, extra, is_bigram=bigram)
     from sglang.srt.mem_cache.utils import convert_to_bigram_key
@@ -441,8 +476,9 @@ def bigram_key(rc, tokens: list, extra, bigram: bool = True):
 
 def insert_key(rc, tokens: list, extra, bigram: bool, page_size: int):
     """The page-aligned RadixKey a request's tokens go into the cache under, as
-    cache_finished_req makes it (EAGLE: bigram keys); ``len()`` is its length in positions."""
-    key = bigram_key(rc, list(tokens), extra, bigram)
+    cache_finished_req makes it (EAGLE: bigram keys; ids of the release's type);
+    ``len()`` is its length in positions."""
+    key = bigram_key(rc, token_ids(tokens), extra, bigram)
     if bigram_view_keys():
         return key.page_aligned(page_size)
     key.token_ids = key.token_ids[: len(key) // page_size * page_size]

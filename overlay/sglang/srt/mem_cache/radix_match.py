@@ -35,8 +35,12 @@ builds. The query RadixKey gets its bigram ``token_ids`` on first read afterward
 From SGLang 0.5.11 a RadixKey is a view (``maybe_to_bigram_view``): an EAGLE key keeps its raw
 ints and ``is_bigram``, and SGLang's own ``match_prefix`` only flips that flag. There the walk
 replaces ``_match_prefix_helper`` instead (``Walker.match_helper``: SGLang's match_prefix makes
-the query key, the result and the empty result), comparing tree keys' lists in place (nothing
-packed or cached; an EAGLE match ends on a whole page, as ``RadixKey.match`` rounds it).
+the query key, the result and the empty result), comparing tree keys' ids in place (nothing
+packed or cached; an EAGLE match ends on a whole page, as ``RadixKey.match`` rounds it; from
+0.5.13 every match, as a probe of the release's own ``RadixKey.match`` finds:
+``partial_last_page``). From 0.5.13 the ids are ``array('q')``s (the request's own, and slices
+of them in the tree): the compiled walk reads both sides' int64 buffers in place (the buffer
+protocol, no copy), the pure-Python one compares C-level slices.
 
 A waiting request matched again (same ints) is served by the re-match cache (radix_rematch.py,
 SGLANG_RADIX_REMATCH_CACHE=1), validated on every hit.
@@ -54,6 +58,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from array import array
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -66,6 +71,7 @@ if __package__:
         bigram_pairs,
         bytes_prefix,
         convert_to_bigram_key_fast,
+        ids_prefix,
         ints_prefix,
         node_ints,
         owned_key,
@@ -87,7 +93,7 @@ else:  # loaded as a single file (tests, scripts): the sibling modules the same 
     NEVER, NsaPrefixMatcher, QueryInts = _py.NEVER, _py.NsaPrefixMatcher, _py.QueryInts
     bytes_prefix, convert_to_bigram_key_fast = _py.bytes_prefix, _py.convert_to_bigram_key_fast
     node_ints, paged_result, tokens_to_tensor = _py.node_ints, _py.paged_result, _py.tokens_to_tensor
-    ints_prefix = _py.ints_prefix
+    ints_prefix, ids_prefix = _py.ints_prefix, _py.ids_prefix
     owned_key, bigram_pairs = _py.owned_key, _py.bigram_pairs
     RematchCache, UNSEEN = _sibling("radix_rematch").RematchCache, _sibling("radix_rematch").UNSEEN
 
@@ -97,19 +103,27 @@ logger = logging.getLogger(__name__)
 # build; EAGLE keys already given as pairs (cache_unfinished_req passes is_bigram keys).
 INTS, CHAIN, PAIRS = 0, 1, 2
 # Tree keys (per RadixCache): token ids and EAGLE bigram tuples (to SGLang 0.5.10), packed and
-# cached on the key; RadixKey views (0.5.11 on: RadixKey.maybe_to_bigram_view; an EAGLE key is the
-# list of raw ints its pairs are a view of), compared in place.
-KEYS_INTS, KEYS_PAIRS, KEYS_VIEW = 0, 1, 2
+# cached on the key; RadixKey views (0.5.11 on: RadixKey.maybe_to_bigram_view; an EAGLE key's ids
+# are the raw ints its pairs are a view of), compared in place: KEYS_VIEW where RadixKey.match
+# counts an equal partial last page as 0.5.8's page loop does (0.5.11, 0.5.12), KEYS_VIEW_PAGES
+# where it rounds every match down to whole pages (0.5.13 on; ids are array('q')s there).
+KEYS_INTS, KEYS_PAIRS, KEYS_VIEW, KEYS_VIEW_PAGES = 0, 1, 2, 3
 
 NSA_TRITON_MIN = 512  # seed 004's threshold (tokens): the Triton kernel from this overlap
 # The re-match cache looks queries up, and remembers walks, from this many matched ints, per
 # matcher: shorter ones cost less to walk again than to look up and replay
 # (bench_radix_match.py, re-matched table: the cache against "no cache" per length).
 NSA_REMATCH_MIN = {"compiled": 1024, "python": 64}
+# The same for array('q') ids (SGLang 0.5.13 on): the compiled walk compares them at memcmp
+# speed, as a replay would check them, so a re-match costs it what a walk does at every length
+# measured (bench_radix_upstream.py, re-matched: "compiled" against "compiled, no cache"): it
+# never consults the cache there; the pure-Python matcher gains from 64 ints, as with lists.
+NSA_REMATCH_MIN_ARRAY = {"compiled": NEVER, "python": 64}
 
 
-def rematch_min(kind: str) -> int:
-    return NSA_REMATCH_MIN.get(kind, NSA_REMATCH_MIN["compiled"])
+def rematch_min(kind: str, array_ids: bool = False) -> int:
+    table = NSA_REMATCH_MIN_ARRAY if array_ids else NSA_REMATCH_MIN
+    return table.get(kind, table["compiled"])
 
 
 def scan_max(page_size: int, form: int) -> int:
@@ -234,13 +248,17 @@ class Walker:
         self.key_class = key_class  # SGLang's RadixKey (the walk takes queries of exactly it)
         # RadixKey views (0.5.11 on): match_helper serves, _match_prefix_helper's place
         self.view_keys = hasattr(key_class, "maybe_to_bigram_view")
-        self.keys = KEYS_VIEW if self.view_keys else (KEYS_PAIRS if cache_is_eagle else KEYS_INTS)
+        if self.view_keys:
+            self.keys = KEYS_VIEW if partial_last_page(key_class) else KEYS_VIEW_PAGES
+        else:
+            self.keys = KEYS_PAIRS if cache_is_eagle else KEYS_INTS
         self._key_ext = 1 if self.view_keys and cache_is_eagle else 0  # raw ints past positions
         # SGLang's conversion of an EAGLE query also sets is_bigram (0.5.10): the walk does too
         self.marks_bigram = marks_bigram
         self.check_extra_key = check_extra_key
         self.ext = ext
         self.rematch = rematch
+        self.rematch_min_array = rematch_min(kind, array_ids=True)  # a list query: rematch.min_len
         self.py = py_matcher or NsaPrefixMatcher(
             page_size, cache_is_eagle and not self.view_keys, check_extra_key)
         if self.view_keys and triton_ops is not None and triton_ops.enabled:
@@ -253,9 +271,9 @@ class Walker:
         self.kind = kind if self.triton_ops is None else "triton"
         self.base_kind = kind
         self._pack_query = ext.pack if kind == "compiled" else None
-        if self.view_keys:  # lists compared in place (the compiled walk does the same)
+        if self.view_keys:  # ids compared in place (the compiled walk does the same)
             self._pack = None
-            cmps = (self._cmp_python_list, self._cmp_view_chain, self._cmp_python_list)
+            cmps = (self._cmp_view_ints, self._cmp_view_chain, self._cmp_python_list)
         elif kind == "compiled":
             self._pack = ext.pack_pairs if cache_is_eagle else ext.pack
             cmps = (self._cmp_compiled_ints, self._cmp_compiled_chain, self._cmp_compiled_pairs)
@@ -366,17 +384,34 @@ class Walker:
     def _cmp_python_list(self, key0, key, q, off, n):
         return self.py.match_at(key0, key, q, off, n, None)
 
+    def _cmp_view_ints(self, key0, key, q, off, n):
+        """RadixKey.match of a tree key and the query's ids [off, n). Lists where it counts a
+        partial last page (0.5.11, 0.5.12): radix_match_py's comparisons; else ids of the query's
+        own type (0.5.13: array('q')s) by C-level slices, whole pages. Anything else (differing
+        extra keys, or types): SGLang's own comparison."""
+        if self.keys == KEYS_VIEW and q.__class__ is list:
+            return self.py.match_at(key0, key, q, off, n, None)
+        t0 = key0.token_ids
+        if key0.extra_key != key.extra_key or t0.__class__ is not q.__class__ or \
+                self.keys == KEYS_VIEW:
+            return self._generic_view(key0, key, q, off, n, INTS)
+        len0 = len(t0)
+        rem = n - off
+        p = ids_prefix(t0, q, off, len0 if len0 < rem else rem)
+        ps = self.page_size
+        return p if ps == 1 else p // ps * ps
+
     def _cmp_view_chain(self, key0, key, q, off, n):
         """RadixKey.match of an EAGLE tree key (its raw ints) and the query's pairs [off, n):
-        pairs [0, p) are equal when ints [0, p + 1) are; whole pages. Tokens that are not both
-        plain lists: SGLang's own comparison."""
+        pairs [0, p) are equal when ints [0, p + 1) are; whole pages. Ids that are not both
+        lists or both arrays: SGLang's own comparison."""
         t0 = key0.token_ids
         len0 = len(t0) - 1
         rem = n - off
         m = len0 if len0 < rem else rem
-        if key0.extra_key != key.extra_key or t0.__class__ is not list or m < 0:
+        if key0.extra_key != key.extra_key or t0.__class__ is not q.__class__ or m < 0:
             return self._generic_view(key0, key, q, off, n, CHAIN)
-        j = ints_prefix(t0, q, off, m + 1)
+        j = ids_prefix(t0, q, off, m + 1)
         p = m if j > m else (j - 1 if j else 0)
         ps = self.page_size
         return p if ps == 1 else p // ps * ps
@@ -428,21 +463,31 @@ class Walker:
         return cmp
 
     # -- the walk --------------------------------------------------------------------------------
-    def match_helper(self, cache, node, key, clock):
+    def match_helper(self, cache, node, key, clock, page_aligned: bool = True):
         """RadixKey views (0.5.11 on): ``_match_prefix_helper(node, key)``'s (value, last node)
         for the query key SGLang's match_prefix made (page-aligned, EAGLE ones flipped to their
         bigram view); None where the walk does not take it (SGLang's loop runs). Before 0.5.11
-        the walk serves match_prefix itself (None here)."""
+        the walk serves match_prefix itself (None here). The key's ids: a list or an array('q');
+        ``len(key)`` positions of them (0.5.14's ``limit`` caps them without slicing).
+        ``page_aligned`` False (0.5.13 on): match_prefix's key before SGLang page-aligns it,
+        which copies its ids; the walk takes the page-aligned prefix in place, and where it
+        does not, leaves the key to SGLang's code (and _match_prefix_helper to record it)."""
         if not self.view_keys:
             return None
         q = key.token_ids
-        if not (cache._nsa_walk_ok and node is cache.root_node and q.__class__ is list
+        cls = q.__class__
+        if not (cache._nsa_walk_ok and node is cache.root_node
+                and (cls is list or (cls is array and q.typecode == "q"))
                 and key.__class__ is self.key_class and key.is_bigram == self.pairs_keys):
-            served("upstream")
+            if page_aligned:
+                served("upstream")
             return None
-        n = len(q) - 1 if key.is_bigram else len(q)
+        n = len(key)
+        if not page_aligned:
+            n = n // self.page_size * self.page_size
         if n <= 0:
-            served("upstream")
+            if page_aligned:
+                served("upstream")
             return None
         return self.walk(cache, key, q, n, CHAIN if key.is_bigram else INTS, clock)
 
@@ -457,10 +502,15 @@ class Walker:
         fp = None
         self._qi = None
         value = []
-        if rm is not None and n >= rm.min_len:
-            nq = len(q)  # RematchCache.fingerprint, inline
-            last, mid = q[-1], q[nq >> 1]
-            fp = (extra_key, nq, id(last), id(mid), last, mid)
+        if rm is not None:
+            if q.__class__ is list:
+                if n >= rm.min_len:  # RematchCache.fingerprint, inline
+                    nq = len(q)
+                    last, mid = q[-1], q[nq >> 1]
+                    fp = (extra_key, nq, id(last), id(mid), last, mid)
+            elif n >= self.rematch_min_array:
+                fp = rm.fingerprint(q, extra_key, n + ext)
+        if fp is not None:
             try:
                 entry = rm.entries.get(fp, UNSEEN)
             except TypeError:  # an unhashable extra_key: the walk raises as 0.5.8 does
@@ -580,6 +630,14 @@ def make_walker(page_size: int, is_eagle: bool, check_extra_key: Callable, trito
         rematch = RematchCache(replay, rematch_min(kind))
     return Walker(is_eagle, page_size, check_extra_key, kind, ext, triton_ops, rematch,
                   key_class=key_class, marks_bigram=marks_bigram)
+
+
+def partial_last_page(key_class) -> bool:
+    """Whether the release's ``RadixKey.match`` (0.5.11 on) counts an equal partial last page of
+    two keys' ids as one more page, as 0.5.8's page loop does (0.5.11, 0.5.12), rather than
+    rounding every match down to whole pages (0.5.13 on): found by asking its own match."""
+    three = key_class([1, 2, 3])
+    return three.match(key_class([1, 2, 3]), page_size=2) == 4
 
 
 def conversion_marks_bigram(cache, key_class) -> bool:

@@ -13,12 +13,14 @@
 //
 // nsa-fastpath: the compiled helper of RadixCache prefix matching (radix_match.py).
 //
-// A match_prefix query arrives as a Python list of fresh Python ints. Reading each int's value
-// straight from the object costs about 1 ns a token (4 if it left the CPU caches); anything
-// CPython offers from Python (struct, array, numpy, list ==) costs 7-50 ns. So this helper reads
-// the query list in place and compares it with tree keys kept packed as int64 bytes, and walks
-// RadixCache's nodes (radix_match.Walker) with no Python frame per node. CPython C API only (no
-// torch, no pybind11): it builds in seconds and loads without torch's libraries.
+// A match_prefix query arrives as a Python list of fresh Python ints (to SGLang 0.5.12) or as an
+// array('q') (from 0.5.13). Reading each int's value straight from the object costs about 1 ns a
+// token (4 if it left the CPU caches); anything CPython offers from Python (struct, array, numpy,
+// list ==) costs 7-50 ns. So this helper reads the query list in place and compares it with tree
+// keys kept packed as int64 bytes (or, from 0.5.11, the tree keys' own lists; from 0.5.13 both
+// sides' int64 buffers, through the buffer protocol, no copy), and walks RadixCache's nodes
+// (radix_match.Walker) with no Python frame per node. CPython C API only (no torch, no
+// pybind11): it builds in seconds and loads without torch's libraries.
 //
 // Semantics are SGLang 0.5.8's, and where this code cannot be sure it does not guess:
 // - token equality is `k0 != k1` on ints: only exact ints and bools are read (an int subclass
@@ -51,9 +53,12 @@ constexpr Py_ssize_t kPrefetch = 16;  // list items ahead (measured: 8-32 alike,
 constexpr int kInts = 0, kChain = 1, kPairs = 2;
 // Tree keys (walk's `keys`, radix_match.Walker.keys): token ids, packed; EAGLE bigram tuples,
 // packed as the ints they chain through (both cached on the key: _nsa_ints); RadixKey views
-// (SGLang 0.5.11 on: a list of token ids, for EAGLE the raw ints its pairs are a view of),
-// compared in place, nothing cached.
-constexpr int kKeysInts = 0, kKeysPairs = 1, kKeysView = 2;
+// (SGLang 0.5.11 on: the token ids, for EAGLE the raw ints its pairs are a view of), compared in
+// place, nothing cached: kKeysView where the release's RadixKey.match counts a partial last page
+// as 0.5.8's page loop does (0.5.11, 0.5.12), kKeysViewPages where it rounds every match down to
+// whole pages (0.5.13 on). A view key's ids are a list (compared with a list query) or an
+// array('q') (with an array('q') query); any other pairing is SGLang's to compare.
+constexpr int kKeysInts = 0, kKeysPairs = 1, kKeysView = 2, kKeysViewPages = 3;
 // walk() outcomes
 constexpr int kDone = 0, kSplit = 1, kBail = 2;
 
@@ -65,6 +70,7 @@ PyObject* s_extra_key;
 PyObject* s_nsa_ints;
 PyObject* s_value;
 PyTypeObject* t_defaultdict;
+PyTypeObject* t_array;  // array.array
 
 inline int read_int(PyObject* o, int64_t* out) {
   if (!PyLong_CheckExact(o) && !PyBool_Check(o)) return kNotInt;
@@ -149,6 +155,28 @@ Py_ssize_t mismatch_lists(PyObject** a, PyObject** b, Py_ssize_t count, Py_ssize
     if (ne) return i;
   }
   return count;
+}
+
+// a[i] vs b[i], two int64 buffers (tree key and query ids, array('q')): memcmp by blocks, then the
+// differing block value by value
+Py_ssize_t mismatch_vals(const int64_t* a, const int64_t* b, Py_ssize_t count) {
+  constexpr Py_ssize_t kBlock = 64;
+  Py_ssize_t i = 0;
+  while (i + kBlock <= count && std::memcmp(a + i, b + i, 8 * kBlock) == 0) i += kBlock;
+  while (i < count && a[i] == b[i]) ++i;
+  return i;
+}
+
+// o is an array('q'): its buffer in *view (the caller releases it). 1 yes, 0 no (another type, or
+// an array of another typecode), -1 error.
+int q_buffer(PyObject* o, Py_buffer* view) {
+  if (t_array == nullptr || !Py_IS_TYPE(o, t_array)) return 0;
+  if (PyObject_GetBuffer(o, view, PyBUF_FORMAT) < 0) return -1;
+  if (view->itemsize != 8 || view->format == nullptr || std::strcmp(view->format, "q") != 0) {
+    PyBuffer_Release(view);
+    return 0;
+  }
+  return 1;
 }
 
 // pairs[i] vs (packed[i], packed[i + 1]): base holds count + 1 values
@@ -276,31 +304,50 @@ int elem_eq(PyObject* x, PyObject* y, int depth = 0) {
 
 // The child key 0.5.8 builds for the query at off: (extra_key, plain) or plain; plain is the
 // token (page 1) or the tuple of a page's tokens; EAGLE tokens are pairs. Described, not built.
+// The query's tokens are list items (Python ints) or, for an array('q') query, int64 values.
 struct QueryKey {
-  PyObject* extra;     // extra_key (None: the key is plain)
+  PyObject* extra;       // extra_key (None: the key is plain)
   int form;
   Py_ssize_t ps;
-  PyObject** items;    // q + off
-  Py_ssize_t len;      // tokens in the page (e - off)
+  PyObject** items;      // q + off (a list query), or
+  const int64_t* vals;   // q + off (an array('q') query)
+  Py_ssize_t len;        // tokens in the page (e - off)
 };
 
-// stored pair (tuple) vs the query pair (a, b)
-int pair_eq(PyObject* k, PyObject* a, PyObject* b) {
+// a stored token vs the int value v: 1 equal, 0 different, 2 cannot tell
+inline int val_eq(PyObject* k, int64_t v) {
+  if (!is_int(k)) return category(k) ? 0 : 2;
+  int64_t a;
+  int r = read_int(k, &a);
+  if (r == kNotInt) return 2;
+  return r == kOk && a == v;  // an int beyond int64 differs from every int64 value
+}
+
+// a stored token vs the query's token i
+inline int tok_eq(PyObject* k, const QueryKey& Q, Py_ssize_t i) {
+  return Q.vals != nullptr ? val_eq(k, Q.vals[i]) : elem_eq(k, Q.items[i]);
+}
+
+// a stored pair (tuple) vs the query's pair (token i, token i + 1)
+int pair_eq(PyObject* k, const QueryKey& Q, Py_ssize_t i) {
   if (!PyTuple_CheckExact(k)) return category(k) ? 0 : 2;
   if (PyTuple_GET_SIZE(k) != 2) return 0;
-  int r = elem_eq(PyTuple_GET_ITEM(k, 0), a);
+  int r = tok_eq(PyTuple_GET_ITEM(k, 0), Q, i);
   if (r != 1) return r;
-  return elem_eq(PyTuple_GET_ITEM(k, 1), b);
+  return tok_eq(PyTuple_GET_ITEM(k, 1), Q, i + 1);
+}
+
+// a stored page item vs the query's item i (a token, or a pair for kChain)
+inline int item_eq(PyObject* k, const QueryKey& Q, Py_ssize_t i) {
+  return Q.form == kChain ? pair_eq(k, Q, i) : tok_eq(k, Q, i);
 }
 
 int plain_eq(PyObject* k, const QueryKey& Q) {
-  if (Q.ps == 1)
-    return Q.form == kChain ? pair_eq(k, Q.items[0], Q.items[1]) : elem_eq(k, Q.items[0]);
+  if (Q.ps == 1) return item_eq(k, Q, 0);
   if (!PyTuple_CheckExact(k)) return category(k) ? 0 : 2;
   if (PyTuple_GET_SIZE(k) != Q.len) return 0;
   for (Py_ssize_t i = 0; i < Q.len; ++i) {
-    PyObject* ki = PyTuple_GET_ITEM(k, i);
-    int r = Q.form == kChain ? pair_eq(ki, Q.items[i], Q.items[i + 1]) : elem_eq(ki, Q.items[i]);
+    int r = item_eq(PyTuple_GET_ITEM(k, i), Q, i);
     if (r != 1) return r;
   }
   return 1;
@@ -336,34 +383,40 @@ int page_may_eq(PyObject* k, const QueryKey& Q) {
   if (!PyTuple_CheckExact(plain)) return category(plain) ? 0 : 2;
   if (PyTuple_GET_SIZE(plain) != Q.len) return 0;
   Py_ssize_t i = Q.len - 1;
-  PyObject* last = PyTuple_GET_ITEM(plain, i);
-  return Q.form == kChain ? pair_eq(last, Q.items[i], Q.items[i + 1]) : elem_eq(last, Q.items[i]);
+  return item_eq(PyTuple_GET_ITEM(plain, i), Q, i);
+}
+
+// The query's token i as a Python object (new ref): the list's own, or a new int.
+inline PyObject* tok_obj(const QueryKey& Q, Py_ssize_t i) {
+  if (Q.vals != nullptr) return PyLong_FromLongLong(Q.vals[i]);
+  Py_INCREF(Q.items[i]);
+  return Q.items[i];
+}
+
+// The query's item i (a token, or for kChain the pair (token i, token i + 1)), new ref.
+PyObject* item_obj(const QueryKey& Q, Py_ssize_t i) {
+  if (Q.form != kChain) return tok_obj(Q, i);
+  PyObject* a = tok_obj(Q, i);
+  PyObject* b = a == nullptr ? nullptr : tok_obj(Q, i + 1);
+  PyObject* pair = b == nullptr ? nullptr : PyTuple_Pack(2, a, b);
+  Py_XDECREF(a);
+  Py_XDECREF(b);
+  return pair;
 }
 
 // The key object itself (new ref), for a real dict lookup.
 PyObject* build_key(const QueryKey& Q) {
   PyObject* plain;
   if (Q.ps == 1) {
-    if (Q.form == kChain) {
-      plain = PyTuple_Pack(2, Q.items[0], Q.items[1]);
-    } else {
-      plain = Q.items[0];
-      Py_INCREF(plain);
-    }
+    plain = item_obj(Q, 0);
   } else {
     plain = PyTuple_New(Q.len);
     if (plain == nullptr) return nullptr;
     for (Py_ssize_t i = 0; i < Q.len; ++i) {
-      PyObject* item;
-      if (Q.form == kChain) {
-        item = PyTuple_Pack(2, Q.items[i], Q.items[i + 1]);
-        if (item == nullptr) {
-          Py_DECREF(plain);
-          return nullptr;
-        }
-      } else {
-        item = Q.items[i];
-        Py_INCREF(item);
+      PyObject* item = item_obj(Q, i);
+      if (item == nullptr) {
+        Py_DECREF(plain);
+        return nullptr;
       }
       PyTuple_SET_ITEM(plain, i, item);
     }
@@ -418,12 +471,16 @@ PyObject* packed_key(PyObject* key0, PyObject* t0, bool pairs_keys) {
   return b;
 }
 
+inline bool is_view(int keys) { return keys == kKeysView || keys == kKeysViewPages; }
+
 // A scanned dict entry whose key may equal the query's page: RadixCache builds a child key from
 // the first page of the child's own key (tuple(key.token_ids[:page_size])), so its items are
 // those very objects. If they are (identity), the key equals the query's page exactly when the
 // child's packed key does over that page: a memcmp-speed check instead of comparing every
-// token (or pair) of the page structurally. 1 equal, 0 different, 2 cannot tell this way.
+// token (or pair) of the page structurally. 1 equal, 0 different, 2 cannot tell this way (an
+// array('q') tree key's items are new ints each read: never the key's objects).
 int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, int keys) {
+  if (Q.vals != nullptr) return 2;
   int r = 1;
   PyObject* plain = plain_of(k, Q, &r);
   if (plain == nullptr) return r;
@@ -438,7 +495,7 @@ int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, int keys)
   r = 2;
   if (t0 == nullptr) {
     PyErr_Clear();
-  } else if (keys == kKeysView && Q.form == kInts && PyList_CheckExact(t0) &&
+  } else if (is_view(keys) && Q.form == kInts && PyList_CheckExact(t0) &&
              PyList_GET_SIZE(t0) >= Q.len) {  // the page's ints, in place
     bool same = true;
     for (Py_ssize_t i = 0; i < Q.len && same; ++i)
@@ -449,7 +506,7 @@ int page_eq_via_child(PyObject* k, PyObject* child, const QueryKey& Q, int keys)
                                     Q.len, &bad);
       r = j < 0 ? 2 : j == Q.len;
     }
-  } else if (keys != kKeysView && PyList_CheckExact(t0) && PyList_GET_SIZE(t0) >= Q.len) {
+  } else if (!is_view(keys) && PyList_CheckExact(t0) && PyList_GET_SIZE(t0) >= Q.len) {
     bool same = true;
     for (Py_ssize_t i = 0; i < Q.len && same; ++i)
       same = PyTuple_GET_ITEM(plain, i) == PyList_GET_ITEM(t0, i);
@@ -595,11 +652,33 @@ PyObject* pack_pairs(PyObject*, PyObject* arg) {
   return pack_chain(arg);
 }
 
-// same_prefix(stored: list, ints: list) -> bool: len(stored) <= len(ints) and each stored[i]
-// is ints[i] or both are ints of equal value (exact ints / bools only)
+// same_prefix(stored, ints) -> bool: len(stored) <= len(ints) and each stored[i] is ints[i] or
+// both are ints of equal value (exact ints / bools only): two lists, or two array('q')s (their
+// int64 values compared)
 PyObject* same_prefix(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs == 2 && !PyList_CheckExact(args[0])) {
+    Py_buffer a, b;
+    int ra = q_buffer(args[0], &a);
+    if (ra < 0) return nullptr;
+    int rb = ra == 1 ? q_buffer(args[1], &b) : 0;
+    if (rb < 0) {
+      PyBuffer_Release(&a);
+      return nullptr;
+    }
+    if (ra == 1 && rb == 1) {
+      Py_ssize_t n = a.len / 8;
+      bool same = n <= b.len / 8 &&
+                  mismatch_vals(static_cast<const int64_t*>(a.buf),
+                                static_cast<const int64_t*>(b.buf), n) == n;
+      PyBuffer_Release(&a);
+      PyBuffer_Release(&b);
+      return PyBool_FromLong(same);
+    }
+    if (ra == 1) PyBuffer_Release(&a);
+  }
   if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
-    PyErr_SetString(PyExc_TypeError, "same_prefix(stored: list, ints: list)");
+    PyErr_SetString(PyExc_TypeError,
+                    "same_prefix(stored, ints): two lists or two array('q')s");
     return nullptr;
   }
   Py_ssize_t n = PyList_GET_SIZE(args[0]);
@@ -616,9 +695,10 @@ PyObject* same_prefix(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 
 // walk(node, q, off, n, form, ps, t, value, path, extra_key, keys, scan_max)
 //   -> (node, off, outcome, prefix_len, child_key)
-// 0.5.8's _match_prefix_helper loop from `node` at key position `off` of the query list `q`
-// (n key positions; EAGLE CHAIN: pair i is (q[i], q[i + 1])), over tree keys of kind `keys`
-// (0.5.11's for kKeysView: EAGLE matches are rounded down to whole pages): each child found gets
+// 0.5.8's _match_prefix_helper loop from `node` at key position `off` of the query `q` (a list;
+// for view keys also an array('q'), read through its buffer) (n key positions; EAGLE CHAIN: pair
+// i is (q[i], q[i + 1])), over tree keys of kind `keys` (for view keys: RadixKey.match's, whose
+// EAGLE matches are rounded down to whole pages; kKeysViewPages: every match): each child found gets
 // last_access_time = t, its value appended to `value` and, if `path` is a list, (child key,
 // child, child.key) appended to it. Outcomes: done (node, off: where the walk stops); split
 // (node: the child to split at prefix_len, child_key its key: the caller calls _split_node);
@@ -641,14 +721,33 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       !get_ssize(args[5], &ps, "ps") || !get_ssize(args[11], &scan_max, "scan_max") ||
       (keys == -1 && PyErr_Occurred()) || (form == -1 && PyErr_Occurred()))
     return nullptr;
-  if (!PyList_CheckExact(q) || !PyList_CheckExact(value) ||
-      (path != Py_None && !PyList_CheckExact(path)) || form < kInts || form > kPairs ||
-      ps < 1 || keys < kKeysInts || keys > kKeysView || (keys == kKeysView && form == kPairs)) {
+  if (!PyList_CheckExact(value) || (path != Py_None && !PyList_CheckExact(path)) ||
+      form < kInts || form > kPairs || ps < 1 || keys < kKeysInts || keys > kKeysViewPages ||
+      (is_view(keys) && form == kPairs)) {
     PyErr_SetString(PyExc_TypeError, "walk: bad arguments");
     return nullptr;
   }
-  Py_ssize_t qlen = PyList_GET_SIZE(q);
+  // the query's ids: a list's items, or (view keys) an array('q')'s values, held until the end
+  PyObject** qi = nullptr;
+  const int64_t* qv = nullptr;
+  Py_buffer qb;
+  Py_ssize_t qlen;
+  if (PyList_CheckExact(q)) {
+    qi = reinterpret_cast<PyListObject*>(q)->ob_item;
+    qlen = PyList_GET_SIZE(q);
+  } else {
+    int rq = is_view(keys) ? q_buffer(q, &qb) : 0;
+    if (rq < 0) return nullptr;
+    if (rq == 0) {
+      PyErr_SetString(PyExc_TypeError, "walk: the query is not a list (or, for view keys, an "
+                                       "array('q'))");
+      return nullptr;
+    }
+    qv = static_cast<const int64_t*>(qb.buf);
+    qlen = qb.len / 8;
+  }
   if (n + (form == kChain ? 1 : 0) > qlen && n > 0) {
+    if (qv != nullptr) PyBuffer_Release(&qb);
     PyErr_SetString(PyExc_IndexError, "walk: n beyond the query");
     return nullptr;
   }
@@ -657,7 +756,6 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_ssize_t prefix_len = 0;
   PyObject* split_key = Py_None;
   Py_INCREF(split_key);
-  PyObject** qi = reinterpret_cast<PyListObject*>(q)->ob_item;
   while (off < n) {
     PyObject* children = PyObject_GetAttr(node, s_children);
     if (children == nullptr) goto error;
@@ -666,7 +764,8 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       outcome = kBail;
       break;
     }
-    QueryKey Q{extra, static_cast<int>(form), ps, qi + off, (off + ps < n ? off + ps : n) - off};
+    QueryKey Q{extra, static_cast<int>(form), ps, qi ? qi + off : nullptr, qv ? qv + off : nullptr,
+               (off + ps < n ? off + ps : n) - off};
     PyObject *child = nullptr, *dkey = nullptr;
     int found = find_child(children, Q, scan_max, static_cast<int>(keys), &child, &dkey);
     if (found < 0) {
@@ -696,25 +795,40 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
     t0 = PyObject_GetAttr(key0, s_token_ids);
     if (t0 == nullptr) goto step_error;
-    if (!PyList_CheckExact(t0)) goto step_bail;
-    len0 = PyList_GET_SIZE(t0);
     bad = 0;
-    if (keys == kKeysView) {  // the key's own list; an EAGLE key's positions are its pairs
-      PyObject** k0 = reinterpret_cast<PyListObject*>(t0)->ob_item;
-      if (form == kChain) len0 = len0 > 0 ? len0 - 1 : 0;
+    if (is_view(keys)) {  // the key's own ids; an EAGLE key's positions are its pairs
+      Py_buffer kb;
+      if (qv == nullptr) {  // a list query: a list key
+        if (!PyList_CheckExact(t0)) goto step_bail;
+        len0 = PyList_GET_SIZE(t0);
+      } else {  // an array('q') query: an array('q') key
+        int rk = q_buffer(t0, &kb);
+        if (rk < 0) goto step_error;
+        if (rk == 0) goto step_bail;
+        len0 = kb.len / 8;
+      }
+      if (form == kChain) len0 = len0 > 0 ? len0 - 1 : -1;
       rem = n - off;
       m = len0 < rem ? len0 : rem;
-      if (form == kInts) {
-        p = mismatch_lists(k0, qi + off, m, &bad);
-        if (p >= 0 && ps > 1) p = paged_result(p, m, len0, rem, ps);
-      } else {
-        j = mismatch_lists(k0, qi + off, m + 1, &bad);
-        p = j < 0 ? j : (j > m ? m : (j ? j - 1 : 0));  // as above: ints [0, j), pairs [0, j - 1)
-        if (p >= 0 && ps > 1) p = p / ps * ps;  // RadixKey.match: whole pages of pairs
+      if (m < 0) {  // an EAGLE key of no ints: SGLang's comparison
+        if (qv != nullptr) PyBuffer_Release(&kb);
+        goto step_bail;
       }
-      if (p < 0) goto step_bail;  // a token that is not an int: SGLang's comparison
+      Py_ssize_t count = form == kChain ? m + 1 : m;  // ints [0, m + 1) make pairs [0, m)
+      if (qv == nullptr) {
+        j = mismatch_lists(reinterpret_cast<PyListObject*>(t0)->ob_item, qi + off, count, &bad);
+      } else {
+        j = mismatch_vals(static_cast<const int64_t*>(kb.buf), qv + off, count);
+        PyBuffer_Release(&kb);
+      }
+      if (j < 0) goto step_bail;  // a token that is not an int: SGLang's comparison
+      p = form == kChain ? (j > m ? m : (j ? j - 1 : 0)) : j;  // ints [0, j), pairs [0, j - 1)
+      if (ps > 1)  // RadixKey.match: whole pages (0.5.11, 0.5.12: but a partial last page of ids)
+        p = keys == kKeysView && form == kInts ? paged_result(p, m, len0, rem, ps) : p / ps * ps;
       goto compared;
     }
+    if (!PyList_CheckExact(t0)) goto step_bail;
+    len0 = PyList_GET_SIZE(t0);
     b = packed_key(key0, t0, keys == kKeysPairs);
     if (b == nullptr) goto step_error;
     if (b == Py_None) goto step_bail;
@@ -784,11 +898,10 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_DECREF(child);
     goto error;
   }
-  {
-    PyObject* out = Py_BuildValue("(NninN)", node, off, outcome, prefix_len, split_key);
-    return out;
-  }
+  if (qv != nullptr) PyBuffer_Release(&qb);
+  return Py_BuildValue("(NninN)", node, off, outcome, prefix_len, split_key);
 error:
+  if (qv != nullptr) PyBuffer_Release(&qb);
   Py_DECREF(node);
   Py_DECREF(split_key);
   return nullptr;
@@ -820,17 +933,17 @@ int holds(PyObject* node, PyObject* k, PyObject* child, Py_ssize_t scan_max) {
 
 // replay(root, steps, stored, ints, clock, value, scan_max) -> t | None
 // A re-match hit, all or nothing: if the tree still holds every step (child key, node, node key)
-// from `root` and `ints` starts with `stored` (same objects or equal ints), reads the clock
+// from `root` and `ints` starts with `stored` (two lists: same objects or equal ints; two
+// array('q')s: equal values), reads the clock
 // once, sets root's and each node's last_access_time to it, appends each node's value to
 // `value` and returns it; else changes nothing and returns None.
 PyObject* replay(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_ssize_t scan_max;
-  if (nargs != 7 || !PyTuple_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
-      !PyList_CheckExact(args[3]) || !PyList_CheckExact(args[5]) ||
+  if (nargs != 7 || !PyTuple_CheckExact(args[1]) || !PyList_CheckExact(args[5]) ||
       !get_ssize(args[6], &scan_max, "scan_max")) {
     if (!PyErr_Occurred())
-      PyErr_SetString(PyExc_TypeError, "replay(root, steps: tuple, stored: list, ints: list, "
-                                       "clock, value: list, scan_max)");
+      PyErr_SetString(PyExc_TypeError, "replay(root, steps: tuple, stored, ints, clock, "
+                                       "value: list, scan_max)");
     return nullptr;
   }
   PyObject* root = args[0];
@@ -900,7 +1013,7 @@ PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "nsa_radix_match_ext",
 }  // namespace
 
 // Bumped whenever the functions above change meaning; radix_match_native.py checks it.
-#define NSA_ABI_VERSION 3
+#define NSA_ABI_VERSION 4
 
 PyMODINIT_FUNC PyInit_nsa_radix_match_ext(void) {
   s_children = PyUnicode_InternFromString("children");
@@ -922,6 +1035,15 @@ PyMODINIT_FUNC PyInit_nsa_radix_match_ext(void) {
     return nullptr;
   }
   t_defaultdict = reinterpret_cast<PyTypeObject*>(dd);  // kept for the process
+  PyObject* array_mod = PyImport_ImportModule("array");
+  if (array_mod == nullptr) return nullptr;
+  PyObject* at = PyObject_GetAttrString(array_mod, "array");
+  Py_DECREF(array_mod);
+  if (at == nullptr || !PyType_Check(at)) {
+    Py_XDECREF(at);
+    return nullptr;
+  }
+  t_array = reinterpret_cast<PyTypeObject*>(at);  // kept for the process
   PyObject* m = PyModule_Create(&kModule);
   if (m == nullptr) return nullptr;
   if (PyModule_AddIntConstant(m, "ABI_VERSION", NSA_ABI_VERSION) < 0 ||

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("radix_match_ext.cpp")
 MODULE_NAME = "nsa_radix_match_ext"  # PyInit_nsa_radix_match_ext in the source
-ABI_VERSION = 3  # NSA_ABI_VERSION in the source
+ABI_VERSION = 4  # NSA_ABI_VERSION in the source
 LOCK_TIMEOUT_S = 600.0
 
 _module = None  # the loaded helper

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from array import array
 from itertools import chain
 from typing import Callable, Optional
 
@@ -185,6 +186,15 @@ def ints_prefix(t0: list, t1: list, off: int, k: int) -> int:
     return i
 
 
+def ids_prefix(t0, t1, off: int, k: int) -> int:
+    """ints_prefix for two lists, or for two arrays (SGLang 0.5.13's ``array('q')`` ids): C-level
+    slice comparisons, galloping (their values are in the buffers: no head compared one by
+    one)."""
+    if t0.__class__ is list:
+        return ints_prefix(t0, t1, off, k)
+    return _gallop(t0, t1, off, 0, k, True)
+
+
 def paged_result(p: int, m: int, len0: int, len1: int, page_size: int) -> int:
     """_key_match_paged's result, given p = the first differing position (or m = min_len)."""
     if p < m:
@@ -270,15 +280,17 @@ def bigram_pairs(src, fallback: Callable):
 
 def owned_key(key):
     """The RadixKey a new tree node keeps when ``insert`` was given ``key`` whole: the same
-    attributes over its own copy of the token list (0.5.8 stores the caller's key, list and all).
+    attributes over its own copy of the token list (0.5.8 stores the caller's key, list and all;
+    from 0.5.13 an ``array('q')``, copied the same way).
 
     The packed ids (``node_ints``, the helper's ``packed_key``) and the re-match cache trust a
     tree key's list to change only by reassignment; a caller editing, in place, the list it
     inserted would leave them stale. 0.5.8 already clones the inserted value for the same
-    reason. Costs a list copy (about 1 ns a token) for a new child of the root only: every
-    other new node holds a slice the tree made. RadixKey has ``__slots__`` from 0.5.11 on."""
+    reason. Costs a list copy (about 1 ns a token; an array's, a memcpy) for a new child of the
+    root only: every other new node holds a slice the tree made. RadixKey has ``__slots__`` from
+    0.5.11 on."""
     t = key.token_ids
-    if t.__class__ is not list:
+    if t.__class__ is not list and t.__class__ is not array:
         return key  # a tuple cannot change; other sequences are matched by 0.5.8's code
     cls = key.__class__
     own = object.__new__(cls)

@@ -21,7 +21,8 @@ if all of this holds, checked on every hit:
 
 - content: the query starts with the remembered ints, element by element (the same object, or an
   int of equal value): O(n) at identity speed (``same_prefix`` of the compiled helper, or
-  ``list ==``, which also checks identity first);
+  ``list ==``, which also checks identity first); for an ``array('q')`` query (SGLang 0.5.13 on)
+  the remembered values, compared as int64 buffers (memcmp speed);
 - structure: the tree still holds the path: the same root, each node still its parent's child
   under the same child key, with the same key object (a split, an eviction, a reset or any
   re-keying breaks this), checked node by node.
@@ -89,14 +90,18 @@ class RematchCache:
         self.hits = self.invalidated = self.stores = 0
 
     @staticmethod
-    def fingerprint(ints: list, extra_key):
+    def fingerprint(ints, extra_key, n_ints: int = -1):
         """Cheap: the length, and which objects end and split the query, and their values (a
         request keeps its ints; a new request whose ints took the memory of a freed one's has
         other values there). A different query with the same fingerprint costs a miss only.
-        Walker.walk computes the same inline."""
-        n = len(ints)
-        last, mid = ints[-1], ints[n >> 1]
-        return (extra_key, n, id(last), id(mid), last, mid)
+        Walker.walk computes the same inline for a list. An ``array('q')`` (SGLang 0.5.13 on)
+        holds values, not objects: its first ``n_ints`` ints (the walk's), by length and the
+        values there."""
+        if ints.__class__ is list:
+            n = len(ints)
+            last, mid = ints[-1], ints[n >> 1]
+            return (extra_key, n, id(last), id(mid), last, mid)
+        return (extra_key, n_ints, ints[n_ints - 1], ints[n_ints >> 1])
 
     def replay_entry(self, fp, entry, root, ints: list, clock, value: list):
         """For ``entry = entries[fp]`` (not a mark): (clock value, steps, stored) after replaying
