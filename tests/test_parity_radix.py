@@ -2,7 +2,7 @@
 
 Three suites (tests/harness/radix_scenarios.py, configs in parity_configs.py: smaller workloads
 on releases other than 0.5.8), each run once on pristine SGLang and once per matcher on the
-patched tree, compared exactly:
+patched tree (one process per tree for all of them), compared exactly:
 - ``workload`` (RADIX): 1000 requests a config, page 1/16/64, EAGLE keys on/off,
   extra keys, locks, inserts, LRU evictions under a budget;
 - ``scheduler`` (SCHEDULER): SGLang's own Req.init_next_round_input,
@@ -22,7 +22,7 @@ walk does not consult it there: radix_match.NSA_REMATCH_MIN_ARRAY).
 import pytest
 from conftest import RELEASE
 from harness import releases
-from harness.parity import compare, run_suite
+from harness.parity import compare, labelled, run_suite
 from harness.radix_build import helper_build_env
 from parity_configs import FLAGS_OFF, radix_cpu
 
@@ -36,12 +36,22 @@ MATCHERS = {
 }
 
 _expected: dict = {}
+_runs: dict = {}
 
 
-def _pristine(tree, suite):
-    if suite not in _expected:
-        _expected[suite] = run_suite(tree, "radix", SUITES[suite])
-    return _expected[suite]
+def _suite_runs(pristine, patched, tmp_path_factory, suite: str) -> tuple[dict, dict]:
+    """(pristine, {matcher: patched}) outputs of `suite`. Two processes for the whole module:
+    every suite on the pristine tree, and every suite under every matcher's flags on the patched
+    one (per-scenario env: RadixCache reads its flags at construction, and each scenario builds
+    its own), labelled so each test compares its own slice."""
+    if not _runs:
+        _runs["pristine"] = run_suite(pristine, "radix", [
+            dict(c, label=s) for s in SUITES for c in SUITES[s]])
+        _runs["patched"] = run_suite(patched, "radix", [
+            dict(c, label=f"{s}:{m}", env=env) for m, env in MATCHERS.items()
+            for s in SUITES for c in SUITES[s]], env=helper_build_env(tmp_path_factory))
+    return (labelled(_runs["pristine"], suite),
+            {m: labelled(_runs["patched"], f"{suite}:{m}") for m in MATCHERS})
 
 
 def _served(result: dict) -> dict:
@@ -58,7 +68,7 @@ def _served(result: dict) -> dict:
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factory, suite,
                             matcher):
-    expected = _pristine(pristine_template, suite)
+    expected, patched = _suite_runs(pristine_template, patched_template, tmp_path_factory, suite)
     hits, least_served, least_rematch = LEAST[suite]
     logs = [v for k, v in expected.items() if k.endswith("/log")]
     assert len(logs) == len(SUITES[suite])
@@ -68,8 +78,7 @@ def test_radix_cache_parity(pristine_template, patched_template, tmp_path_factor
     else:
         assert all(sum(e[2] > 0 for e in log if e[0] == "match") > hits for log in logs), \
             "few hits"
-    env = dict(MATCHERS[matcher], **helper_build_env(tmp_path_factory))
-    actual = run_suite(patched_template, "radix", SUITES[suite], env=env)
+    actual = patched[matcher]
     problems = compare(expected, actual)
     assert not problems, (f"patched RadixCache ({matcher}) differs from SGLang {RELEASE}:\n"
                           + "\n".join(problems))

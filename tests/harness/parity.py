@@ -47,6 +47,12 @@ def run_suite(tree: Path, suite: str, configs: list, *, device: str = "cpu", see
     return dump
 
 
+def labelled(dump: dict, label: str) -> dict:
+    """The outputs of the configs run with ``label`` (runner.py), under their own keys."""
+    head = f"@{label}/"
+    return {k[len(head):]: v for k, v in dump.items() if k.startswith(head)}
+
+
 def _run(tree: Path, suite: str, configs: list, device: str, seed: int, full_env: dict,
          timeout: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:

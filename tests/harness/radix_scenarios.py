@@ -106,6 +106,7 @@ def run_workload(out: dict, prefix: str, seed: int, page_size: int, bigram: bool
 
     rc.time = SimpleNamespace(monotonic=CountingClock().monotonic,
                               perf_counter=lambda: 0.0)
+    rc.TreeNode.counter = 0  # node ids as a fresh process's, whatever ran before in this one
     rng = random.Random(seed)
     allocator = RecordingAllocator()
     cache = rc.RadixCache(

@@ -6,7 +6,9 @@
 The tree goes first on sys.path, ahead of any installed SGLang; the test-only stand-ins
 (tests/standins, see tests/README.md) come after it. Environment flags are inherited from the
 caller, so pristine and patched runs differ only in the tree. A config may name its own
-``suite`` (default --suite) and ``env`` (set for that scenario only). --keep-going: a scenario
+``suite`` (default --suite), ``env`` (set for that scenario only) and ``label`` (its outputs
+are saved as ``@LABEL/<key>``: one process runs the same scenario under several flag sets,
+harness.parity.labelled reads each back). --keep-going: a scenario
 that raises is recorded under ``_errors/`` (the exception, where in SGLang and in the harness)
 and the next one runs (harness/smoke.py).
 """
@@ -68,10 +70,14 @@ def main() -> None:
     for cfg in json.loads(args.config):
         cfg = dict(cfg)
         suite, env = cfg.pop("suite", args.suite), cfg.pop("env", {})
+        label = cfg.pop("label", None)
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            run_scenario(out, suite, args.device, args.seed, cfg)
+            part = {} if label else out
+            run_scenario(part, suite, args.device, args.seed, cfg)
+            if label:
+                out.update({f"@{label}/{k}": v for k, v in part.items()})
         except Exception as e:
             if not args.keep_going:
                 raise
