@@ -105,3 +105,22 @@ def test_operator_docs_commands_are_shell(doc):
     for tag, body in blocks:
         if tag == "bash":
             subprocess.run(["bash", "-n"], input=body, text=True, check=True)
+
+
+# What an operator reads (docs, the installed code and its messages, --help) says how things are,
+# not how the project got there: no development notes, ticket numbers or "no longer".
+HISTORY = re.compile(r"\bseed\b(?! ?[=(:*+,)\]])|\bseed 0\d\d|\bissues? #?\d+|\bno longer\b", re.I)
+SHIPPED = ["README.md", "ROLLBACK.md", "tests/README.md", "docs/*.md", "overlay/**/*",
+           "patches/*", "scripts/*.sh", "scripts/*.py", "scripts/nsa_apply/*.py"]
+
+
+def test_what_operators_read_has_no_project_history():
+    hits = []
+    for pattern in SHIPPED:
+        for path in sorted(ROOT.glob(pattern)):
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            hits += [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+                     for n, line in enumerate(path.read_text().splitlines(), 1)
+                     if HISTORY.search(line)]
+    assert not hits, "\n".join(hits)

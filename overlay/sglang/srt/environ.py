@@ -371,7 +371,7 @@ class Envs:
     SGLANG_RADIX_COMPILED_MATCH = EnvBool(True)
     # With SGLANG_RADIX_FAST_MATCH: serve a waiting request matched again from a validated cache
     SGLANG_RADIX_REMATCH_CACHE = EnvBool(True)
-    # Opt-in: the seed's Triton token-match kernel for long keys (see docs/BENCHMARKS.md)
+    # Opt-in: a Triton token-match kernel for long keys (see docs/BENCHMARKS.md)
     SGLANG_RADIX_TRITON_MATCH = EnvBool(False)
     # Opt-in: run the plain copies after the batched copy and compare (raises on a mismatch)
     SGLANG_NSA_BATCHED_COPY_VERIFY = EnvBool(False)

@@ -120,7 +120,7 @@ class RadixKey:
         preview = self.token_ids[:10]
         return f"RadixKey(extra_key={self.extra_key!r}, token_ids={preview}{'...' if len(self.token_ids) > 10 else ''})"
 
-    # nsa-fastpath: the seed's per-key tensor cache, used only by the opt-in Triton matcher.
+    # nsa-fastpath: a per-key tensor cache, used only by the opt-in Triton matcher.
     # A class default, so keys that never call get_tensor() carry nothing extra. Slices made by
     # __getitem__ do not inherit it (a view would pin the parent's whole buffer).
     _tensor_cache = None

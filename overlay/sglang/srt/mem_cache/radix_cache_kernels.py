@@ -10,12 +10,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""nsa-fastpath: the seed's Triton token-match kernel for RadixCache (opt-in).
+"""nsa-fastpath: a Triton token-match kernel for RadixCache (opt-in).
 
-Design from seed 004: a vectorized kernel finds the first position where two int64 token
+A vectorized kernel finds the first position where two int64 token
 sequences differ; each ``RadixKey`` caches its tokens as a tensor (``RadixKey.get_tensor()``)
 so a tree key is converted once, not on every comparison; sequences shorter than
-``min_kernel_len`` (seed: 512 tokens) are compared in Python.
+``min_kernel_len`` (512 tokens) are compared in Python.
 
 It is opt-in (``SGLANG_RADIX_TRITON_MATCH=1`` or ``CacheInitParams.enable_triton_kernels``) and
 off by default because the CPU matcher in radix_cache.py is faster as measured
@@ -48,7 +48,7 @@ except Exception as e:  # pragma: no cover - depends on the installation
     tl = None
     _TRITON_ERROR = f"{type(e).__name__}: {e}"
 
-DEFAULT_MIN_KERNEL_LEN = 512  # seed 004's threshold (tokens); below it Python compares
+DEFAULT_MIN_KERNEL_LEN = 512  # tokens; below it Python compares
 BLOCK_SIZE = 1024
 
 if triton is not None:
@@ -125,7 +125,7 @@ def token_match_fast(
 ) -> int:
     """Number of leading positions where 1-D int64 tensors ``a`` and ``b`` agree.
 
-    Below ``min_kernel_len`` the comparison runs in Python (seed 004); otherwise the Triton kernel
+    Below ``min_kernel_len`` the comparison runs in Python; otherwise the Triton kernel
     (cuda, or cpu under TRITON_INTERPRET=1) or, where the kernel cannot run, torch ops.
     """
     n = min(a.numel(), b.numel())
@@ -141,7 +141,7 @@ def token_match_fast(
 
 
 class OptimizedRadixCacheOps:
-    """The seed's operation set: prefix lengths of cached RadixKey tensors.
+    """The kernel's operation set: prefix lengths of cached RadixKey tensors.
 
     ``first_mismatch(key0, key1, off, m)`` compares ``key0[0:m]`` with ``key1[off:off+m]`` on the
     tensors ``RadixKey.get_tensor(device)`` caches (bigram keys: pairs, compared flattened) and
@@ -184,7 +184,7 @@ class OptimizedRadixCacheOps:
         """The first differing position of ``key0[0:m]`` and the query ``q[off:off + m]``
         (a list of ids or of bigram pairs), or m; ``chain``: ``q`` holds EAGLE ints whose pairs
         the tree key's pairs are compared with. The query window is made a tensor here (a new
-        request's is never cached); the tree key's tensor is cached on it (seed 004)."""
+        request's is never cached); the tree key's tensor is cached on it."""
         a = key0.get_tensor(self.device)
         if chain:
             w = _ints_tensor(q[off:off + m + 1], self.device)
@@ -196,7 +196,7 @@ class OptimizedRadixCacheOps:
         return token_match_fast(a[:m], w, 0, self.backend)
 
     def key_match(self, key0, key1) -> int:
-        """Page-size-1 prefix length of two RadixKeys (seed API); extra keys must be equal."""
+        """Page-size-1 prefix length of two RadixKeys; extra keys must be equal."""
         if key0.extra_key != key1.extra_key:
             raise ValueError(
                 f"_key_match should be run on the same extra key, but got key0.extra_key={key0.extra_key} != key1.extra_key={key1.extra_key}"

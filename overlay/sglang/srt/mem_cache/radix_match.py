@@ -23,7 +23,8 @@ the first differing position with one of these matchers, chosen once per RadixCa
   built, a build failure) or SGLANG_RADIX_COMPILED_MATCH=0: radix_match_py.py's pure-Python
   comparisons (list slices for int keys, struct-packed ints and memcmp for EAGLE keys).
 - ``triton`` (opt-in, SGLANG_RADIX_TRITON_MATCH=1 or CacheInitParams.enable_triton_kernels): the
-  seed's Triton kernel (radix_cache_kernels.py) for overlaps from 512 tokens, the above below.
+  Triton token-match kernel (radix_cache_kernels.py) for overlaps from 512 tokens, the above
+  below.
 
 EAGLE (``is_eagle``): SGLang converts the query into bigram tuples ``[(a, b), (b, c), ...]`` on
 every call and compares tuples. Pairs [0, m) of two such keys are equal exactly when the ints
@@ -109,7 +110,7 @@ INTS, CHAIN, PAIRS = 0, 1, 2
 # where it rounds every match down to whole pages (0.5.13 on; ids are array('q')s there).
 KEYS_INTS, KEYS_PAIRS, KEYS_VIEW, KEYS_VIEW_PAGES = 0, 1, 2, 3
 
-NSA_TRITON_MIN = 512  # seed 004's threshold (tokens): the Triton kernel from this overlap
+NSA_TRITON_MIN = 512  # the Triton kernel from this overlap (tokens); shorter: the above
 # The re-match cache looks queries up, and remembers walks, from this many matched ints, per
 # matcher: shorter ones cost less to walk again than to look up and replay
 # (bench_radix_match.py, re-matched table: the cache against "no cache" per length).
@@ -263,7 +264,7 @@ class Walker:
             page_size, cache_is_eagle and not self.view_keys, check_extra_key)
         if self.view_keys and triton_ops is not None and triton_ops.enabled:
             log_once("nsa-fastpath: the radix triton matcher compares bigram tuples, which "
-                     "SGLang's RadixKey no longer builds: the "
+                     "this SGLang's RadixKey does not build: the "
                      f"{kind} matcher serves", logging.WARNING)
             triton_ops = None
         self.triton_ops = triton_ops if triton_ops is not None and triton_ops.enabled else None

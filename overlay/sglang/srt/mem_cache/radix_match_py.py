@@ -92,7 +92,7 @@ NSA_BYTES_DIVERGE_BIGRAM = 384  # where the last overlapping tokens differ, and 
 NSA_BYTES_DIVERGE_PAGES = 12
 NSA_BYTES_GALLOP = 64  # first chunk (tokens) packed and compared, doubling
 NSA_BYTES_NODE_FACTOR = 4  # a tree key is packed only if at most this many times the overlap
-# - the seed's Triton kernel (opt-in): seed 004's threshold.
+# - the Triton kernel (opt-in): from this overlap (tokens).
 NSA_TRITON_MIN = 512
 
 

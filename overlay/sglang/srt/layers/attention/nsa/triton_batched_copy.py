@@ -1,7 +1,7 @@
 # Copyright 2026 nsa-fastpath authors. Licensed under the Apache License, Version 2.0.
 """nsa-fastpath: one launch for the precomputed multi-step replay copies.
 
-SGLang 0.5.8's `init_forward_metadata_replay_cuda_graph_from_precomputed` issues 6-8 `.copy_()`
+SGLang 0.5.8's `init_forward_metadata_replay_cuda_graph_from_precomputed` makes 6-8 `.copy_()`
 calls per step backend (1-D seqlens and cu_seqlens slices, the 2-D strided `page_table_1[:, :max_len]`,
 `real_page_table` when page_size > 1), and NativeSparseAttnMultiStepBackend repeats that for
 each of its N step backends. `launch` does all of it, for all N backends, in one Triton launch:
