@@ -67,6 +67,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     out: dict = {}
+    labelled: dict = {}  # label -> the outputs of its configs, as one unlabelled run's
     for cfg in json.loads(args.config):
         cfg = dict(cfg)
         suite, env = cfg.pop("suite", args.suite), cfg.pop("env", {})
@@ -74,10 +75,8 @@ def main() -> None:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            part = {} if label else out
-            run_scenario(part, suite, args.device, args.seed, cfg)
-            if label:
-                out.update({f"@{label}/{k}": v for k, v in part.items()})
+            run_scenario(labelled.setdefault(label, {}) if label else out, suite, args.device,
+                         args.seed, cfg)
         except Exception as e:
             if not args.keep_going:
                 raise
@@ -88,6 +87,8 @@ def main() -> None:
                 os.environ.pop(k, None)
                 if v is not None:
                     os.environ[k] = v
+    for label, part in labelled.items():
+        out.update({f"@{label}/{k}": v for k, v in part.items()})
     fastpath = sys.modules.get("sglang.srt.layers.attention.nsa.replay_fastpath")
     if fastpath is not None:  # patched tree: replays served per path, paths disabled (and why)
         report = fastpath.path_report()
