@@ -473,7 +473,7 @@ def test_matcher_is_logged_once_per_configuration(worker_results):
     log = worker_results["patched"]["log"]
     lines = [m for _, m in log]
     assert len(lines) == len(set(lines)), lines
-    declined = ("nsa-fastpath: the radix triton matcher compares bigram tuples, which SGLang's "
+    declined = ("nsa-fastpath: the radix triton matcher compares bigram tuples, which this SGLang's "
                 "RadixKey does not build: the compiled matcher serves")
     assert [m for level, m in log if level != "INFO"] == ([declined] if VIEW_KEYS else []), log
     for want in ("nsa-fastpath: radix prefix matcher: compiled (page_size=1, token keys; "
