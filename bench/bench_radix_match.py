@@ -97,14 +97,19 @@ def import_modules(tree: Path, device: str, workdir: Path):
         sys.exit(f"sglang resolved to {sglang.__file__}, not to --tree {tree}")
     if not hasattr(fast.RadixCache, "_nsa_match_prefix"):
         sys.exit(f"{tree} is not patched by nsa-fastpath (run scripts/apply.sh apply --target)")
-    src = workdir / "pristine_radix_cache.py"
-    with zipfile.ZipFile(WHEEL) as zf:
-        src.write_bytes(zf.read(RADIX_PATH))
-    spec = importlib.util.spec_from_file_location(PRISTINE_NAME, src)
-    orig = importlib.util.module_from_spec(spec)
-    sys.modules[PRISTINE_NAME] = orig
-    spec.loader.exec_module(orig)
-    return orig, fast
+    return load_wheel_radix_cache(WHEEL, workdir / "pristine_radix_cache.py", PRISTINE_NAME), fast
+
+
+def load_wheel_radix_cache(wheel: Path, dest: Path, name: str):
+    """The wheel's own radix_cache.py, written to dest and imported as module `name`, beside
+    the patched tree's (which is `sglang.srt.mem_cache.radix_cache`)."""
+    with zipfile.ZipFile(wheel) as zf:
+        dest.write_bytes(zf.read(RADIX_PATH))
+    spec = importlib.util.spec_from_file_location(name, dest)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class Allocator:

@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import os
 import platform
 import random
 import subprocess
 import sys
 import tempfile
-import zipfile
 from array import array
 from pathlib import Path
 
@@ -54,7 +52,6 @@ import releases  # noqa: E402
 
 import bench_radix_match as brm  # noqa: E402
 
-RADIX_PATH = "sglang/srt/mem_cache/radix_cache.py"
 OWN_NAME = "nsa_bench_release_radix_cache"
 VARIANTS = {  # ours: flags at RadixCache construction
     "compiled": {},
@@ -91,14 +88,7 @@ def import_modules(release: str, wheel: Path, site: Path, tmp: Path):
 
     if not hasattr(ours.RadixCache, "_nsa_init_matcher"):
         sys.exit(f"{site}: RadixCache is not nsa-fastpath's")
-    src = tmp / "release_radix_cache.py"
-    with zipfile.ZipFile(wheel) as zf:
-        src.write_bytes(zf.read(RADIX_PATH))
-    spec = importlib.util.spec_from_file_location(OWN_NAME, src)
-    own = importlib.util.module_from_spec(spec)
-    sys.modules[OWN_NAME] = own
-    spec.loader.exec_module(own)
-    return own, ours
+    return brm.load_wheel_radix_cache(wheel, tmp / "release_radix_cache.py", OWN_NAME), ours
 
 
 def build(mod, ps: int, eagle: bool, inserts: list, flags: dict):
